@@ -1,0 +1,152 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/procswitch/supervisor/internal/ready"
+	"github.com/procswitch/supervisor/internal/supervisor"
+	"github.com/procswitch/supervisor/listener"
+	"golang.org/x/sys/unix"
+)
+
+const usage = `usage: supervisor [flags] -- WORKER [ARGS...]
+
+Runs WORKER on sockets the supervisor owns; SIGHUP upgrades it to a new
+generation started from the same path, SIGTERM or SIGINT drain and stop.
+
+flags:
+`
+
+// options is the parsed command line.
+type options struct {
+	listen       []listener.Spec
+	ready        ready.Probe
+	readyTimeout time.Duration
+	drainSignal  syscall.Signal
+	drainTimeout time.Duration
+	workers      int
+	restartMin   time.Duration
+	restartMax   time.Duration
+	watchdog     time.Duration
+	logFormat    string
+	logLevel     string
+	runtimeDir   string
+	command      []string // the worker's path, resolved, then its arguments
+}
+
+// parseFlags reads the command line. Every error is one line that says
+// what to do; flag.ErrHelp means --help was asked for.
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{ready: ready.Probe{Mode: ready.Notify}, drainSignal: syscall.SIGTERM}
+	fs := flag.NewFlagSet("supervisor", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Func("listen", "`[NAME=]NETWORK://ADDRESS` to listen on, repeatable: tcp://127.0.0.1:8080, tcp://[::1]:8080,\ntcp4://, tcp6://, udp://127.0.0.1:9000, unix:///run/app.sock; NAME is the worker's LISTEN_FDNAMES entry\n(default listen0, listen1, … in order). Under systemd socket activation, sockets systemd passed\nare taken over by name or address, and all of them when --listen is not given", func(s string) error {
+		spec, err := listener.ParseSpec(s, len(o.listen))
+		if err == nil {
+			o.listen = append(o.listen, spec)
+		}
+		return err
+	})
+	fs.Func("ready", "how a worker is declared ready: `notify` (it sends READY=1), tcp (it accepts on every\nstream socket), http://HOST:PORT/PATH (answers 2xx), delay:DURATION (default notify)", func(s string) (err error) {
+		o.ready, err = ready.Parse(s)
+		return err
+	})
+	fs.DurationVar(&o.readyTimeout, "ready-timeout", supervisor.DefaultReadyTimeout, "how long a new worker may take to become ready before it is killed")
+	fs.Func("drain-signal", "the `SIGNAL` that tells an old worker to drain (default SIGTERM)", func(s string) (err error) {
+		o.drainSignal, err = parseSignal(s)
+		return err
+	})
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", supervisor.DefaultDrainTimeout, "how long a draining worker may take before it is killed")
+	fs.IntVar(&o.workers, "workers", 1, "worker processes per generation, all on the same sockets")
+	fs.DurationVar(&o.restartMin, "restart-min", supervisor.DefaultRestartMin, "delay before restarting a crashed worker; doubles with each consecutive crash")
+	fs.DurationVar(&o.restartMax, "restart-max", supervisor.DefaultRestartMax, "cap of the restart delay; a worker that runs this long counts as healthy again")
+	fs.DurationVar(&o.watchdog, "watchdog", 0, "a ready worker that sends no WATCHDOG=1 for this long is hung and replaced (0: off)")
+	fs.StringVar(&o.logFormat, "log-format", "", "`json` or console (default: console on a terminal, json otherwise)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.runtimeDir, "runtime-dir", "", "directory for the notify sockets (default: $RUNTIME_DIRECTORY, else a new temporary one)")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.SetOutput(stderr)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.Usage()
+		}
+		return nil, err
+	}
+	return o, o.check(fs.Args())
+}
+
+func (o *options) check(command []string) error {
+	switch {
+	case len(command) == 0:
+		return errors.New("no worker: give the program to run after the flags, as in: supervisor --listen tcp://127.0.0.1:8080 -- ./server")
+	case o.workers < 1 || o.workers > 1024:
+		return fmt.Errorf("--workers %d: want 1 to 1024", o.workers)
+	case o.readyTimeout <= 0 || o.drainTimeout <= 0:
+		return errors.New("--ready-timeout and --drain-timeout must be positive durations, such as 30s")
+	case o.restartMin <= 0 || o.restartMax < o.restartMin:
+		return fmt.Errorf("--restart-min %v and --restart-max %v: want 0 < min <= max", o.restartMin, o.restartMax)
+	case o.watchdog < 0:
+		return errors.New("--watchdog must not be negative")
+	case o.logFormat != "" && o.logFormat != "json" && o.logFormat != "console":
+		return fmt.Errorf("--log-format %q: want json or console", o.logFormat)
+	}
+	path, err := resolveWorker(command[0])
+	if err != nil {
+		return err
+	}
+	o.command = append([]string{path}, command[1:]...)
+	return nil
+}
+
+// resolveWorker finds the worker on PATH when it has no slash, makes it
+// absolute, and checks that it can be executed.
+func resolveWorker(name string) (string, error) {
+	path := name
+	if !strings.Contains(name, "/") {
+		p, err := exec.LookPath(name)
+		if err != nil {
+			return "", fmt.Errorf("worker %q: not found on PATH: give its path, such as ./%s", name, name)
+		}
+		path = p
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", fmt.Errorf("worker %s: %w", name, err)
+	}
+	fi, err := os.Stat(abs)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return "", fmt.Errorf("worker %s does not exist: build it first, or check the path", abs)
+	case err != nil:
+		return "", fmt.Errorf("worker %s: %w", abs, err)
+	case fi.IsDir():
+		return "", fmt.Errorf("worker %s is a directory, not a program", abs)
+	case unix.Access(abs, unix.X_OK) != nil:
+		return "", fmt.Errorf("worker %s is not executable: chmod +x it", abs)
+	}
+	return abs, nil
+}
+
+func parseSignal(s string) (syscall.Signal, error) {
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	if sig := unix.SignalNum(name); sig != 0 {
+		return sig, nil
+	}
+	return 0, fmt.Errorf("unknown signal %q: use a name such as SIGTERM, SIGQUIT or SIGINT", s)
+}

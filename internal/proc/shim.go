@@ -1,0 +1,41 @@
+package proc
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// ShimArg is the first argument that puts the supervisor's binary in shim
+// mode: `supervisor ShimArg WORKER [ARGS...]`.
+const ShimArg = "__supervisor-exec-worker"
+
+// ShimCommand returns the argv that starts argv (worker path first) through
+// the shim in the binary at shim (the supervisor's own executable).
+func ShimCommand(shim string, argv []string) (path string, args []string) {
+	return shim, append([]string{shim, ShimArg}, argv...)
+}
+
+// RunShim is the whole of shim mode. os/exec cannot set an environment
+// variable after fork, and LISTEN_PID must equal the worker's PID; so the
+// shim, already running as that PID, sets LISTEN_PID (and WATCHDOG_PID) to
+// its own PID and execs the worker, which keeps the PID. It returns only on
+// failure, with the exit status to use.
+func RunShim(argv []string) int {
+	if len(argv) == 0 {
+		fmt.Fprintln(os.Stderr, "supervisor: "+ShimArg+" is the supervisor's internal exec shim; run supervisor -- WORKER instead")
+		return 2
+	}
+	pid := strconv.Itoa(os.Getpid())
+	if os.Getenv("LISTEN_FDS") != "" {
+		os.Setenv("LISTEN_PID", pid)
+	}
+	if os.Getenv("WATCHDOG_USEC") != "" {
+		os.Setenv("WATCHDOG_PID", pid)
+	}
+	err := unix.Exec(argv[0], argv, os.Environ())
+	fmt.Fprintf(os.Stderr, "supervisor: cannot execute worker %s: %v\n", argv[0], err)
+	return ExitCodeFromShim
+}

@@ -1,0 +1,5 @@
+package ready
+
+import "golang.org/x/sys/unix"
+
+const sysAccept = unix.SYS_ACCEPT

@@ -1,0 +1,69 @@
+package supervisor
+
+import (
+	"errors"
+	"syscall"
+	"time"
+
+	"github.com/procswitch/supervisor/internal/ready"
+	"github.com/procswitch/supervisor/listener"
+	"github.com/rs/zerolog"
+)
+
+// Defaults for the Config fields whose zero value means "use the default".
+const (
+	DefaultReadyTimeout = 30 * time.Second
+	DefaultDrainTimeout = 30 * time.Second
+	DefaultRestartMin   = 100 * time.Millisecond
+	DefaultRestartMax   = 30 * time.Second
+)
+
+// Config is what the supervisor runs and how.
+type Config struct {
+	Path string   // the worker executable, read again at every upgrade
+	Args []string // the worker's arguments, after the path
+	Env  []string // the environment workers start from (ours is used when nil)
+
+	Workers      int           // worker processes per generation; 0 means 1
+	Ready        ready.Probe   // how a worker is declared ready
+	ReadyTimeout time.Duration // start to ready, per worker; 0 means DefaultReadyTimeout
+	DrainSignal  syscall.Signal
+	DrainTimeout time.Duration // drain signal to kill; 0 means DefaultDrainTimeout
+	Watchdog     time.Duration // a ready worker silent this long is hung; 0 turns it off
+	RestartMin   time.Duration // first restart delay after a crash; 0 means DefaultRestartMin
+	RestartMax   time.Duration // restart delay cap, and the uptime after which a worker counts as healthy again
+
+	Sockets    *listener.Set
+	RuntimeDir string // where the notify sockets live; must exist and be private to us
+	Shim       string // the supervisor's own executable, run in shim mode to exec workers
+
+	Log zerolog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.Path == "" {
+		return errors.New("supervisor: no worker command")
+	}
+	if c.Sockets == nil || c.RuntimeDir == "" || c.Shim == "" {
+		return errors.New("supervisor: Config needs Sockets, RuntimeDir and Shim")
+	}
+	if c.Workers <= 0 {
+		c.Workers = 1
+	}
+	if c.ReadyTimeout <= 0 {
+		c.ReadyTimeout = DefaultReadyTimeout
+	}
+	if c.DrainSignal == 0 {
+		c.DrainSignal = syscall.SIGTERM
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.RestartMin <= 0 {
+		c.RestartMin = DefaultRestartMin
+	}
+	if c.RestartMax < c.RestartMin {
+		c.RestartMax = max(DefaultRestartMax, c.RestartMin)
+	}
+	return nil
+}

@@ -1,0 +1,22 @@
+package supervisor
+
+import "github.com/procswitch/supervisor/internal/notify"
+
+// Requests and events the loop handles.
+type (
+	upgradeRequest    struct{ reply chan Result }
+	stopRequest       struct{}
+	exitEvent         struct{ w *worker }
+	probeReadyEvent   struct{ w *worker }
+	readyTimeoutEvent struct{ w *worker }
+	watchdogEvent     struct{ w *worker }
+	drainTimeoutEvent struct{ gen *generation }
+	restartEvent      struct {
+		gen  *generation
+		slot *slot
+	}
+	notifyEvent struct {
+		gen *generation
+		msg notify.Message
+	}
+)

@@ -1,0 +1,201 @@
+package supervisor
+
+import (
+	"fmt"
+	"os"
+	"time"
+)
+
+func (s *Supervisor) onUpgradeRequest(reply chan Result) {
+	switch {
+	case s.stopping:
+		reply <- Result{Err: ErrStopping}
+	case s.upgrading != nil:
+		s.requested = true
+		s.pending = append(s.pending, reply)
+		s.log.Info().Int("gen", s.upgrading.n).Msg("upgrade coalesced")
+	default:
+		s.startUpgrade([]chan Result{reply})
+	}
+}
+
+// startUpgrade starts a new generation beside the current one. It becomes
+// current once all its workers are ready; until then the old one serves.
+func (s *Supervisor) startUpgrade(waiters []chan Result) {
+	g, err := s.newGeneration()
+	if err != nil {
+		s.log.Error().Err(err).Msg("upgrade failed")
+		reply(waiters, Result{Err: err})
+		return
+	}
+	s.upgrading, s.waiters = g, waiters
+	s.gens = append(s.gens, g)
+	s.log.Info().Int("gen", g.n).Str("binary", g.binary).Msg("upgrade started")
+	if err := checkExecutable(g.binary); err != nil {
+		s.failUpgrade(g, err.Error())
+		return
+	}
+	for _, sl := range g.slots {
+		if err := s.startWorker(g, sl); err != nil {
+			s.failUpgrade(g, err.Error())
+			return
+		}
+	}
+}
+
+// checkExecutable says in words why path cannot be run, before any fork.
+func checkExecutable(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("worker %s: %w", path, err)
+	}
+	if fi.IsDir() {
+		return fmt.Errorf("worker %s is a directory", path)
+	}
+	if fi.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("worker %s is not executable (mode %v): chmod +x it", path, fi.Mode().Perm())
+	}
+	return nil
+}
+
+// generationReady runs when the last of g's workers becomes ready.
+func (s *Supervisor) generationReady(g *generation) {
+	g.readyTime = time.Since(g.started)
+	g.everReady = true
+	g.phase = serving
+	s.log.Info().Int("gen", g.n).Ints("pids", g.pids()).Str("binary", g.binary).
+		Float64("ready_ms", ms(g.readyTime)).Msg("generation ready")
+	if g != s.upgrading {
+		s.readyOnce.Do(func() { close(s.readyCh) })
+		return
+	}
+	old := s.current
+	s.current, s.upgrading = g, nil
+	ev := s.log.Info().Int("gen", g.n).Ints("pids", g.pids()).Str("binary", g.binary).
+		Float64("ready_ms", ms(g.readyTime)).Str("result", "ok")
+	if old != nil {
+		ev = ev.Int("old_gen", old.n).Ints("old_pids", old.pids())
+	}
+	ev.Msg("upgrade succeeded")
+	s.readyOnce.Do(func() { close(s.readyCh) })
+	if old != nil {
+		s.drain(old)
+	}
+	s.finishUpgrade(Result{Gen: g.n})
+}
+
+// failUpgrade kills a generation that will not become ready; the current
+// one never stopped serving.
+func (s *Supervisor) failUpgrade(g *generation, reason string) {
+	g.phase = failed
+	s.upgrading = nil
+	s.killGeneration(g)
+	s.log.Error().Int("gen", g.n).Str("binary", g.binary).Str("reason", reason).
+		Str("result", "failed").Msg("upgrade failed")
+	s.reapGeneration(g)
+	s.finishUpgrade(Result{Gen: g.n, Err: fmt.Errorf("upgrade to generation %d failed: %s", g.n, reason)})
+}
+
+// finishUpgrade answers the upgrade's waiters and starts the coalesced next
+// upgrade, if one was asked for.
+func (s *Supervisor) finishUpgrade(r Result) {
+	reply(s.waiters, r)
+	s.waiters = nil
+	if s.requested && !s.stopping {
+		next := s.pending
+		s.requested, s.pending = false, nil
+		s.startUpgrade(next)
+	}
+}
+
+func reply(waiters []chan Result, r Result) {
+	for _, w := range waiters {
+		w <- r
+	}
+}
+
+// drain tells every worker of g to finish and exit, and arms the timeout
+// after which the rest are killed.
+func (s *Supervisor) drain(g *generation) {
+	if g.phase == draining {
+		return
+	}
+	g.phase = draining
+	g.drainStarted = time.Now()
+	g.stopTimers()
+	for _, sl := range g.slots {
+		if w := sl.worker; w != nil {
+			w.cancel()
+			if err := w.proc.Signal(s.cfg.DrainSignal); err != nil {
+				s.log.Debug().Err(err).Int("pid", w.pid()).Msg("drain signal")
+			}
+		}
+	}
+	if g.alive() == 0 {
+		s.reapGeneration(g)
+		return
+	}
+	time.AfterFunc(s.cfg.DrainTimeout, func() { s.send(drainTimeoutEvent{gen: g}) })
+}
+
+func (s *Supervisor) onDrainTimeout(g *generation) {
+	if g.phase != draining || g.alive() == 0 {
+		return
+	}
+	g.killed = g.alive()
+	s.log.Warn().Int("gen", g.n).Ints("pids", g.pids()).Dur("drain_timeout", s.cfg.DrainTimeout).
+		Msg("drain timeout: killing workers")
+	s.killGeneration(g)
+}
+
+// killGeneration kills every live worker of g, and their process groups.
+func (s *Supervisor) killGeneration(g *generation) {
+	g.stopTimers()
+	for _, sl := range g.slots {
+		if w := sl.worker; w != nil {
+			w.cancel()
+			w.proc.Kill()
+		}
+	}
+}
+
+// reapGeneration forgets a draining or failed generation once its last
+// worker has exited.
+func (s *Supervisor) reapGeneration(g *generation) {
+	if g.alive() > 0 || g == s.current || g == s.upgrading {
+		return
+	}
+	if g.phase == draining {
+		s.log.Info().Int("gen", g.n).Float64("drain_ms", ms(time.Since(g.drainStarted))).
+			Int("killed", g.killed).Msg("generation drained")
+	}
+	g.notify.Close()
+	for i, x := range s.gens {
+		if x == g {
+			s.gens = append(s.gens[:i], s.gens[i+1:]...)
+			break
+		}
+	}
+}
+
+// onStop drains everything, the generation being started included: it may
+// already have accepted connections.
+func (s *Supervisor) onStop() {
+	if s.stopping {
+		return
+	}
+	s.stopping = true
+	s.log.Info().Msg("stopping: draining every generation")
+	reply(s.pending, Result{Err: ErrStopping})
+	s.pending, s.requested = nil, false
+	if g := s.upgrading; g != nil {
+		s.upgrading = nil
+		reply(s.waiters, Result{Gen: g.n, Err: ErrStopping})
+		s.waiters = nil
+		s.drain(g)
+	}
+	if g := s.current; g != nil {
+		s.current = nil
+		s.drain(g)
+	}
+}

@@ -1,0 +1,137 @@
+package supervisor
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/procswitch/supervisor/internal/notify"
+	"github.com/procswitch/supervisor/internal/proc"
+)
+
+// onExit handles a worker process that has exited and been reaped.
+func (s *Supervisor) onExit(w *worker) {
+	g, sl := w.gen, w.slot
+	w.cancel()
+	if sl.worker == w {
+		sl.worker = nil
+	}
+	status := proc.Describe(w.proc.Status())
+	s.log.Info().Int("gen", g.n).Int("pid", w.pid()).Str("status", status).
+		Str("phase", g.phase.String()).Msg("worker exited")
+	switch {
+	case g == s.upgrading:
+		s.failUpgrade(g, fmt.Sprintf("worker %d exited before it was ready: %s", w.pid(), status))
+	case g == s.current && !s.stopping:
+		s.scheduleRestart(g, sl, w)
+	default:
+		s.reapGeneration(g)
+	}
+}
+
+// scheduleRestart restarts a crashed worker of the current generation after
+// a delay that doubles with each consecutive crash, up to RestartMax. A
+// worker that was ready and ran for RestartMax counts as healthy: its crash
+// starts the count again.
+func (s *Supervisor) scheduleRestart(g *generation, sl *slot, w *worker) {
+	if w.ready && time.Since(w.proc.Started) >= s.cfg.RestartMax {
+		sl.crashes = 0
+	}
+	sl.crashes++
+	delay := s.cfg.RestartMin
+	for i := 1; i < sl.crashes && delay < s.cfg.RestartMax; i++ {
+		delay *= 2
+	}
+	delay = min(delay, s.cfg.RestartMax)
+	s.log.Warn().Int("gen", g.n).Int("slot", sl.index).Int("crashes", sl.crashes).
+		Float64("delay_ms", ms(delay)).Msg("worker restarting")
+	sl.restart = time.AfterFunc(delay, func() { s.send(restartEvent{gen: g, slot: sl}) })
+}
+
+func (s *Supervisor) onRestart(g *generation, sl *slot) {
+	sl.restart = nil
+	if g != s.current || s.stopping || sl.worker != nil {
+		return
+	}
+	sl.restarts++
+	if err := s.startWorker(g, sl); err != nil {
+		s.log.Error().Err(err).Int("gen", g.n).Int("slot", sl.index).Msg("worker restart failed")
+		s.scheduleRestart(g, sl, &worker{gen: g, slot: sl, proc: &proc.Process{Started: time.Now()}})
+	}
+}
+
+// markReady records that w is ready, by READY=1 or by the probe.
+func (s *Supervisor) markReady(w *worker) {
+	if w.ready || w.slot.worker != w {
+		return
+	}
+	w.ready, w.readyAt, w.lastPing = true, time.Now(), time.Now()
+	g := w.gen
+	s.log.Debug().Int("gen", g.n).Int("pid", w.pid()).
+		Float64("ready_ms", ms(w.readyAt.Sub(w.proc.Started))).Msg("worker ready")
+	if s.cfg.Watchdog > 0 {
+		time.AfterFunc(s.cfg.Watchdog, func() { s.send(watchdogEvent{w: w}) })
+	}
+	if g.phase == starting && g.allReady() {
+		s.generationReady(g)
+	}
+}
+
+func (s *Supervisor) onReadyTimeout(w *worker) {
+	g := w.gen
+	if w.ready || w.slot.worker != w || g.phase == draining || g.phase == failed {
+		return
+	}
+	reason := fmt.Sprintf("worker %d not ready within %v (ready probe: %v)", w.pid(), s.cfg.ReadyTimeout, s.cfg.Ready)
+	if g == s.upgrading {
+		s.failUpgrade(g, reason)
+		return
+	}
+	s.log.Warn().Int("gen", g.n).Int("pid", w.pid()).Str("reason", reason).Msg("worker not ready: killing it")
+	w.proc.Kill() // its exit restarts it, with back-off
+}
+
+// onWatchdog checks that a ready worker pinged within the watchdog interval.
+func (s *Supervisor) onWatchdog(w *worker) {
+	g := w.gen
+	if w.slot.worker != w || g.phase == draining || g.phase == failed {
+		return
+	}
+	silent := time.Since(w.lastPing)
+	if silent < s.cfg.Watchdog {
+		time.AfterFunc(s.cfg.Watchdog-silent, func() { s.send(watchdogEvent{w: w}) })
+		return
+	}
+	s.log.Error().Int("gen", g.n).Int("pid", w.pid()).Float64("silent_ms", ms(silent)).
+		Msg("worker hung")
+	w.proc.Kill()
+}
+
+// onNotify applies a worker's sd_notify message. Messages from any process
+// that is not one of g's workers are dropped: the kernel vouches for the PID.
+func (s *Supervisor) onNotify(g *generation, msg notify.Message) {
+	defer msg.CloseFDs() // the fd store comes with handover mode
+	w := g.workerByPID(msg.PID)
+	if w == nil {
+		s.log.Warn().Int("gen", g.n).Int("pid", msg.PID).Int("uid", msg.UID).
+			Msg("notify message from a process that is not a worker: ignored")
+		return
+	}
+	if st, ok := msg.Vars["STATUS"]; ok {
+		w.status = st
+		s.log.Debug().Int("gen", g.n).Int("pid", w.pid()).Str("status", st).Msg("worker status")
+	}
+	if msg.Has("STOPPING", "1") {
+		s.log.Debug().Int("gen", g.n).Int("pid", w.pid()).Msg("worker stopping")
+	}
+	if msg.Has("WATCHDOG", "1") {
+		w.lastPing = time.Now()
+	}
+	if msg.Has("WATCHDOG", "trigger") {
+		w.lastPing = time.Time{}
+		s.onWatchdog(w)
+		return
+	}
+	if msg.Has("READY", "1") {
+		s.markReady(w)
+	}
+}
