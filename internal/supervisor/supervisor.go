@@ -61,7 +61,7 @@ func New(cfg Config) (*Supervisor, error) {
 	s := &Supervisor{
 		cfg:     cfg,
 		log:     cfg.Log,
-		events:  make(chan any, 64),
+		events:  make(chan any), // unbuffered: once Run returns, send fails at once
 		done:    make(chan struct{}),
 		readyCh: make(chan struct{}),
 	}

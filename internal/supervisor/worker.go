@@ -16,6 +16,9 @@ func (s *Supervisor) onExit(w *worker) {
 		sl.worker = nil
 	}
 	status := proc.Describe(w.proc.Status())
+	if ws := w.proc.Status(); ws.Exited() && ws.ExitStatus() == proc.ExitCodeFromShim {
+		status += " (the worker could not be executed: its stderr says why)"
+	}
 	s.log.Info().Int("gen", g.n).Int("pid", w.pid()).Str("status", status).
 		Str("phase", g.phase.String()).Msg("worker exited")
 	switch {
