@@ -121,12 +121,8 @@ func removeStaleUnix(spec Spec) error {
 	if fi.Mode()&os.ModeSocket == 0 {
 		return fmt.Errorf("listener: %s: %s exists and is not a socket: remove it or choose another path", spec, spec.Address)
 	}
-	network := spec.Network
-	if network == "unixgram" {
-		// A datagram socket cannot be probed by connecting with a stream.
-		return os.Remove(spec.Address)
-	}
-	if c, err := net.Dial(network, spec.Address); err == nil {
+	// Connecting tells a live socket from a stale file, datagram sockets too.
+	if c, err := net.Dial(spec.Network, spec.Address); err == nil {
 		c.Close()
 		return fmt.Errorf("listener: %s: address already in use: another process listens on %s (is another supervisor running?)", spec, spec.Address)
 	}

@@ -64,7 +64,7 @@ func adopt(in *inheritedFD, spec *Spec) (*Socket, error) {
 	s := &Socket{Spec: Spec{Name: in.name, Network: network, Address: addr.String()}, Addr: addr, fd: in.fd, Inherited: true}
 	if spec != nil {
 		s.Name = spec.Name
-		if spec.IsPacket() != s.IsPacket() {
+		if spec.IsPacket() != s.IsPacket() || spec.IsUnix() && spec.Network != network {
 			return nil, fmt.Errorf("listener: %s: systemd passed a %s socket under that name", spec, network)
 		}
 	}
@@ -106,7 +106,7 @@ func sameAddress(s *Socket, spec Spec) bool {
 		return false
 	}
 	if spec.IsUnix() {
-		return s.Address == spec.Address
+		return s.Network == spec.Network && s.Address == spec.Address
 	}
 	want, err := net.ResolveTCPAddr("tcp", spec.Address)
 	if err != nil {

@@ -73,17 +73,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.logFormat, "log-format", "", "`json` or console (default: console on a terminal, json otherwise)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.runtimeDir, "runtime-dir", "", "directory for the notify sockets (default: $RUNTIME_DIRECTORY, else a new temporary one)")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usage)
-		fs.SetOutput(stderr)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
-	}
+	fs.Usage = func() {} // an error is one line; the usage text is for --help
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
+			fmt.Fprint(stderr, usage)
+			fs.SetOutput(stderr)
+			fs.PrintDefaults()
+			return nil, err
 		}
-		return nil, err
+		return nil, fmt.Errorf("%w (see supervisor --help)", err)
 	}
 	return o, o.check(fs.Args())
 }

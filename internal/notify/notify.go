@@ -81,18 +81,27 @@ func (s *Socket) Close() error {
 // the kernel attaches to every datagram once SO_PASSCRED is on.
 var ErrNoCredentials = errors.New("notify: datagram without sender credentials")
 
+// ErrTooLong is returned for a datagram longer than MaxMessage, or with
+// more fds than fit; it is dropped whole.
+var ErrTooLong = fmt.Errorf("notify: message longer than %d bytes or with too many fds: ignored", MaxMessage)
+
 // Read waits for the next datagram. A malformed one is returned as an error
 // and the socket stays usable; fds that came with it are closed.
 func (s *Socket) Read() (Message, error) {
 	buf := make([]byte, MaxMessage)
 	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred)+unix.CmsgSpace(4*253))
-	n, oobn, _, _, err := s.conn.ReadMsgUnix(buf, oob)
+	n, oobn, flags, _, err := s.conn.ReadMsgUnix(buf, oob)
 	if err != nil {
 		return Message{}, err
 	}
 	msg, err := parseControl(oob[:oobn])
 	if err != nil {
 		return Message{}, err
+	}
+	if flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
+		// systemd ignores such messages too: a cut-off value must not be believed.
+		msg.CloseFDs()
+		return Message{}, ErrTooLong
 	}
 	msg.Vars = ParseVars(string(buf[:n]))
 	return msg, nil

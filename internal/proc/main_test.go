@@ -133,9 +133,10 @@ func helperFDs() error {
 	return holdUntilEOF()
 }
 
-// helperSpawn starts a grandchild in its own process group, as a worker's own
-// child would be, with fds 3 and 4 passed on, reports its PID, and then exits
-// at once or waits on fd 4.
+// helperSpawn starts a grandchild as a worker starts its own children: plain
+// fork and exec, in the worker's process group, without PDEATHSIG; fds 3 and
+// 4 are passed on. It reports the grandchild's PID, then exits at once or
+// waits on fd 4.
 func helperSpawn() error {
 	exe, err := os.Executable()
 	if err != nil {
@@ -355,31 +356,48 @@ func nextLine(t *testing.T, lines <-chan string) string {
 	return ""
 }
 
-// grandchildPID reads a "grandchild PID" report line.
-func grandchildPID(t *testing.T, lines <-chan string) int {
+// grandchild reads report lines until it has both the intermediate's
+// "grandchild PID" and the grandchild's own lines up to last (the two
+// processes write independently, so their lines may come in either order).
+// It returns the PID and the grandchild's lines before last.
+func grandchild(t *testing.T, lines <-chan string, last string) (int, []string) {
 	t.Helper()
-	l := nextLine(t, lines)
-	s, ok := strings.CutPrefix(l, "grandchild ")
-	pid, err := strconv.Atoi(s)
-	if !ok || err != nil || pid <= 0 {
-		t.Fatalf("report %q, want grandchild PID", l)
+	pid := 0
+	var own []string
+	for seenLast := false; pid == 0 || !seenLast; {
+		l := nextLine(t, lines)
+		switch {
+		case strings.HasPrefix(l, "grandchild "):
+			n, err := strconv.Atoi(strings.TrimPrefix(l, "grandchild "))
+			if err != nil || n <= 0 {
+				t.Fatalf("report %q", l)
+			}
+			pid = n
+		case l == last:
+			seenLast = true
+		default:
+			own = append(own, l)
+		}
 	}
-	return pid
+	return pid, own
 }
 
-// parentOf reads the parent PID of pid from /proc/PID/stat.
-func parentOf(t *testing.T, pid int) int {
-	t.Helper()
+// parentOf reads the parent PID of pid from /proc/PID/stat; false if there is
+// no such process.
+func parentOf(pid int) (int, bool) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		t.Fatal(err)
+		return 0, false
 	}
 	// "PID (COMM) STATE PPID …"; COMM may hold spaces and parentheses.
-	rest := string(b[strings.LastIndexByte(string(b), ')')+2:])
-	f := strings.Fields(rest)
-	ppid, err := strconv.Atoi(f[1])
-	if err != nil {
-		t.Fatalf("/proc/%d/stat: %q", pid, b)
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, false
 	}
-	return ppid
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0, false
+	}
+	ppid, err := strconv.Atoi(f[1])
+	return ppid, err == nil
 }

@@ -38,6 +38,7 @@ func NewReaper(onOrphan func(pid int, status unix.WaitStatus)) (*Reaper, error) 
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return nil, &os.SyscallError{Syscall: "prctl(PR_SET_CHILD_SUBREAPER)", Err: err}
 	}
+	closeInheritedFDs()
 	r := &Reaper{
 		children: map[int]*Process{},
 		onOrphan: onOrphan,

@@ -39,3 +39,21 @@ func RunShim(argv []string) int {
 	fmt.Fprintf(os.Stderr, "supervisor: cannot execute worker %s: %v\n", argv[0], err)
 	return ExitCodeFromShim
 }
+
+// closeInheritedFDs marks every fd from 3 up close-on-exec, so that fds the
+// supervisor inherited from whoever started it (a shell, a CI runner) never
+// reach a worker: a worker gets stdio and its sockets, nothing else. It runs
+// before the first Start; NewReaper does.
+func closeInheritedFDs() {
+	err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+	if err == nil {
+		return
+	}
+	// Kernels before 5.11: walk the fd table.
+	entries, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			unix.CloseOnExec(fd)
+		}
+	}
+}

@@ -1,0 +1,79 @@
+package handoff
+
+import (
+	"io"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestDrainingSelf sends the configured drain signal to this process.
+// SIGUSR1 is caught by New, so it cannot end the test binary.
+func TestDrainingSelf(t *testing.T) {
+	clearContractEnv(t)
+	t.Setenv(EnvDrainSignal, "SIGUSR1")
+	w, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	select {
+	case <-w.Draining():
+		t.Fatal("draining before any signal")
+	default:
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-w.Draining():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Draining not closed within 10s of SIGUSR1")
+	}
+}
+
+// helperDrain says ready, waits for the drain, says stopping, then exits
+// when its stdin reaches EOF.
+func helperDrain() error {
+	w, err := New()
+	if err != nil {
+		return err
+	}
+	if err := w.Ready(); err != nil {
+		return err
+	}
+	<-w.Draining()
+	if err := w.Stopping(); err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, os.Stdin)
+	return err
+}
+
+func TestDrainSignals(t *testing.T) {
+	tests := []struct {
+		name string
+		env  string // SUPERVISOR_DRAIN_SIGNAL
+		send syscall.Signal
+	}{
+		{"default is SIGTERM", "", syscall.SIGTERM},
+		{"configured", "SIGUSR2", syscall.SIGUSR2},
+		{"SIGTERM always", "SIGUSR2", syscall.SIGTERM},
+		{"SIGINT always", "SIGWINCH", syscall.SIGINT},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := startChild(t, "drain", nil, nil, EnvDrainSignal+"="+tt.env)
+			c.expect(t, MsgReady, readyTimeout)
+			c.signal(t, tt.send)
+			c.expect(t, MsgStopping, readyTimeout)
+			// A second signal while draining must not kill the worker.
+			c.signal(t, tt.send)
+			c.stdin.Close()
+			if err := c.wait(t, exitTimeout); err != nil {
+				t.Fatalf("drain helper: %v; stderr:\n%s", err, c.stderr.String())
+			}
+		})
+	}
+}

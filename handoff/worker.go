@@ -1,0 +1,258 @@
+package handoff
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrNoSocket means no passed socket has the requested name.
+var ErrNoSocket = errors.New("no passed socket with that name")
+
+// Worker is a worker process's side of the contract: the sockets it was
+// given, its notify socket, its watchdog and its drain signal. Create it once,
+// early in main, with New.
+type Worker struct {
+	mu    sync.Mutex
+	socks []*socket // passed fds, in fd order
+
+	notifyAddr string
+	watchdog   time.Duration
+	generation int
+
+	drain     *drainWatch
+	closeOnce sync.Once
+}
+
+// socket is one passed fd. file is nil once the fd has been taken, as a
+// listener, a packet conn or a file.
+type socket struct {
+	name string
+	fd   int
+	file *os.File
+	kind string // what it was taken as; "" while unclaimed
+	ln   any    // the net.Listener or net.PacketConn it became
+}
+
+// New reads the worker's environment, takes the passed fds and starts
+// watching for the drain signal.
+//
+// The passed fds are taken only when LISTEN_PID equals this process's PID,
+// as sd_listen_fds(3) does: when LISTEN_PID is unset or names another process,
+// the LISTEN_* variables are ignored (they were meant for an ancestor) and the
+// worker has no sockets. Malformed values (LISTEN_PID, LISTEN_FDS,
+// LISTEN_FDNAMES with the wrong count, an fd that is not open, WATCHDOG_USEC,
+// SUPERVISOR_DRAIN_SIGNAL, SUPERVISOR_GENERATION, a NOTIFY_SOCKET that is
+// neither an absolute path nor an @abstract name) are an error. The taken
+// fds are marked close-on-exec.
+//
+// New always unsets LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID, NOTIFY_SOCKET,
+// WATCHDOG_USEC and WATCHDOG_PID, even when it fails, so that processes the
+// worker starts do not believe they were meant; a second call therefore finds
+// nothing. SUPERVISOR_DRAIN_SIGNAL and SUPERVISOR_GENERATION are left alone.
+func New() (*Worker, error) {
+	return newWorker(ListenFDsStart)
+}
+
+// newWorker is New with the first fd as a parameter, so that in-process
+// tests can place sockets at fds the test runtime does not use.
+func newWorker(fdStart int) (*Worker, error) {
+	defer unsetEnv()
+	w := &Worker{}
+	var err error
+	if w.notifyAddr, err = notifyAddrFromEnv(); err != nil {
+		return nil, err
+	}
+	if w.watchdog, err = watchdogFromEnv(); err != nil {
+		return nil, err
+	}
+	if w.generation, err = generationFromEnv(); err != nil {
+		return nil, err
+	}
+	sig, err := drainSignalFromEnv()
+	if err != nil {
+		return nil, err
+	}
+	if w.socks, err = socketsFromEnv(fdStart); err != nil {
+		return nil, err
+	}
+	w.drain = watchDrain(sig)
+	return w, nil
+}
+
+func unsetEnv() {
+	for _, k := range []string{EnvListenFDs, EnvListenFDNames, EnvListenPID,
+		EnvNotifySocket, EnvWatchdogUSec, EnvWatchdogPID} {
+		os.Unsetenv(k)
+	}
+}
+
+// socketsFromEnv checks LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES and takes
+// the fds they describe.
+func socketsFromEnv(fdStart int) ([]*socket, error) {
+	pidStr, ok := os.LookupEnv(EnvListenPID)
+	if !ok {
+		return nil, nil
+	}
+	pid, err := strconv.Atoi(pidStr)
+	if err != nil || pid <= 0 {
+		return nil, fmt.Errorf("handoff: %s=%q: not a process id", EnvListenPID, pidStr)
+	}
+	if pid != os.Getpid() {
+		return nil, nil
+	}
+	countStr, ok := os.LookupEnv(EnvListenFDs)
+	if !ok {
+		return nil, nil
+	}
+	n, err := strconv.Atoi(countStr)
+	if err != nil || n < 0 {
+		return nil, fmt.Errorf("handoff: %s=%q: not a count of fds", EnvListenFDs, countStr)
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	var names []string
+	if v, ok := os.LookupEnv(EnvListenFDNames); ok {
+		names = strings.Split(v, ":")
+		if len(names) != n {
+			return nil, fmt.Errorf("handoff: %s has %d names for %s=%d", EnvListenFDNames, len(names), EnvListenFDs, n)
+		}
+	}
+	// Check every fd before wrapping any, so that a failure leaves no
+	// *os.File behind whose finalizer could close a reused fd number.
+	for fd := fdStart; fd < fdStart+n; fd++ {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+			return nil, fmt.Errorf("handoff: %s=%d but fd %d is not usable: %w", EnvListenFDs, n, fd, err)
+		}
+	}
+	socks := make([]*socket, n)
+	for i := range socks {
+		name := DefaultListenFDName
+		if names != nil {
+			name = names[i]
+		}
+		fd := fdStart + i
+		socks[i] = &socket{name: name, fd: fd, file: os.NewFile(uintptr(fd), name)}
+	}
+	return socks, nil
+}
+
+func notifyAddrFromEnv() (string, error) {
+	addr := os.Getenv(EnvNotifySocket)
+	if addr == "" || addr[0] == '/' || addr[0] == '@' {
+		return addr, nil
+	}
+	return "", fmt.Errorf("handoff: %s=%q: want an absolute path or an @abstract name", EnvNotifySocket, addr)
+}
+
+// watchdogFromEnv returns the watchdog interval meant for this process, as
+// sd_watchdog_enabled(3): 0 when WATCHDOG_PID names another process.
+func watchdogFromEnv() (time.Duration, error) {
+	usecStr, ok := os.LookupEnv(EnvWatchdogUSec)
+	if !ok {
+		return 0, nil
+	}
+	usec, err := strconv.ParseInt(usecStr, 10, 64)
+	if err != nil || usec < 0 || usec > int64(time.Duration(1<<63-1)/time.Microsecond) {
+		return 0, fmt.Errorf("handoff: %s=%q: not a count of microseconds", EnvWatchdogUSec, usecStr)
+	}
+	if pidStr, ok := os.LookupEnv(EnvWatchdogPID); ok {
+		pid, err := strconv.Atoi(pidStr)
+		if err != nil || pid <= 0 {
+			return 0, fmt.Errorf("handoff: %s=%q: not a process id", EnvWatchdogPID, pidStr)
+		}
+		if pid != os.Getpid() {
+			return 0, nil
+		}
+	}
+	return time.Duration(usec) * time.Microsecond, nil
+}
+
+func generationFromEnv() (int, error) {
+	s, ok := os.LookupEnv(EnvGeneration)
+	if !ok || s == "" {
+		return 0, nil
+	}
+	g, err := strconv.Atoi(s)
+	if err != nil || g < 0 {
+		return 0, fmt.Errorf("handoff: %s=%q: not a generation number", EnvGeneration, s)
+	}
+	return g, nil
+}
+
+// drainSignalFromEnv parses SUPERVISOR_DRAIN_SIGNAL: a name with or without
+// the SIG prefix, in any case ("SIGUSR1", "usr1"), or a number.
+func drainSignalFromEnv() (syscall.Signal, error) {
+	s := os.Getenv(EnvDrainSignal)
+	if s == "" {
+		return syscall.SIGTERM, nil
+	}
+	sig, err := parseSignal(s)
+	if err != nil {
+		return 0, fmt.Errorf("handoff: %s=%q: %w", EnvDrainSignal, s, err)
+	}
+	return sig, nil
+}
+
+func parseSignal(s string) (syscall.Signal, error) {
+	var sig syscall.Signal
+	if n, err := strconv.Atoi(s); err == nil {
+		sig = syscall.Signal(n)
+		if n <= 0 || unix.SignalName(sig) == "" {
+			return 0, errors.New("no such signal")
+		}
+	} else {
+		name := strings.ToUpper(s)
+		if !strings.HasPrefix(name, "SIG") {
+			name = "SIG" + name
+		}
+		if sig = unix.SignalNum(name); sig == 0 {
+			return 0, errors.New("unknown signal name")
+		}
+	}
+	if sig == syscall.SIGKILL || sig == syscall.SIGSTOP {
+		return 0, errors.New("that signal cannot be caught")
+	}
+	return sig, nil
+}
+
+// Supervised reports whether the process runs under a supervisor that
+// speaks the contract: sockets were passed to it, or it has a notify socket.
+// A binary meant for the supervisor can say so when this is false.
+func (w *Worker) Supervised() bool {
+	return len(w.socks) > 0 || w.notifyAddr != ""
+}
+
+// Generation returns SUPERVISOR_GENERATION: 1 for the first worker
+// generation, 0 when not set (not run by our supervisor).
+func (w *Worker) Generation() int { return w.generation }
+
+// Close stops watching for the drain signal (the signals get their default
+// action back) and closes the passed fds that were never taken. Listeners,
+// packet conns and files already returned belong to the caller.
+func (w *Worker) Close() error {
+	var errs []error
+	w.closeOnce.Do(func() {
+		w.drain.stop()
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		for _, s := range w.socks {
+			if s.file != nil {
+				errs = append(errs, s.file.Close())
+				s.file, s.kind = nil, "closed"
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("handoff: close: %w", err)
+	}
+	return nil
+}
