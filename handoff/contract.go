@@ -31,3 +31,30 @@ const (
 // DefaultListenFDName is the name systemd gives a passed fd when
 // LISTEN_FDNAMES is not set.
 const DefaultListenFDName = "unknown"
+
+// Handover mode (--mode handover), for stateful workers. These are the
+// supervisor's additions to systemd's contract; the handover doc in doc.go
+// describes the sequence.
+const (
+	// EnvMode is "handover" when the worker runs in handover mode.
+	EnvMode = "SUPERVISOR_MODE"
+	// EnvSnapshot is the snapshot file's path: restored from at start when it
+	// exists, saved to when the worker is told to hand over.
+	EnvSnapshot = "SUPERVISOR_SNAPSHOT"
+	// EnvHandoverFD is set only in a worker started ahead of a handover: the
+	// fd of a SOCK_SEQPACKET connection on which it says it is initialised
+	// and then receives the stored connections and the word to restore.
+	EnvHandoverFD = "SUPERVISOR_HANDOVER_FD"
+
+	ModeHandover = "handover"
+
+	// Messages on NOTIFY_SOCKET from the worker handing over.
+	MsgFDStore       = "FDSTORE=1" // with FDNAME=name and the fd (SCM_RIGHTS), as systemd's fd store
+	MsgFDNameKey     = "FDNAME="
+	MsgHandoverSaved = "HANDOVER=saved" // the snapshot is committed and every connection stored
+
+	// Messages on the handover connection.
+	HandoverWaiting = "WAITING" // worker → supervisor: initialised, waiting for the state
+	HandoverFDsKey  = "FDS "    // supervisor → worker: "FDS name:name:…" with those fds attached
+	HandoverGo      = "GO"      // supervisor → worker: the snapshot is written; restore and serve
+)

@@ -12,6 +12,10 @@ import (
 // mode: `supervisor ShimArg WORKER [ARGS...]`.
 const ShimArg = "__supervisor-exec-worker"
 
+// EnvExecFD, set for the shim only, names an fd of the binary to execute
+// instead of the path in argv[0].
+const EnvExecFD = "SUPERVISOR_EXEC_FD"
+
 // ShimCommand returns the argv that starts argv (worker path first) through
 // the shim in the binary at shim (the supervisor's own executable).
 func ShimCommand(shim string, argv []string) (path string, args []string) {
@@ -35,7 +39,15 @@ func RunShim(argv []string) int {
 	if os.Getenv("WATCHDOG_USEC") != "" {
 		os.Setenv("WATCHDOG_PID", pid)
 	}
-	err := unix.Exec(argv[0], argv, os.Environ())
+	path := argv[0]
+	if fd, err := strconv.Atoi(os.Getenv(EnvExecFD)); err == nil && fd > 2 {
+		// The generation's own binary, replaced at its path since: exec the
+		// file the supervisor held open. Close-on-exec, so it does not leak.
+		os.Unsetenv(EnvExecFD)
+		unix.CloseOnExec(fd)
+		path = "/proc/self/fd/" + strconv.Itoa(fd)
+	}
+	err := unix.Exec(path, argv, os.Environ())
 	fmt.Fprintf(os.Stderr, "supervisor: cannot execute worker %s: %v\n", argv[0], err)
 	return ExitCodeFromShim
 }

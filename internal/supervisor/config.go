@@ -33,6 +33,11 @@ type Config struct {
 	RestartMin   time.Duration // first restart delay after a crash; 0 means DefaultRestartMin
 	RestartMax   time.Duration // restart delay cap, and the uptime after which a worker counts as healthy again
 
+	// Handover mode: on upgrade the old worker saves its state to
+	// SnapshotPath and hands its connections over (see handover.go).
+	Handover     bool
+	SnapshotPath string
+
 	Sockets    *listener.Set
 	RuntimeDir string // where the notify sockets live; must exist and be private to us
 	Shim       string // the supervisor's own executable, run in shim mode to exec workers
@@ -49,6 +54,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Workers <= 0 {
 		c.Workers = 1
+	}
+	if c.Handover && (c.Workers != 1 || c.SnapshotPath == "") {
+		return errors.New("supervisor: handover mode needs exactly one worker and a snapshot path")
 	}
 	if c.ReadyTimeout <= 0 {
 		c.ReadyTimeout = DefaultReadyTimeout

@@ -8,7 +8,11 @@ type (
 	stopRequest       struct{}
 	exitEvent         struct{ w *worker }
 	probeReadyEvent   struct{ w *worker }
-	readyTimeoutEvent struct{ w *worker }
+	waitingEvent      struct{ w *worker }
+	readyTimeoutEvent struct {
+		w     *worker
+		token int // the worker's readyToken when armed
+	}
 	watchdogEvent     struct{ w *worker }
 	drainTimeoutEvent struct{ gen *generation }
 	restartEvent      struct {

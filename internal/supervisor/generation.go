@@ -43,6 +43,7 @@ type generation struct {
 	readyTime    time.Duration // start to all-ready
 	drainStarted time.Time
 	killed       int // workers killed at the drain timeout
+	exe          *executable
 	everReady    bool
 }
 
@@ -66,6 +67,10 @@ type worker struct {
 	lastPing time.Time
 	status   string
 	cancel   context.CancelFunc // stops the readiness probe and the watchdog
+
+	handover   *handoverConn // handover mode: the connection of a worker started ahead
+	saved      bool          // handover mode: it said HANDOVER=saved
+	readyToken int           // which ready timeout counts
 }
 
 func (w *worker) pid() int { return w.proc.Pid }
@@ -113,11 +118,21 @@ func (g *generation) stopTimers() {
 
 // newGeneration binds the generation's notify socket; workers start later.
 func (s *Supervisor) newGeneration() (*generation, error) {
+	exe, err := openExecutable(s.cfg.Path)
+	if err != nil {
+		return nil, err
+	}
+	return s.newGenerationFrom(s.cfg.Path, exe)
+}
+
+// newGenerationFrom makes a generation that runs exe, found at binary.
+func (s *Supervisor) newGenerationFrom(binary string, exe *executable) (*generation, error) {
 	s.lastGen++
-	g := &generation{n: s.lastGen, binary: s.cfg.Path, started: time.Now()}
+	g := &generation{n: s.lastGen, binary: binary, started: time.Now(), exe: exe}
 	path := filepath.Join(s.cfg.RuntimeDir, fmt.Sprintf("notify-%d-%d.sock", os.Getpid(), g.n))
 	sock, err := notify.Listen(path)
 	if err != nil {
+		exe.close()
 		return nil, err
 	}
 	g.notify = sock
@@ -147,30 +162,83 @@ func (s *Supervisor) readNotify(g *generation) {
 
 // startWorker starts a process in slot sl of g through the exec shim.
 func (s *Supervisor) startWorker(g *generation, sl *slot) error {
-	argv := append([]string{g.binary}, s.cfg.Args...)
-	path, args := proc.ShimCommand(s.cfg.Shim, argv)
-	p, err := s.reaper.Start(&proc.Command{
-		Path:  path,
-		Args:  args,
-		Env:   s.workerEnv(g),
-		Files: s.cfg.Sockets.FDs(),
-	})
+	l, err := s.prepareLaunch(g)
 	if err != nil {
 		return err
 	}
+	argv := append([]string{g.binary}, s.cfg.Args...)
+	path, args := proc.ShimCommand(s.cfg.Shim, argv)
+	p, err := s.reaper.Start(&proc.Command{Path: path, Args: args, Env: l.env, Files: l.files})
+	if l.childEnd >= 0 {
+		unix.Close(l.childEnd)
+	}
+	if err != nil {
+		if l.handover != nil {
+			l.handover.conn.Close()
+		}
+		return err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &worker{gen: g, slot: sl, proc: p, cancel: cancel}
+	w := &worker{gen: g, slot: sl, proc: p, cancel: cancel, handover: l.handover}
 	sl.worker = w
 	s.log.Debug().Int("gen", g.n).Int("slot", sl.index).Int("pid", p.Pid).Str("binary", g.binary).Msg("worker started")
 	go func() {
 		<-p.Done()
+		if w.handover != nil {
+			w.handover.conn.Close()
+		}
 		s.send(exitEvent{w: w})
 	}()
-	if s.cfg.Ready.Mode != ready.Notify {
+	if w.handover != nil {
+		go s.readWaiting(w)
+	} else if s.cfg.Ready.Mode != ready.Notify {
 		go s.probe(ctx, w)
 	}
 	time.AfterFunc(s.cfg.ReadyTimeout, func() { s.send(readyTimeoutEvent{w: w}) })
 	return nil
+}
+
+// launch is what a worker is started with beyond its command line.
+type launch struct {
+	files    []int    // fd 3 onwards
+	env      []string // the whole environment
+	handover *handoverConn
+	childEnd int // the worker's end of the handover connection, closed after start; -1 if none
+}
+
+// prepareLaunch lays out a worker's fds: the listening sockets, then (a cold
+// start in handover mode) the stored connections, all counted in LISTEN_FDS;
+// then, uncounted, the handover connection of a worker started ahead of a
+// handover, and the held binary when the path no longer names it.
+func (s *Supervisor) prepareLaunch(g *generation) (*launch, error) {
+	l := &launch{files: s.cfg.Sockets.FDs(), childEnd: -1}
+	names := []string{s.cfg.Sockets.Names()}
+	if s.cfg.Handover && g != s.upgrading {
+		for _, st := range s.store {
+			l.files = append(l.files, st.fd)
+			names = append(names, st.name)
+		}
+	}
+	env := s.workerEnv(g, len(l.files), strings.Join(names, ":"))
+	if s.cfg.Handover {
+		handoverFD := -1
+		if g == s.upgrading {
+			h, child, err := newHandoverConn()
+			if err != nil {
+				return nil, err
+			}
+			l.handover, l.childEnd = h, child
+			handoverFD = handoff.ListenFDsStart + len(l.files)
+			l.files = append(l.files, child)
+		}
+		env = s.handoverEnv(env, handoverFD)
+	}
+	if g.exe != nil && !g.exe.at(g.binary) {
+		env = append(env, proc.EnvExecFD+"="+strconv.Itoa(handoff.ListenFDsStart+len(l.files)))
+		l.files = append(l.files, g.exe.fd)
+	}
+	l.env = env
+	return l, nil
 }
 
 func (s *Supervisor) probe(ctx context.Context, w *worker) {
@@ -180,12 +248,12 @@ func (s *Supervisor) probe(ctx context.Context, w *worker) {
 }
 
 // workerEnv is systemd's socket-activation environment, plus ours.
-func (s *Supervisor) workerEnv(g *generation) []string {
+func (s *Supervisor) workerEnv(g *generation, nfds int, names string) []string {
 	env := make([]string, 0, len(s.baseEnv)+8)
 	env = append(env, s.baseEnv...)
 	env = append(env,
-		handoff.EnvListenFDs+"="+strconv.Itoa(len(s.cfg.Sockets.Sockets)),
-		handoff.EnvListenFDNames+"="+s.cfg.Sockets.Names(),
+		handoff.EnvListenFDs+"="+strconv.Itoa(nfds),
+		handoff.EnvListenFDNames+"="+names,
 		handoff.EnvNotifySocket+"="+g.notify.Path(),
 		handoff.EnvDrainSignal+"="+unix.SignalName(s.cfg.DrainSignal),
 		handoff.EnvGeneration+"="+strconv.Itoa(g.n),
@@ -201,7 +269,8 @@ func (s *Supervisor) workerEnv(g *generation) []string {
 func cleanEnv(env []string) []string {
 	drop := []string{handoff.EnvListenFDs, handoff.EnvListenFDNames, handoff.EnvListenPID,
 		handoff.EnvNotifySocket, handoff.EnvWatchdogUSec, handoff.EnvWatchdogPID,
-		handoff.EnvDrainSignal, handoff.EnvGeneration}
+		handoff.EnvDrainSignal, handoff.EnvGeneration, handoff.EnvMode, handoff.EnvSnapshot,
+		handoff.EnvHandoverFD, proc.EnvExecFD}
 	out := make([]string, 0, len(env))
 next:
 	for _, kv := range env {

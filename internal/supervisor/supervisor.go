@@ -49,6 +49,8 @@ type Supervisor struct {
 	waiters   []chan Result // replies for the running upgrade
 	pending   []chan Result // replies for the one coalesced next upgrade
 	requested bool          // an upgrade is pending
+	handover  *handover     // a handover past the new worker's WAITING
+	store     []stored      // the fd store: connections handed over
 	stopping  bool
 }
 
@@ -171,7 +173,9 @@ func (s *Supervisor) handle(ev any) {
 	case probeReadyEvent:
 		s.markReady(ev.w)
 	case readyTimeoutEvent:
-		s.onReadyTimeout(ev.w)
+		s.onReadyTimeout(ev.w, ev.token)
+	case waitingEvent:
+		s.onWaiting(ev.w)
 	case drainTimeoutEvent:
 		s.onDrainTimeout(ev.gen)
 	case restartEvent:

@@ -39,7 +39,7 @@ func TestFailedUpgradeKeepsOldGenerationServing(t *testing.T) {
 		{"child-ready", "not ready within"}, // READY=1 from another PID is not believed
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
-			h := startSupervisor(t, "serve", func(c *Config) { c.ReadyTimeout = 500 * time.Millisecond })
+			h := startSupervisor(t, "serve", func(c *Config) { c.ReadyTimeout = 1500 * time.Millisecond })
 			at := 0
 			h.waitLog(&at, "generation ready", genIs(1))
 			serving := h.ask()

@@ -66,6 +66,7 @@ func (s *Supervisor) generationReady(g *generation) {
 	s.log.Info().Int("gen", g.n).Ints("pids", g.pids()).Str("binary", g.binary).
 		Float64("ready_ms", ms(g.readyTime)).Msg("generation ready")
 	if g != s.upgrading {
+		s.clearStore() // a cold start (a rollback) got the stored connections
 		s.readyOnce.Do(func() { close(s.readyCh) })
 		return
 	}
@@ -73,13 +74,20 @@ func (s *Supervisor) generationReady(g *generation) {
 	s.current, s.upgrading = g, nil
 	ev := s.log.Info().Int("gen", g.n).Ints("pids", g.pids()).Str("binary", g.binary).
 		Float64("ready_ms", ms(g.readyTime)).Str("result", "ok")
+	if h := s.handover; h != nil {
+		ev = ev.Float64("blackout_ms", ms(time.Since(h.began))).Int("connections", len(s.store))
+		s.handover = nil
+	}
+	s.clearStore()
 	if old != nil {
 		ev = ev.Int("old_gen", old.n).Ints("old_pids", old.pids())
 	}
 	ev.Msg("upgrade succeeded")
 	s.readyOnce.Do(func() { close(s.readyCh) })
 	if old != nil {
-		s.drain(old)
+		s.drain(old) // in handover mode it already is draining
+		s.reapGeneration(old)
+		old.exe.close() // no rollback to it any more
 	}
 	s.finishUpgrade(Result{Gen: g.n})
 }
@@ -90,6 +98,10 @@ func (s *Supervisor) failUpgrade(g *generation, reason string) {
 	g.phase = failed
 	s.upgrading = nil
 	s.killGeneration(g)
+	g.exe.close()
+	if s.handover != nil && s.handover.next.gen == g {
+		reason = s.handoverFailed(reason)
+	}
 	s.log.Error().Int("gen", g.n).Str("binary", g.binary).Str("reason", reason).
 		Str("result", "failed").Msg("upgrade failed")
 	s.reapGeneration(g)

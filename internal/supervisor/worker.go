@@ -24,6 +24,9 @@ func (s *Supervisor) onExit(w *worker) {
 	switch {
 	case g == s.upgrading:
 		s.failUpgrade(g, fmt.Sprintf("worker %d exited before it was ready: %s", w.pid(), status))
+	case g.phase == draining || g.phase == failed:
+		s.onHandingWorkerExit(w)
+		s.reapGeneration(g)
 	case g == s.current && !s.stopping:
 		s.scheduleRestart(g, sl, w)
 	default:
@@ -36,7 +39,7 @@ func (s *Supervisor) onExit(w *worker) {
 // worker that was ready and ran for RestartMax counts as healthy: its crash
 // starts the count again.
 func (s *Supervisor) scheduleRestart(g *generation, sl *slot, w *worker) {
-	if w.ready && time.Since(w.proc.Started) >= s.cfg.RestartMax {
+	if w != nil && w.ready && time.Since(w.proc.Started) >= s.cfg.RestartMax {
 		sl.crashes = 0
 	}
 	sl.crashes++
@@ -58,7 +61,7 @@ func (s *Supervisor) onRestart(g *generation, sl *slot) {
 	sl.restarts++
 	if err := s.startWorker(g, sl); err != nil {
 		s.log.Error().Err(err).Int("gen", g.n).Int("slot", sl.index).Msg("worker restart failed")
-		s.scheduleRestart(g, sl, &worker{gen: g, slot: sl, proc: &proc.Process{Started: time.Now()}})
+		s.scheduleRestart(g, sl, nil)
 	}
 }
 
@@ -79,9 +82,9 @@ func (s *Supervisor) markReady(w *worker) {
 	}
 }
 
-func (s *Supervisor) onReadyTimeout(w *worker) {
+func (s *Supervisor) onReadyTimeout(w *worker, token int) {
 	g := w.gen
-	if w.ready || w.slot.worker != w || g.phase == draining || g.phase == failed {
+	if w.ready || w.slot.worker != w || g.phase == draining || g.phase == failed || token != w.readyToken {
 		return
 	}
 	reason := fmt.Sprintf("worker %d not ready within %v (ready probe: %v)", w.pid(), s.cfg.ReadyTimeout, s.cfg.Ready)
@@ -112,12 +115,20 @@ func (s *Supervisor) onWatchdog(w *worker) {
 // onNotify applies a worker's sd_notify message. Messages from any process
 // that is not one of g's workers are dropped: the kernel vouches for the PID.
 func (s *Supervisor) onNotify(g *generation, msg notify.Message) {
-	defer msg.CloseFDs() // the fd store comes with handover mode
 	w := g.workerByPID(msg.PID)
 	if w == nil {
+		msg.CloseFDs()
 		s.log.Warn().Int("gen", g.n).Int("pid", msg.PID).Int("uid", msg.UID).
 			Msg("notify message from a process that is not a worker: ignored")
 		return
+	}
+	if msg.Has("FDSTORE", "1") && s.cfg.Handover && len(msg.FDs) > 0 {
+		s.storeFDs(w, msg.Vars["FDNAME"], msg.FDs)
+	} else {
+		msg.CloseFDs()
+	}
+	if msg.Has("HANDOVER", "saved") {
+		s.onSaved(w)
 	}
 	if st, ok := msg.Vars["STATUS"]; ok {
 		w.status = st

@@ -1,0 +1,46 @@
+package supervisor
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// executable is a generation's worker binary, held open so that the same
+// code can be started again (a crash restart, a rollback) even after a new
+// build has been installed at the same path.
+type executable struct {
+	fd  int
+	st  unix.Stat_t
+	own bool
+}
+
+func openExecutable(path string) (*executable, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("worker %s: %w", path, err)
+	}
+	e := &executable{fd: fd, own: true}
+	if err := unix.Fstat(fd, &e.st); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("worker %s: %w", path, err)
+	}
+	return e, nil
+}
+
+// at reports whether path still names this very file, unchanged: then it
+// is executed by path, which scripts need; else through the held fd.
+func (e *executable) at(path string) bool {
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return false
+	}
+	return st.Dev == e.st.Dev && st.Ino == e.st.Ino && st.Size == e.st.Size && st.Mtim == e.st.Mtim
+}
+
+func (e *executable) close() {
+	if e != nil && e.own {
+		e.own = false
+		unix.Close(e.fd)
+	}
+}

@@ -1,0 +1,263 @@
+package supervisor
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/procswitch/supervisor/handoff"
+	"golang.org/x/sys/unix"
+)
+
+// Handover mode, for stateful workers (data separated from logic):
+//
+//  1. The new worker starts ahead, with a handover connection, initialises
+//     and says WAITING on it. The old one serves meanwhile.
+//  2. The old worker gets the drain signal: it stops serving, saves its state
+//     to the snapshot file, hands its connections to the supervisor's fd store
+//     (FDSTORE=1, FDNAME=…) and says HANDOVER=saved. The blackout begins.
+//  3. The supervisor passes the stored connections to the new worker and says
+//     GO: it restores from the snapshot and sends READY=1. The blackout ends.
+//  4. If the new worker fails after GO, the old binary is started again,
+//     cold, with the same snapshot and connections: a rollback.
+
+// maxFDsPerMessage stays under the kernel's SCM_MAX_FD (253).
+const maxFDsPerMessage = 250
+
+// stored is a connection in the fd store.
+type stored struct {
+	name string
+	fd   int
+}
+
+// handoverConn is the supervisor's end of a new worker's handover connection.
+type handoverConn struct {
+	conn *net.UnixConn
+}
+
+// newHandoverConn makes the socket pair; the returned fd is the worker's end,
+// to be passed and then closed.
+func newHandoverConn() (*handoverConn, int, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, -1, fmt.Errorf("handover connection: %w", err)
+	}
+	f := os.NewFile(uintptr(fds[0]), "handover")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		unix.Close(fds[1])
+		return nil, -1, fmt.Errorf("handover connection: %w", err)
+	}
+	return &handoverConn{conn: c.(*net.UnixConn)}, fds[1], nil
+}
+
+// handover is an upgrade in handover mode past the new worker's WAITING.
+type handover struct {
+	next   *worker     // the new worker, started ahead
+	old    *generation // the generation handing over; nil when none ran
+	began  time.Time   // the old one was told to save: the blackout begins
+	saved  bool        // the old one said HANDOVER=saved, or died trying
+	goSent bool
+	failed string // the new worker failed before the old one finished: roll back once it has
+}
+
+// readWaiting tells the loop when the worker says it is initialised.
+func (s *Supervisor) readWaiting(w *worker) {
+	buf := make([]byte, 256)
+	n, err := w.handover.conn.Read(buf)
+	if err == nil && strings.TrimSpace(string(buf[:n])) == handoff.HandoverWaiting {
+		s.send(waitingEvent{w: w})
+	}
+}
+
+// onWaiting: the new worker is initialised; tell the old one to hand over.
+func (s *Supervisor) onWaiting(w *worker) {
+	if w.gen != s.upgrading || w.slot.worker != w || s.handover != nil {
+		return
+	}
+	h := &handover{next: w, old: s.current, began: time.Now()}
+	s.handover = h
+	w.readyToken++ // saving is bounded by the drain timeout; GO re-arms the ready timeout
+	if h.old == nil || h.old.alive() == 0 {
+		h.saved = true
+		s.sendGo(h, "no worker was running: the snapshot is restored as it is")
+		return
+	}
+	s.log.Info().Int("gen", w.gen.n).Int("old_gen", h.old.n).Ints("old_pids", h.old.pids()).
+		Msg("handover: new worker initialised, old one saving")
+	s.drain(h.old)
+}
+
+// onSaved: the old worker has committed its snapshot and stored its
+// connections.
+func (s *Supervisor) onSaved(from *worker) {
+	h := s.handover
+	if h == nil || from.gen != h.old || h.saved {
+		return
+	}
+	h.saved = true
+	s.log.Info().Int("gen", h.next.gen.n).Int("stored_fds", len(s.store)).
+		Float64("save_ms", ms(time.Since(h.began))).Msg("handover: snapshot saved")
+	s.afterSave(h, "")
+}
+
+// onHandingWorkerExit: the old worker exited during a handover without
+// saying it saved: its torn snapshot never replaced the last complete one,
+// which is restored instead.
+func (s *Supervisor) onHandingWorkerExit(old *worker) {
+	h := s.handover
+	if h == nil || old.gen != h.old || h.saved {
+		return
+	}
+	h.saved = true
+	age := "no snapshot exists"
+	if fi, err := os.Stat(s.cfg.SnapshotPath); err == nil {
+		age = "the last complete snapshot is " + time.Since(fi.ModTime()).Round(time.Millisecond).String() + " old"
+	}
+	s.log.Error().Int("gen", old.gen.n).Int("pid", old.pid()).Str("snapshot_age", age).
+		Msg("handover: old worker died while saving; using the last complete snapshot")
+	s.afterSave(h, age)
+}
+
+func (s *Supervisor) afterSave(h *handover, note string) {
+	if h.failed != "" {
+		s.handover = nil
+		s.rollback(h.old, h.failed)
+		return
+	}
+	s.sendGo(h, note)
+}
+
+// sendGo passes the stored connections to the new worker and says GO.
+func (s *Supervisor) sendGo(h *handover, note string) {
+	if h.goSent {
+		return
+	}
+	h.goSent = true
+	w := h.next
+	s.dropHungUp()
+	w.readyToken++ // the ready timeout counts again from GO
+	token := w.readyToken
+	time.AfterFunc(s.cfg.ReadyTimeout, func() { s.send(readyTimeoutEvent{w: w, token: token}) })
+	if note != "" {
+		s.log.Warn().Int("gen", w.gen.n).Str("note", note).Msg("handover: restoring")
+	}
+	store := append([]stored(nil), s.store...)
+	go func() {
+		if err := w.handover.sendStore(store); err != nil {
+			s.log.Error().Err(err).Int("gen", w.gen.n).Msg("handover: passing connections failed")
+		}
+	}()
+}
+
+// handoverFailed handles a new worker that failed during a handover: once
+// the old one has saved, the old binary starts again on its state.
+func (s *Supervisor) handoverFailed(reason string) string {
+	h := s.handover
+	if !h.saved {
+		h.failed = reason
+		return reason + "; the previous binary restarts once the old worker has saved"
+	}
+	s.handover = nil
+	if h.old == nil {
+		return reason
+	}
+	s.rollback(h.old, reason)
+	return reason + "; rolled back to the previous binary with the same snapshot and connections"
+}
+
+// sendStore writes the fds in batches, then GO. The store's fds are ours
+// until a generation is ready on them; the worker gets duplicates.
+func (h *handoverConn) sendStore(store []stored) error {
+	h.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	for len(store) > 0 {
+		batch := store[:min(len(store), maxFDsPerMessage)]
+		store = store[len(batch):]
+		names := make([]string, len(batch))
+		fds := make([]int, len(batch))
+		for i, st := range batch {
+			names[i], fds[i] = st.name, st.fd
+		}
+		msg := handoff.HandoverFDsKey + strings.Join(names, ":")
+		if _, _, err := h.conn.WriteMsgUnix([]byte(msg), unix.UnixRights(fds...), nil); err != nil {
+			return err
+		}
+	}
+	_, err := h.conn.Write([]byte(handoff.HandoverGo))
+	return err
+}
+
+// storeFDs adds the fds of an FDSTORE=1 message to the store.
+func (s *Supervisor) storeFDs(w *worker, name string, fds []int) {
+	if name == "" {
+		name = "stored"
+	}
+	for _, fd := range fds {
+		unix.CloseOnExec(fd)
+		s.store = append(s.store, stored{name: name, fd: fd})
+	}
+	s.log.Debug().Int("pid", w.pid()).Str("name", name).Int("fds", len(fds)).Msg("fd stored")
+}
+
+// dropHungUp closes stored connections whose peer has hung up meanwhile:
+// nobody is there to play on them.
+func (s *Supervisor) dropHungUp() {
+	kept := s.store[:0]
+	dropped := 0
+	for _, st := range s.store {
+		pfd := []unix.PollFd{{Fd: int32(st.fd), Events: unix.POLLRDHUP}}
+		if n, err := unix.Poll(pfd, 0); err == nil && n > 0 && pfd[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+			unix.Close(st.fd)
+			dropped++
+			continue
+		}
+		kept = append(kept, st)
+	}
+	s.store = kept
+	if dropped > 0 {
+		s.log.Info().Int("dropped", dropped).Msg("handover: dropped stored connections whose peer hung up")
+	}
+}
+
+// clearStore closes the supervisor's copies once a generation is ready on
+// the stored connections.
+func (s *Supervisor) clearStore() {
+	for _, st := range s.store {
+		unix.Close(st.fd)
+	}
+	s.store = nil
+}
+
+// rollback starts the old binary again, cold, on the same snapshot and the
+// stored connections, as the current generation.
+func (s *Supervisor) rollback(old *generation, reason string) {
+	g, err := s.newGenerationFrom(old.binary, old.exe)
+	if err != nil {
+		s.log.Error().Err(err).Msg("rollback failed: the supervisor will restart the worker")
+		return
+	}
+	s.current = g
+	s.gens = append(s.gens, g)
+	s.reapGeneration(old)
+	s.log.Warn().Int("gen", g.n).Int("old_gen", old.n).Str("binary", g.binary).Str("reason", reason).
+		Int("stored_fds", len(s.store)).Msg("rolling back to the previous binary")
+	for _, sl := range g.slots {
+		if err := s.startWorker(g, sl); err != nil {
+			s.log.Error().Err(err).Int("gen", g.n).Msg("rollback start failed")
+			s.scheduleRestart(g, sl, nil)
+		}
+	}
+}
+
+// handoverEnv adds the handover variables to a worker's environment.
+func (s *Supervisor) handoverEnv(env []string, handoverFD int) []string {
+	env = append(env, handoff.EnvMode+"="+handoff.ModeHandover, handoff.EnvSnapshot+"="+s.cfg.SnapshotPath)
+	if handoverFD >= 0 {
+		env = append(env, handoff.EnvHandoverFD+"="+strconv.Itoa(handoverFD))
+	}
+	return env
+}
