@@ -34,9 +34,7 @@ func helperServe() error {
 	if err := w.Ready(); err != nil {
 		return err
 	}
-	err = ServeHTTP(srv, ln, drain)
-	fmt.Fprintf(os.Stderr, "DEBUG servehttp returned %v\n", err)
-	return err
+	return ServeHTTP(srv, ln, drain)
 }
 
 // helperShutdown is the control: the common pattern, http.Server.Shutdown
@@ -81,11 +79,9 @@ func helperServer() (*Worker, *http.Server, net.Listener, <-chan struct{}, error
 	drain := make(chan struct{})
 	go func() {
 		<-w.Draining()
-		fmt.Fprintf(os.Stderr, "DEBUG draining\n")
 		if err := w.Stopping(); err != nil {
 			fmt.Fprintf(os.Stderr, "stopping: %v\n", err)
 		}
-		fmt.Fprintf(os.Stderr, "DEBUG stopping sent\n")
 		close(drain)
 	}()
 	return w, srv, ln, drain, nil

@@ -24,6 +24,7 @@ type Worker struct {
 	socks []*socket // passed fds, in fd order
 
 	notifyAddr string
+	storeFD    int // StoreConn's socket for its many datagrams; 0 until used
 	watchdog   time.Duration
 	generation int
 
@@ -249,6 +250,10 @@ func (w *Worker) Close() error {
 				errs = append(errs, s.file.Close())
 				s.file, s.kind = nil, "closed"
 			}
+		}
+		if w.storeFD > 0 {
+			errs = append(errs, unix.Close(w.storeFD))
+			w.storeFD = 0
 		}
 	})
 	if err := errors.Join(errs...); err != nil {

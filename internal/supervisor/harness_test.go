@@ -120,6 +120,7 @@ func startSupervisor(t *testing.T, mode string, tune func(*Config)) *harness {
 		t.Fatal(err)
 	}
 	go func() { h.runErr <- h.sup.Run() }()
+	t.Cleanup(h.dumpLogs)
 	t.Cleanup(h.stop)
 	return h
 }
@@ -205,4 +206,16 @@ func pidAlive(pid int) bool {
 	}
 	fields := strings.Fields(string(b))
 	return len(fields) > 2 && fields[2] != "Z"
+}
+
+// dumpLogs shows the supervisor's log when a test failed.
+func (h *harness) dumpLogs() {
+	if !h.t.Failed() {
+		return
+	}
+	h.logs.mu.Lock()
+	defer h.logs.mu.Unlock()
+	for _, e := range h.logs.entries {
+		h.t.Logf("log: %v", e)
+	}
 }

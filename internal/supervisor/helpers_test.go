@@ -7,6 +7,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -47,6 +48,9 @@ func runHelper() int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "helper:", err)
 		return 2
+	}
+	if gen, ok := strings.CutPrefix(string(mode), "counter"); ok {
+		return runCounter(strings.TrimPrefix(gen, ",fail-gen="))
 	}
 	switch string(mode) {
 	case "exit":
