@@ -40,6 +40,8 @@ type options struct {
 	logFormat    string
 	logLevel     string
 	runtimeDir   string
+	mode         string
+	snapshot     string
 	command      []string // the worker's path, resolved, then its arguments
 }
 
@@ -72,6 +74,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.watchdog, "watchdog", 0, "a ready worker that sends no WATCHDOG=1 for this long is hung and replaced (0: off)")
 	fs.StringVar(&o.logFormat, "log-format", "", "`json` or console (default: console on a terminal, json otherwise)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.mode, "mode", "overlap", "`overlap` (stateless: old and new serve side by side) or handover (stateful: the old worker\nsaves a snapshot and hands its connections to the new one)")
+	fs.StringVar(&o.snapshot, "snapshot", "", "handover mode: the snapshot file `PATH` (default: $STATE_DIRECTORY/snapshot)")
 	fs.StringVar(&o.runtimeDir, "runtime-dir", "", "directory for the notify sockets (default: $RUNTIME_DIRECTORY, else a new temporary one)")
 	fs.Usage = func() {} // an error is one line; the usage text is for --help
 	if err := fs.Parse(args); err != nil {
@@ -100,6 +104,11 @@ func (o *options) check(command []string) error {
 		return errors.New("--watchdog must not be negative")
 	case o.logFormat != "" && o.logFormat != "json" && o.logFormat != "console":
 		return fmt.Errorf("--log-format %q: want json or console", o.logFormat)
+	case o.mode != "overlap" && o.mode != "handover":
+		return fmt.Errorf("--mode %q: want overlap or handover", o.mode)
+	}
+	if err := o.checkHandover(); err != nil {
+		return err
 	}
 	path, err := resolveWorker(command[0])
 	if err != nil {
@@ -147,4 +156,33 @@ func parseSignal(s string) (syscall.Signal, error) {
 		return sig, nil
 	}
 	return 0, fmt.Errorf("unknown signal %q: use a name such as SIGTERM, SIGQUIT or SIGINT", s)
+}
+
+// checkHandover fills in the snapshot path for handover mode.
+func (o *options) checkHandover() error {
+	if o.mode != "handover" {
+		if o.snapshot != "" {
+			return errors.New("--snapshot is for --mode handover")
+		}
+		return nil
+	}
+	if o.workers != 1 {
+		return fmt.Errorf("--workers %d: handover mode runs exactly one worker, which owns the state", o.workers)
+	}
+	if o.snapshot == "" {
+		dir := os.Getenv("STATE_DIRECTORY")
+		if dir == "" {
+			return errors.New("--mode handover needs --snapshot PATH (or systemd's StateDirectory=)")
+		}
+		o.snapshot = filepath.Join(strings.Split(dir, ":")[0], "snapshot")
+	}
+	abs, err := filepath.Abs(o.snapshot)
+	if err != nil {
+		return fmt.Errorf("--snapshot %s: %w", o.snapshot, err)
+	}
+	if fi, err := os.Stat(filepath.Dir(abs)); err != nil || !fi.IsDir() {
+		return fmt.Errorf("--snapshot %s: directory %s does not exist: create it first", o.snapshot, filepath.Dir(abs))
+	}
+	o.snapshot = abs
+	return nil
 }

@@ -78,6 +78,8 @@ func serve(opts *options, log zerolog.Logger) error {
 		Watchdog:     opts.watchdog,
 		RestartMin:   opts.restartMin,
 		RestartMax:   opts.restartMax,
+		Handover:     opts.mode == "handover",
+		SnapshotPath: opts.snapshot,
 		Sockets:      sockets,
 		RuntimeDir:   runtimeDir,
 		Shim:         "/proc/self/exe",
@@ -87,7 +89,7 @@ func serve(opts *options, log zerolog.Logger) error {
 		return err
 	}
 	log.Info().Int("pid", os.Getpid()).Str("worker", opts.command[0]).Int("workers", opts.workers).
-		Str("ready", opts.ready.String()).Msg("supervisor started")
+		Str("ready", opts.ready.String()).Str("mode", opts.mode).Msg("supervisor started")
 	go func() {
 		for sig := range signals {
 			switch sig {
