@@ -153,7 +153,6 @@ func (w *Worker) passedConns() []Conn {
 		if err != nil {
 			continue
 		}
-		s.file.Close()
 		s.adopt("conn", c)
 		conns = append(conns, Conn{Name: s.name, Conn: c})
 	}

@@ -177,18 +177,6 @@ func (c *child) expect(t *testing.T, msg string, timeout time.Duration) {
 			case got == msg:
 				return
 			case got == exitedMarker:
-				var late []string
-				tm := time.After(2 * time.Second)
-			loop:
-				for {
-					select {
-					case m := <-c.msgs:
-						late = append(late, m)
-					case <-tm:
-						break loop
-					}
-				}
-				t.Logf("DEBUG late messages: %q", late)
 				c.msgs = nil // nothing more will come
 				t.Fatalf("helper exited (%v) before sending %q; stderr:\n%s", c.err, msg, c.stderr.String())
 			default:

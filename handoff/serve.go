@@ -31,11 +31,12 @@ const DefaultDrainIdle = 5 * time.Second
 //     supervisor's drain timeout is it). A handler that hijacks its
 //     connection should watch drain itself.
 //
-// Unlike http.Server.Shutdown, it never closes a connection the client may
-// be writing a request to at that moment, and it does not disable keep-alives
-// (which closes idle connections at once): both lose requests to clients that
-// do not retry. Over HTTP/2 the "Connection: close" answer makes the server
-// send GOAWAY.
+// http.Server.Shutdown, by contrast, closes idle keep-alive connections at
+// once (as does SetKeepAlivesEnabled(false)), racing the client's next
+// request, and drops requests read after it began: both lose requests to
+// clients that do not retry. ServeHTTP closes a connection only after the
+// client has left it idle for the grace period. Over HTTP/2 the
+// "Connection: close" answer makes the server send GOAWAY.
 //
 // ServeHTTP sets srv.Handler (http.DefaultServeMux when nil) and
 // srv.ConnState to wrappers that call the ones given; call it once per
