@@ -1,0 +1,191 @@
+// Command switchbench measures the supervisor's graceful process switching
+// with the pathfind example service: failed requests, latency and switch
+// time across SIGHUP upgrades under load in both client modes, the
+// throughput of the supervised service against the same worker run bare,
+// and the supervisor's memory, fds and children across many upgrades. It
+// prints each figure next to its target from the project's issue 2.
+//
+// Run it from the module root:
+//
+//	go run ./test/bench/switchbench            # the full benchmark, a few minutes
+//	go run ./test/bench/switchbench --quick    # a short smoke run
+//
+// It builds the supervisor and pathfind itself (or takes prebuilt ones with
+// --supervisor-bin and --pathfind-bin), starts every process it measures,
+// and stops and reaps them all before it exits. It exits 0 when every phase
+// finished, whatever the figures (3 with --fail-on-miss when a target was
+// missed), 1 when setup failed or a phase could not finish, 2 on bad flags.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/procswitch/supervisor/test/loadgen"
+)
+
+// Exit statuses.
+const (
+	exitOK    = 0
+	exitError = 1 // setup failed, or a phase could not finish
+	exitUsage = 2
+	exitMiss  = 3 // with --fail-on-miss: a target was missed
+)
+
+// stopBound bounds the stop of any process we started.
+const stopBound = 20 * time.Second
+
+// env is what the phases share.
+type env struct {
+	opts     options
+	bins     binaries
+	uris     []string
+	problems []string // found on the way, such as workers that outlived their supervisor
+}
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	opts, err := parseFlags(args)
+	if err != nil {
+		if err != errHelp {
+			fmt.Fprintf(os.Stderr, "switchbench: %v\n", err)
+			return exitUsage
+		}
+		return exitOK
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	e := &env{opts: opts}
+	defer e.cleanup()
+	rep := &report{Machine: describeMachine(), Options: opts.describe(), Command: "go run ./test/bench/switchbench " + strings.Join(args, " ")}
+	printHeader(os.Stdout, rep)
+	if err := e.setup(); err != nil {
+		fmt.Fprintf(os.Stderr, "switchbench: setup failed: %v\n", err)
+		return exitError
+	}
+	rep.Queries = len(e.uris)
+	e.runPhases(ctx, rep)
+	rep.Machine.LoadEnd = loadavg()
+	rep.Problems = e.problems
+	rep.judge()
+	printReport(os.Stdout, rep)
+	if opts.jsonFile != "" {
+		if err := writeJSON(opts.jsonFile, rep); err != nil {
+			fmt.Fprintf(os.Stderr, "switchbench: %v\n", err)
+			return exitError
+		}
+	}
+	switch {
+	case ctx.Err() != nil:
+		fmt.Fprintln(os.Stderr, "switchbench: interrupted")
+		return exitError
+	case rep.incomplete():
+		fmt.Fprintln(os.Stderr, "switchbench: a phase could not finish; see its error above")
+		return exitError
+	case opts.failOnMiss && rep.missed():
+		return exitMiss
+	}
+	return exitOK
+}
+
+// setup builds the binaries and draws the query mix against pathfind run on
+// its own.
+func (e *env) setup() error {
+	if err := becomeSubreaper(); err != nil {
+		return err
+	}
+	progressf("building the supervisor and pathfind")
+	bins, err := buildAll(e.opts.supervisorBin, e.opts.pathfindBin)
+	e.bins = bins
+	if err != nil {
+		return err
+	}
+	bare, addr, size, err := startBare(bins.pathfind, e.opts.wait)
+	if err != nil {
+		return err
+	}
+	defer e.stopProc(bare)
+	e.uris, err = makeQueries(addr, size, e.opts.queries, e.opts.seed, e.opts.requestTimeout)
+	if err != nil {
+		return err
+	}
+	progressf("%d queries on the %dx%d map", len(e.uris), size[0], size[1])
+	return nil
+}
+
+func (e *env) runPhases(ctx context.Context, rep *report) {
+	o := e.opts
+	if o.phases["upgrades"] {
+		for _, mode := range []loadgen.Mode{loadgen.NewConn, loadgen.KeepAlive} {
+			if ctx.Err() != nil {
+				return
+			}
+			progressf("upgrades under load, %s: %d upgrades every %v", mode, o.upgrades, o.every)
+			rep.Upgrades = append(rep.Upgrades, runUpgrades(ctx, e, mode))
+		}
+	}
+	if o.phases["throughput"] && ctx.Err() == nil {
+		progressf("throughput: %d rounds of %v, bare then supervised", o.rounds, o.round)
+		tp := runThroughput(ctx, e)
+		rep.Throughput = &tp
+	}
+	if o.phases["flatness"] && ctx.Err() == nil {
+		progressf("flatness: %d upgrades back to back", o.flatUpgrades)
+		fl := runFlatness(ctx, e)
+		rep.Flatness = &fl
+	}
+}
+
+// stopSupervisor stops a supervisor, then checks that none of its workers
+// outlived it.
+func (e *env) stopSupervisor(s *supervisor) {
+	e.stopProc(s.proc)
+	if pids := reapOrphans(e.bins.dir, stopBound); len(pids) > 0 {
+		e.problem("workers %v outlived supervisor %d; killed and reaped them", pids, s.pid)
+	}
+	if !s.waitEOF(stopBound) {
+		e.problem("the output of supervisor %d had not ended %v after it exited", s.pid, stopBound)
+	} else if !strings.Contains(s.logs.tail(3), `"message":"stopped"`) {
+		e.problem("supervisor %d did not log \"stopped\" last (%v):\n%s", s.pid, s.err, s.logs.tail(5))
+	}
+}
+
+func (e *env) stopProc(p *proc) {
+	if err := p.stop(stopBound); err != nil {
+		e.problem("%v", err)
+	}
+}
+
+func (e *env) problem(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	warnf("%s", msg)
+	e.problems = append(e.problems, msg)
+}
+
+// cleanup stops whatever is still running, reaps orphans and removes the
+// binaries.
+func (e *env) cleanup() {
+	stopAll(stopBound)
+	if pids := reapOrphans(e.bins.dir, stopBound); len(pids) > 0 {
+		warnf("reaped leftover processes %v", pids)
+	}
+	if e.bins.dir != "" {
+		os.RemoveAll(e.bins.dir)
+	}
+}
+
+func warnf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "switchbench: warning: "+format+"\n", args...)
+}
+
+func progressf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "switchbench: %s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}

@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/procswitch/supervisor/test/loadgen"
+)
+
+// latency summarises a set of requests; latencies are of OK requests.
+type latency struct {
+	Requests int     `json:"requests"`
+	Failed   int     `json:"failed"`
+	P50MS    float64 `json:"p50_ms"`
+	P99MS    float64 `json:"p99_ms"`
+	MaxMS    float64 `json:"max_ms"`
+}
+
+func summarize(recs []loadgen.Record) latency {
+	s := (&loadgen.Result{Records: recs}).Stats()
+	return latency{Requests: s.Requests, Failed: s.Failed, P50MS: ms(s.P50), P99MS: ms(s.P99), MaxMS: ms(s.Max)}
+}
+
+// upgradeRecord is one upgrade of the upgrades phase.
+type upgradeRecord struct {
+	Gen      int     `json:"gen"`
+	OK       bool    `json:"ok"`
+	Reason   string  `json:"reason,omitempty"`
+	Pids     []int   `json:"pids"`
+	ReadyMS  float64 `json:"ready_ms"`
+	SwitchMS float64 `json:"switch_ms"` // SIGHUP to the first answer from pids; -1 when none came
+}
+
+// modeResult is the upgrades phase in one client mode.
+type modeResult struct {
+	Mode           string          `json:"mode"`
+	Clients        int             `json:"clients"`
+	Seconds        float64         `json:"seconds"`
+	Requests       int             `json:"requests"`
+	Failed         int             `json:"failed"`
+	ByClass        map[string]int  `json:"by_class"`
+	ErrorSamples   []string        `json:"error_samples,omitempty"`
+	OKPerSecond    float64         `json:"ok_per_second"`
+	Steady         latency         `json:"steady"`
+	AfterUpgrade   latency         `json:"after_upgrade"`
+	P99Ratio       float64         `json:"p99_ratio"` // after_upgrade.p99 / steady.p99
+	Upgrades       []upgradeRecord `json:"upgrades"`
+	UpgradesOK     int             `json:"upgrades_ok"`
+	NoNewAnswer    int             `json:"upgrades_without_new_answer"`
+	SwitchMedianMS float64         `json:"switch_median_ms"`
+	SwitchP90MS    float64         `json:"switch_p90_ms"`
+	ReadyMedianMS  float64         `json:"ready_median_ms"`
+	// The part of the switch time after the new generation was ready by the
+	// supervisor's clock: switch_ms - ready_ms, per upgrade, median.
+	BeyondReadyMedianMS float64 `json:"switch_minus_ready_median_ms"`
+	Error               string  `json:"error,omitempty"`
+}
+
+// runUpgrades measures opts.upgrades SIGHUP upgrades under load in one
+// client mode, on a supervisor of its own: steady load, the upgrades spaced
+// by opts.every, steady load again.
+func runUpgrades(ctx context.Context, env *env, mode loadgen.Mode) modeResult {
+	o := env.opts
+	res := modeResult{Mode: mode.String(), Clients: o.clients}
+	sup, err := startSupervisor(env.bins, o.drainTimeout, o.wait)
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	defer env.stopSupervisor(sup)
+	ld := startLoad(loadSpec{addr: sup.addr, uris: env.uris, mode: mode, clients: o.clients,
+		timeout: o.requestTimeout, seed: o.seed})
+	start := time.Now()
+	steadyFrom := start.Add(o.warmup)
+	var ups []upgrade
+	err = sleepCtx(ctx, o.warmup+o.steady)
+	for i := 0; err == nil && i < o.upgrades; i++ {
+		var u upgrade
+		u, err = sup.hup(o.wait)
+		if err != nil {
+			break
+		}
+		ups = append(ups, u)
+		if err = sup.waitDrained(u, o.wait); err != nil {
+			break
+		}
+		err = sleepCtx(ctx, time.Until(u.hup.Add(o.every)))
+	}
+	if err == nil {
+		err = sleepCtx(ctx, o.window+o.steady)
+	}
+	result := ld.Stop()
+	if err != nil {
+		res.Error = err.Error()
+	}
+	res.fill(result, ups, steadyFrom, o.window)
+	return res
+}
+
+// fill computes the figures from the load's records and the upgrades.
+func (res *modeResult) fill(r *loadgen.Result, ups []upgrade, steadyFrom time.Time, window time.Duration) {
+	res.Seconds = r.End.Sub(r.Start).Seconds()
+	res.Requests, res.Failed = len(r.Records), r.Failed()
+	res.OKPerSecond = r.Throughput()
+	res.ByClass = make(map[string]int)
+	for c, n := range r.ByClass() {
+		res.ByClass[c.String()] = n
+	}
+	for _, rec := range r.Errors(10) {
+		res.ErrorSamples = append(res.ErrorSamples, fmt.Sprintf("+%v client %d: %v: %v",
+			rec.Start.Sub(r.Start).Round(time.Millisecond), rec.Client, rec.Class, rec.Err))
+	}
+	var steady, after []loadgen.Record
+	for _, rec := range r.Records {
+		switch {
+		case nearUpgrade(rec, ups, window):
+			after = append(after, rec)
+		case !rec.Start.Before(steadyFrom):
+			steady = append(steady, rec)
+		}
+	}
+	res.Steady, res.AfterUpgrade = summarize(steady), summarize(after)
+	if res.Steady.P99MS > 0 {
+		res.P99Ratio = res.AfterUpgrade.P99MS / res.Steady.P99MS
+	}
+	res.switchTimes(r, ups)
+}
+
+// nearUpgrade says whether rec was under way at some time within window
+// after a SIGHUP.
+func nearUpgrade(rec loadgen.Record, ups []upgrade, window time.Duration) bool {
+	end := rec.Start.Add(rec.Latency)
+	for _, u := range ups {
+		if end.After(u.hup) && rec.Start.Before(u.hup.Add(window)) {
+			return true
+		}
+	}
+	return false
+}
+
+// switchTimes finds, for each upgrade, the first answer from a worker of the
+// new generation: the new PIDs from the supervisor's log, or else the first
+// PID not seen before the SIGHUP.
+func (res *modeResult) switchTimes(r *loadgen.Result, ups []upgrade) {
+	first := make(map[int]time.Time) // pid -> its first answer
+	for _, rec := range r.Records {
+		if rec.Class != loadgen.OK {
+			continue
+		}
+		at := rec.Start.Add(rec.Latency)
+		if t, ok := first[rec.PID]; !ok || at.Before(t) {
+			first[rec.PID] = at
+		}
+	}
+	var switches, ready, beyond []float64
+	for _, u := range ups {
+		ur := upgradeRecord{Gen: u.gen, OK: u.ok, Reason: u.reason, Pids: u.pids, ReadyMS: u.readyMS, SwitchMS: -1}
+		if u.ok {
+			res.UpgradesOK++
+			ready = append(ready, u.readyMS)
+			pids := u.pids
+			if len(pids) == 0 {
+				pids = newPIDs(first, u.hup)
+			}
+			if t, ok := earliest(first, pids, u.hup); ok {
+				ur.SwitchMS = ms(t.Sub(u.hup))
+				switches = append(switches, ur.SwitchMS)
+				beyond = append(beyond, ur.SwitchMS-u.readyMS)
+			} else {
+				res.NoNewAnswer++
+			}
+		}
+		res.Upgrades = append(res.Upgrades, ur)
+	}
+	res.SwitchMedianMS, res.SwitchP90MS = median(switches), quantile(switches, 0.9)
+	res.ReadyMedianMS, res.BeyondReadyMedianMS = median(ready), median(beyond)
+}
+
+// newPIDs are the PIDs whose first answer came after t.
+func newPIDs(first map[int]time.Time, t time.Time) []int {
+	var pids []int
+	for pid, at := range first {
+		if at.After(t) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// earliest is the first answer from any of pids after t.
+func earliest(first map[int]time.Time, pids []int, t time.Time) (time.Time, bool) {
+	var best time.Time
+	for _, pid := range pids {
+		if at, ok := first[pid]; ok && at.After(t) && (best.IsZero() || at.Before(best)) {
+			best = at
+		}
+	}
+	return best, !best.IsZero()
+}
+
+// median is the middle of xs, or the mean of the two middle values; 0 for
+// none.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if n := len(s); n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return s[len(s)/2]
+}
+
+// quantile is the nearest-rank quantile of xs; 0 for none.
+func quantile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	rank := int(q*float64(len(s)) + 0.999999)
+	rank = max(1, min(rank, len(s)))
+	return s[rank-1]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// sleepCtx sleeps for d, or less when ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
