@@ -141,7 +141,7 @@ func (w *Worker) passedConns() []Conn {
 	defer w.mu.Unlock()
 	var conns []Conn
 	for _, s := range w.socks {
-		if s.file == nil || s.kind != "" {
+		if !s.held || s.kind != "" {
 			continue
 		}
 		typ, err1 := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_TYPE)
@@ -149,8 +149,8 @@ func (w *Worker) passedConns() []Conn {
 		if err1 != nil || err2 != nil || typ != unix.SOCK_STREAM || listening != 0 {
 			continue
 		}
-		c, err := net.FileConn(s.file)
-		if err != nil {
+		var c net.Conn
+		if err := s.withFile(func(f *os.File) (err error) { c, err = net.FileConn(f); return err }); err != nil {
 			continue
 		}
 		s.adopt("conn", c)

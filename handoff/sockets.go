@@ -55,12 +55,11 @@ func (w *Worker) File(name string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.file == nil {
+	if !s.held {
 		return nil, s.taken()
 	}
-	f := s.file
-	s.file, s.kind = nil, "file"
-	return f, nil
+	s.held, s.kind = false, "file"
+	return os.NewFile(uintptr(s.fd), s.name), nil
 }
 
 // Listen returns the passed socket called name, so that the same binary runs
@@ -138,7 +137,7 @@ func (s *socket) listener() (net.Listener, error) {
 	if ln, ok := s.ln.(net.Listener); ok {
 		return ln, nil
 	}
-	if s.file == nil {
+	if !s.held {
 		return nil, s.taken()
 	}
 	listening, err := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
@@ -148,7 +147,8 @@ func (s *socket) listener() (net.Listener, error) {
 	if listening == 0 {
 		return nil, fmt.Errorf("handoff: socket %q (fd %d) is not a listening socket", s.name, s.fd)
 	}
-	ln, err := net.FileListener(s.file) // dups the fd
+	var ln net.Listener
+	err = s.withFile(func(f *os.File) (err error) { ln, err = net.FileListener(f); return err })
 	if err != nil {
 		return nil, fmt.Errorf("handoff: socket %q (fd %d): %w", s.name, s.fd, err)
 	}
@@ -163,7 +163,7 @@ func (s *socket) packetConn() (net.PacketConn, error) {
 	if pc, ok := s.ln.(net.PacketConn); ok {
 		return pc, nil
 	}
-	if s.file == nil {
+	if !s.held {
 		return nil, s.taken()
 	}
 	typ, err := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_TYPE)
@@ -173,7 +173,8 @@ func (s *socket) packetConn() (net.PacketConn, error) {
 	if typ != unix.SOCK_DGRAM {
 		return nil, fmt.Errorf("handoff: socket %q (fd %d) is not a datagram socket", s.name, s.fd)
 	}
-	pc, err := net.FilePacketConn(s.file) // dups the fd
+	var pc net.PacketConn
+	err = s.withFile(func(f *os.File) (err error) { pc, err = net.FilePacketConn(f); return err })
 	if err != nil {
 		return nil, fmt.Errorf("handoff: socket %q (fd %d): %w", s.name, s.fd, err)
 	}
@@ -184,8 +185,22 @@ func (s *socket) packetConn() (net.PacketConn, error) {
 // adopt records what the fd became and closes the original: the listener or
 // conn holds the only copy, so closing it closes this process's socket.
 func (s *socket) adopt(kind string, v any) {
-	s.file.Close()
-	s.file, s.kind, s.ln = nil, kind, v
+	unix.Close(s.fd)
+	s.held, s.kind, s.ln = false, kind, v
+}
+
+// withFile calls fn with a temporary file of a duplicate of the fd. The fd
+// itself never becomes an *os.File, which would put it in this process's
+// epoll set at once: a sign, to the supervisor's "tcp" readiness probe, that
+// the worker accepts on a socket it may not serve yet.
+func (s *socket) withFile(fn func(*os.File) error) error {
+	dup, err := unix.FcntlInt(uintptr(s.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(dup), s.name)
+	defer f.Close()
+	return fn(f)
 }
 
 func (s *socket) taken() error {

@@ -32,12 +32,12 @@ type Worker struct {
 	closeOnce sync.Once
 }
 
-// socket is one passed fd. file is nil once the fd has been taken, as a
-// listener, a packet conn or a file.
+// socket is one passed fd. held is false once the fd has been taken, as a
+// listener, a packet conn, a connection or a file.
 type socket struct {
 	name string
 	fd   int
-	file *os.File
+	held bool
 	kind string // what it was taken as; "" while unclaimed
 	ln   any    // the net.Listener or net.PacketConn it became
 }
@@ -127,8 +127,7 @@ func socketsFromEnv(fdStart int) ([]*socket, error) {
 			return nil, fmt.Errorf("handoff: %s has %d names for %s=%d", EnvListenFDNames, len(names), EnvListenFDs, n)
 		}
 	}
-	// Check every fd before wrapping any, so that a failure leaves no
-	// *os.File behind whose finalizer could close a reused fd number.
+	// Check every fd before taking any.
 	for fd := fdStart; fd < fdStart+n; fd++ {
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
 			return nil, fmt.Errorf("handoff: %s=%d but fd %d is not usable: %w", EnvListenFDs, n, fd, err)
@@ -141,7 +140,7 @@ func socketsFromEnv(fdStart int) ([]*socket, error) {
 			name = names[i]
 		}
 		fd := fdStart + i
-		socks[i] = &socket{name: name, fd: fd, file: os.NewFile(uintptr(fd), name)}
+		socks[i] = &socket{name: name, fd: fd, held: true}
 	}
 	return socks, nil
 }
@@ -246,9 +245,9 @@ func (w *Worker) Close() error {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		for _, s := range w.socks {
-			if s.file != nil {
-				errs = append(errs, s.file.Close())
-				s.file, s.kind = nil, "closed"
+			if s.held {
+				errs = append(errs, unix.Close(s.fd))
+				s.held, s.kind = false, "closed"
 			}
 		}
 		if w.storeFD > 0 {

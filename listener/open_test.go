@@ -390,8 +390,8 @@ func TestFDsCloexecAndBlockingModeKept(t *testing.T) {
 	before := make([]int, len(set.Sockets))
 	for i, s := range set.Sockets {
 		before[i] = getfl(t, s.FD())
-		if before[i]&unix.O_NONBLOCK == 0 {
-			t.Errorf("%s: fd %d is blocking after Open; net.Listen made it non-blocking", s.Name, s.FD())
+		if before[i]&unix.O_NONBLOCK != 0 {
+			t.Errorf("%s: fd %d is non-blocking after Open; systemd passes blocking sockets (NonBlocking=no), and programs written for it expect them", s.Name, s.FD())
 		}
 	}
 	fds := set.FDs()

@@ -53,7 +53,7 @@ func Open(specs []Spec) (*Set, error) {
 	if len(set.Sockets) == 0 {
 		return nil, errors.New("listener: no sockets: give --listen NETWORK://ADDRESS, or run under systemd socket activation")
 	}
-	if err := set.checkUnique(); err != nil {
+	if err := set.checkUnique(len(specs)); err != nil {
 		set.Close()
 		return nil, err
 	}
@@ -82,9 +82,11 @@ func openOne(spec Spec, inherited []*inheritedFD) (*Socket, error) {
 	return bind(spec)
 }
 
-func (s *Set) checkUnique() error {
+// checkUnique refuses two sockets of the command line with one name. Sockets
+// systemd passed may share one (a .socket unit's name, by default).
+func (s *Set) checkUnique(fromFlags int) error {
 	seen := map[string]bool{}
-	for _, sock := range s.Sockets {
+	for _, sock := range s.Sockets[:fromFlags] {
 		if seen[sock.Name] {
 			return fmt.Errorf("listener: two sockets are named %q: give each --listen its own NAME=", sock.Name)
 		}

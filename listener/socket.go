@@ -23,8 +23,9 @@ type Socket struct {
 	owner io.Closer // the Go listener or packet conn the fd was taken from, if any
 }
 
-// FD returns the socket's file descriptor. It stays valid until Close and
-// keeps its blocking mode: nothing here switches it.
+// FD returns the socket's file descriptor. It stays valid until Close.
+// Sockets bound here start in blocking mode, as systemd passes them; a worker
+// may switch the (shared) mode, as Go's runtime does.
 func (s *Socket) FD() int { return s.fd }
 
 // Inode returns the socket's inode number, which identifies it in
@@ -80,6 +81,13 @@ func bind(spec Spec) (*Socket, error) {
 		return nil, explainBindError(spec, err)
 	}
 	fd, err := dupConn(c.(syscall.Conn))
+	if err == nil {
+		// Blocking, as systemd passes sockets by default (NonBlocking=no): a
+		// program written for socket activation may accept(2) and expect to
+		// wait. The mode belongs to the socket, shared by every copy; the
+		// supervisor never accepts on its own.
+		err = unix.SetNonblock(fd, false)
+	}
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("listener: %s: %w", spec, err)

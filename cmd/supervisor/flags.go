@@ -85,6 +85,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 			fs.PrintDefaults()
 			return nil, err
 		}
+		if strings.Contains(err.Error(), "parse error") {
+			return nil, fmt.Errorf("%w: durations look like 30s or 500ms, counts are whole numbers (see supervisor --help)", err)
+		}
 		return nil, fmt.Errorf("%w (see supervisor --help)", err)
 	}
 	return o, o.check(fs.Args())
@@ -100,8 +103,8 @@ func (o *options) check(command []string) error {
 		return errors.New("--ready-timeout and --drain-timeout must be positive durations, such as 30s")
 	case o.restartMin <= 0 || o.restartMax < o.restartMin:
 		return fmt.Errorf("--restart-min %v and --restart-max %v: want 0 < min <= max", o.restartMin, o.restartMax)
-	case o.watchdog < 0:
-		return errors.New("--watchdog must not be negative")
+	case o.watchdog != 0 && o.watchdog < time.Millisecond:
+		return fmt.Errorf("--watchdog %v: want 0 (off) or at least 1ms, such as 10s", o.watchdog)
 	case o.logFormat != "" && o.logFormat != "json" && o.logFormat != "console":
 		return fmt.Errorf("--log-format %q: want json or console", o.logFormat)
 	case o.mode != "overlap" && o.mode != "handover":
@@ -153,6 +156,9 @@ func parseSignal(s string) (syscall.Signal, error) {
 		name = "SIG" + name
 	}
 	if sig := unix.SignalNum(name); sig != 0 {
+		if sig == unix.SIGKILL || sig == unix.SIGSTOP {
+			return 0, fmt.Errorf("%s cannot be caught, so a worker could not drain: use SIGTERM, SIGQUIT or SIGINT", name)
+		}
 		return sig, nil
 	}
 	return 0, fmt.Errorf("unknown signal %q: use a name such as SIGTERM, SIGQUIT or SIGINT", s)

@@ -77,6 +77,14 @@ func (p *Process) Kill() error {
 	return err
 }
 
+// KillGroup kills whatever is left in the process's group once the process
+// itself has exited and been reaped: children it started and left behind.
+// The group's id stays reserved while any member lives, so this reaches
+// only them.
+func (p *Process) KillGroup() {
+	unix.Kill(-p.Pid, syscall.SIGKILL)
+}
+
 func (p *Process) signal(target int, sig syscall.Signal) error {
 	p.r.mu.Lock() // the pid cannot be reaped, and so reused, while we hold this
 	defer p.r.mu.Unlock()

@@ -52,6 +52,9 @@ func (c *Config) setDefaults() error {
 	if c.Sockets == nil || c.RuntimeDir == "" || c.Shim == "" {
 		return errors.New("supervisor: Config needs Sockets, RuntimeDir and Shim")
 	}
+	if err := checkRuntimeDir(c.RuntimeDir); err != nil {
+		return err
+	}
 	if c.Workers <= 0 {
 		c.Workers = 1
 	}

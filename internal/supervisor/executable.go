@@ -38,6 +38,14 @@ func (e *executable) at(path string) bool {
 	return st.Dev == e.st.Dev && st.Ino == e.st.Ino && st.Size == e.st.Size && st.Mtim == e.st.Mtim
 }
 
+// script reports whether the file starts with "#!": its interpreter opens
+// it by the path it is given, which a held fd, close-on-exec, cannot be.
+func (e *executable) script() bool {
+	var b [2]byte
+	n, _ := unix.Pread(e.fd, b[:], 0)
+	return n == 2 && string(b[:]) == "#!"
+}
+
 func (e *executable) close() {
 	if e != nil && e.own {
 		e.own = false

@@ -2,7 +2,9 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -45,6 +47,7 @@ type generation struct {
 	killed       int // workers killed at the drain timeout
 	exe          *executable
 	everReady    bool
+	reaped       bool // forgotten: its last worker exited
 }
 
 // slot is one of a generation's N places for a worker: a worker that
@@ -70,7 +73,8 @@ type worker struct {
 
 	handover   *handoverConn // handover mode: the connection of a worker started ahead
 	saved      bool          // handover mode: it said HANDOVER=saved
-	readyToken int           // which ready timeout counts
+	readyToken int           // which ready timeout counts: handover mode re-arms it at GO
+	readyTimer *time.Timer
 }
 
 func (w *worker) pid() int { return w.proc.Pid }
@@ -129,7 +133,7 @@ func (s *Supervisor) newGeneration() (*generation, error) {
 func (s *Supervisor) newGenerationFrom(binary string, exe *executable) (*generation, error) {
 	s.lastGen++
 	g := &generation{n: s.lastGen, binary: binary, started: time.Now(), exe: exe}
-	path := filepath.Join(s.cfg.RuntimeDir, fmt.Sprintf("notify-%d-%d.sock", os.Getpid(), g.n))
+	path := notifyPath(s.cfg.RuntimeDir, g.n)
 	sock, err := notify.Listen(path)
 	if err != nil {
 		exe.close()
@@ -144,13 +148,32 @@ func (s *Supervisor) newGenerationFrom(binary string, exe *executable) (*generat
 	return g, nil
 }
 
+// notifyPath names generation n's notify socket. The supervisor's PID keeps
+// two supervisors (an old and a new one) apart in one runtime directory.
+func notifyPath(dir string, n int) string {
+	return filepath.Join(dir, fmt.Sprintf("notify-%d-%d.sock", os.Getpid(), n))
+}
+
+// maxSocketPath is the longest path a unix socket address holds (sun_path
+// is 108 bytes with its terminating NUL).
+const maxSocketPath = 107
+
+// checkRuntimeDir fails early, with the fix in words, when the runtime
+// directory is too long to hold a notify socket for any generation.
+func checkRuntimeDir(dir string) error {
+	if longest := notifyPath(dir, 1<<31-1); len(longest) > maxSocketPath {
+		return fmt.Errorf("supervisor: runtime directory %s is too long for unix socket paths (%d bytes at most, with the socket's name): use a shorter --runtime-dir", dir, maxSocketPath-len(longest)+len(dir))
+	}
+	return nil
+}
+
 // readNotify forwards the generation's notify messages to the loop until
 // the socket is closed.
 func (s *Supervisor) readNotify(g *generation) {
 	for {
 		msg, err := g.notify.Read()
 		if err != nil {
-			if strings.Contains(err.Error(), "use of closed") {
+			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			s.log.Warn().Err(err).Int("gen", g.n).Msg("bad notify message")
@@ -194,7 +217,7 @@ func (s *Supervisor) startWorker(g *generation, sl *slot) error {
 	} else if s.cfg.Ready.Mode != ready.Notify {
 		go s.probe(ctx, w)
 	}
-	time.AfterFunc(s.cfg.ReadyTimeout, func() { s.send(readyTimeoutEvent{w: w}) })
+	w.readyTimer = time.AfterFunc(s.cfg.ReadyTimeout, func() { s.send(readyTimeoutEvent{w: w}) })
 	return nil
 }
 
@@ -233,7 +256,7 @@ func (s *Supervisor) prepareLaunch(g *generation) (*launch, error) {
 		}
 		env = s.handoverEnv(env, handoverFD)
 	}
-	if g.exe != nil && !g.exe.at(g.binary) {
+	if g.exe != nil && !g.exe.at(g.binary) && !g.exe.script() {
 		env = append(env, proc.EnvExecFD+"="+strconv.Itoa(handoff.ListenFDsStart+len(l.files)))
 		l.files = append(l.files, g.exe.fd)
 	}

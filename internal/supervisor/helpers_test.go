@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/procswitch/supervisor/internal/proc"
+	"golang.org/x/sys/unix"
 )
 
 // The test binary doubles as the exec shim and as the workers: TestMain
@@ -53,6 +54,13 @@ func runHelper() int {
 		return runCounter(strings.TrimPrefix(gen, ",fail-gen="))
 	}
 	switch string(mode) {
+	case "blocking":
+		return blockingAccept()
+	case "with-child":
+		if err := startOrphanCandidate(); err != nil {
+			fmt.Fprintln(os.Stderr, "helper:", err)
+			return 2
+		}
 	case "exit":
 		return 3
 	case "never-ready":
@@ -126,4 +134,36 @@ func childReady() int {
 	}
 	p.Wait()
 	select {}
+}
+
+// blockingAccept serves as a program written for systemd in C or Python
+// would: accept(2) on fd 3, expecting it to block.
+func blockingAccept() int {
+	sendNotify("READY=1")
+	for {
+		nfd, _, err := unix.Accept(3)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "helper: accept:", err)
+			return 5
+		}
+		unix.Write(nfd, []byte(strconv.Itoa(os.Getpid())+"\n"))
+		unix.Close(nfd)
+	}
+}
+
+// startOrphanCandidate starts a child that would outlive the worker, and
+// writes its PID next to the mode file.
+func startOrphanCandidate() error {
+	modeFile := os.Getenv(envModeFile) + ".child"
+	if err := os.WriteFile(modeFile, []byte("never-ready"), 0o600); err != nil {
+		return err
+	}
+	p, err := os.StartProcess(os.Args[0], []string{os.Args[0]}, &os.ProcAttr{
+		Env:   append(os.Environ(), envModeFile+"="+modeFile),
+		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
+	})
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(os.Getenv(envModeFile)+".childpid", []byte(strconv.Itoa(p.Pid)), 0o600)
 }

@@ -1,6 +1,10 @@
 package supervisor
 
 import (
+	"golang.org/x/sys/unix"
+	"strconv"
+
+	"github.com/procswitch/supervisor/internal/ready"
 	"os"
 	"path/filepath"
 	"strings"
@@ -188,5 +192,54 @@ func TestStopDrainsEveryWorker(t *testing.T) {
 	}
 	if r := <-h.sup.Upgrade(); r.Err != ErrStopping {
 		t.Fatalf("upgrade after stop: %+v", r)
+	}
+}
+
+func TestBlockingAcceptWorkerServes(t *testing.T) {
+	// Programs written for systemd may accept(2) and expect it to block:
+	// the supervisor passes blocking sockets, as systemd does by default.
+	h := startSupervisor(t, "blocking", nil)
+	at := 0
+	h.waitLog(&at, "generation ready", genIs(1))
+	for range 3 {
+		h.ask()
+	}
+	if n := h.logs.count("worker exited"); n != 0 {
+		t.Fatalf("a blocking-accept worker exited %d times", n)
+	}
+}
+
+func TestProbeDecidesReadinessNotReadyMessage(t *testing.T) {
+	h := startSupervisor(t, "serve", func(c *Config) {
+		c.Ready = ready.Probe{Mode: ready.Delay, Delay: 600 * time.Millisecond}
+	})
+	at := 0
+	e := h.waitLog(&at, "generation ready", genIs(1))
+	if ms := e["ready_ms"].(float64); ms < 600 {
+		t.Fatalf("ready after %vms with --ready delay:600ms: the worker's READY=1 overrode the probe", ms)
+	}
+}
+
+func TestWorkersChildrenDieWithIt(t *testing.T) {
+	h := startSupervisor(t, "with-child", nil)
+	at := 0
+	h.waitLog(&at, "generation ready", genIs(1))
+	b, err := os.ReadFile(h.mode + ".childpid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, _ := strconv.Atoi(string(b))
+	h.setMode("serve")
+	h.upgrade()
+	h.waitLog(&at, "generation drained", genIs(1))
+	// Wait for the child's exit on a pidfd, bounded.
+	pidfd, err := unix.PidfdOpen(child, 0)
+	if err != nil {
+		return // already gone and reaped
+	}
+	defer unix.Close(pidfd)
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	if n, _ := unix.Poll(fds, int(waitBound.Milliseconds())); n != 1 {
+		t.Fatalf("the drained worker's child %d still runs, holding the listening socket", child)
 	}
 }

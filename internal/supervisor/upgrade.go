@@ -1,9 +1,12 @@
 package supervisor
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/procswitch/supervisor/internal/proc"
 )
 
 func (s *Supervisor) onUpgradeRequest(reply chan Result) {
@@ -24,8 +27,10 @@ func (s *Supervisor) onUpgradeRequest(reply chan Result) {
 func (s *Supervisor) startUpgrade(waiters []chan Result) {
 	g, err := s.newGeneration()
 	if err != nil {
-		s.log.Error().Err(err).Msg("upgrade failed")
+		s.log.Error().Int("gen", s.lastGen+1).Str("binary", s.cfg.Path).Str("reason", err.Error()).
+			Str("result", "failed").Msg("upgrade failed")
 		reply(waiters, Result{Err: err})
+		s.finishUpgrade(Result{Err: err})
 		return
 	}
 	s.upgrading, s.waiters = g, waiters
@@ -138,8 +143,9 @@ func (s *Supervisor) drain(g *generation) {
 	for _, sl := range g.slots {
 		if w := sl.worker; w != nil {
 			w.cancel()
-			if err := w.proc.Signal(s.cfg.DrainSignal); err != nil {
-				s.log.Debug().Err(err).Int("pid", w.pid()).Msg("drain signal")
+			if err := w.proc.Signal(s.cfg.DrainSignal); err != nil && !errors.Is(err, proc.ErrProcessDone) {
+				s.log.Warn().Err(err).Int("pid", w.pid()).Msg("drain signal failed: killing the worker")
+				w.proc.Kill()
 			}
 		}
 	}
@@ -174,9 +180,10 @@ func (s *Supervisor) killGeneration(g *generation) {
 // reapGeneration forgets a draining or failed generation once its last
 // worker has exited.
 func (s *Supervisor) reapGeneration(g *generation) {
-	if g.alive() > 0 || g == s.current || g == s.upgrading {
+	if g.alive() > 0 || g == s.current || g == s.upgrading || g.reaped {
 		return
 	}
+	g.reaped = true
 	if g.phase == draining {
 		s.log.Info().Int("gen", g.n).Float64("drain_ms", ms(time.Since(g.drainStarted))).
 			Int("killed", g.killed).Msg("generation drained")
@@ -202,6 +209,8 @@ func (s *Supervisor) onStop() {
 	s.pending, s.requested = nil, false
 	if g := s.upgrading; g != nil {
 		s.upgrading = nil
+		s.log.Warn().Int("gen", g.n).Str("binary", g.binary).Str("reason", "stopping").
+			Str("result", "cancelled").Msg("upgrade cancelled")
 		reply(s.waiters, Result{Gen: g.n, Err: ErrStopping})
 		s.waiters = nil
 		s.drain(g)

@@ -6,12 +6,17 @@ import (
 
 	"github.com/procswitch/supervisor/internal/notify"
 	"github.com/procswitch/supervisor/internal/proc"
+	"github.com/procswitch/supervisor/internal/ready"
 )
 
 // onExit handles a worker process that has exited and been reaped.
 func (s *Supervisor) onExit(w *worker) {
 	g, sl := w.gen, w.slot
 	w.cancel()
+	w.readyTimer.Stop()
+	// What the worker started dies with it, as systemd's KillMode=control-group:
+	// a child left behind would keep the listening socket open.
+	w.proc.KillGroup()
 	if sl.worker == w {
 		sl.worker = nil
 	}
@@ -71,6 +76,7 @@ func (s *Supervisor) markReady(w *worker) {
 		return
 	}
 	w.ready, w.readyAt, w.lastPing = true, time.Now(), time.Now()
+	w.readyTimer.Stop()
 	g := w.gen
 	s.log.Debug().Int("gen", g.n).Int("pid", w.pid()).
 		Float64("ready_ms", ms(w.readyAt.Sub(w.proc.Started))).Msg("worker ready")
@@ -146,6 +152,10 @@ func (s *Supervisor) onNotify(g *generation, msg notify.Message) {
 		return
 	}
 	if msg.Has("READY", "1") {
-		s.markReady(w)
+		if s.cfg.Ready.Mode == ready.Notify || s.cfg.Handover {
+			s.markReady(w)
+		} else {
+			s.log.Debug().Int("pid", w.pid()).Str("probe", s.cfg.Ready.String()).Msg("READY=1 ignored: the probe decides")
+		}
 	}
 }
