@@ -1,7 +1,8 @@
 // Package test holds the end-to-end tests: they build the supervisor and the
 // pathfinding service, run them as real processes on loopback sockets, and
 // upgrade, crash and stop them under load from package loadgen, whose clients
-// never retry.
+// never retry, and follow them through their logs and /proc with package
+// procwatch.
 //
 // The test binary doubles as the misbehaving workers those tests need: run
 // with PROCSWITCH_TEST_HELPER=NAME in its environment, TestMain runs the named

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/procswitch/supervisor/test/loadgen"
+	"github.com/procswitch/supervisor/test/procwatch"
 )
 
 // Sizes and bounds of the end-to-end tests.
@@ -71,25 +72,25 @@ func testUpgradesUnderLoad(t *testing.T, mode loadgen.Mode) {
 			s.install(builds[b].bin, 0o755)
 		}
 		u := s.hup()
-		if !u.ok {
-			t.Fatalf("upgrade %d to generation %d failed: %s", i, u.gen, u.reason)
+		if !u.OK {
+			t.Fatalf("upgrade %d to generation %d failed: %s", i, u.Gen, u.Reason)
 		}
-		if u.oldGen != cur.gen || len(u.pids) != 1 || contains(cur.pids, u.pids[0]) {
+		if u.OldGen != cur.gen || len(u.PIDs) != 1 || contains(cur.pids, u.PIDs[0]) {
 			t.Fatalf("upgrade %d: gen %d pids %v replaced gen %d pids %v; want a new pid replacing gen %d pids %v",
-				i, u.gen, u.pids, u.oldGen, u.oldPids, cur.gen, cur.pids)
+				i, u.Gen, u.PIDs, u.OldGen, u.OldPIDs, cur.gen, cur.pids)
 		}
-		drained := s.waitDrained(u.start, cur.gen)
-		if killed := drained.int("killed"); killed != 0 {
+		drained := s.waitDrained(u.Start, cur.gen)
+		if killed := drained.Int("killed"); killed != 0 {
 			t.Errorf("upgrade %d: generation %d drained with %d killed", i, cur.gen, killed)
 		}
 		// The old generation is gone: a new connection must reach the new one.
 		rec := probe(t, url)
-		if rec.PID != u.pids[0] || rec.Version != builds[b].version {
+		if rec.PID != u.PIDs[0] || rec.Version != builds[b].version {
 			t.Fatalf("upgrade %d: answered by pid %d version %q, want pid %d version %q",
-				i, rec.PID, rec.Version, u.pids[0], builds[b].version)
+				i, rec.PID, rec.Version, u.PIDs[0], builds[b].version)
 		}
-		readyMS = append(readyMS, u.readyMS)
-		cur = generation{gen: u.gen, pids: u.pids}
+		readyMS = append(readyMS, u.ReadyMS)
+		cur = generation{gen: u.Gen, pids: u.PIDs}
 		gens = append(gens, cur)
 	}
 	awaitLoad(t, run, run.Len()+loadBetween)
@@ -142,23 +143,20 @@ func TestFailedUpgrades(t *testing.T) {
 			addr := s.waitListening("http")
 			first := s.waitReady(1)
 			url := pathURL(t, addr)
-			loads := []*loadgen.Run{
-				startLoad(t, loadgen.Config{URL: url, Mode: loadgen.NewConn, Clients: loadClients / 2}),
-				startLoad(t, loadgen.Config{URL: url, Mode: loadgen.KeepAlive, Clients: loadClients / 2}),
-			}
+			loads := startBothModes(t, url)
 
 			awaitAll(t, loads)
 			s.install(bad, tt.mode)
 			u := s.hup()
-			if u.ok {
+			if u.OK {
 				t.Fatalf("upgrade to a worker that %s succeeded", tt.name)
 			}
-			if u.reason == "" {
+			if u.Reason == "" {
 				t.Errorf("upgrade failed without a reason")
 			}
-			t.Logf("upgrade to generation %d failed: %s", u.gen, u.reason)
+			t.Logf("upgrade to generation %d failed: %s", u.Gen, u.Reason)
 			if !s.running() {
-				t.Fatalf("supervisor exited after a failed upgrade: %v", s.err)
+				t.Fatalf("supervisor exited after a failed upgrade: %v", s.Err())
 			}
 			if rec := probe(t, url); rec.PID != first.pids[0] || rec.Version != "v1" {
 				t.Errorf("after the failed upgrade: answered by pid %d version %q, want the old pid %d v1", rec.PID, rec.Version, first.pids[0])
@@ -167,15 +165,15 @@ func TestFailedUpgrades(t *testing.T) {
 			awaitAll(t, loads) // still served by the old generation
 			s.install(pathfindV2, 0o755)
 			good := s.hup()
-			if !good.ok || good.gen <= u.gen || good.oldGen != first.gen {
+			if !good.OK || good.Gen <= u.Gen || good.OldGen != first.gen {
 				t.Fatalf("next good upgrade: %+v, want success from generation %d", good, first.gen)
 			}
-			s.waitDrained(good.start, first.gen)
-			if rec := probe(t, url); rec.PID != good.pids[0] || rec.Version != "v2" {
-				t.Errorf("after the good upgrade: answered by pid %d version %q, want pid %d v2", rec.PID, rec.Version, good.pids[0])
+			s.waitDrained(good.Start, first.gen)
+			if rec := probe(t, url); rec.PID != good.PIDs[0] || rec.Version != "v2" {
+				t.Errorf("after the good upgrade: answered by pid %d version %q, want pid %d v2", rec.PID, rec.Version, good.PIDs[0])
 			}
-			if w := s.workers(); len(w) != 1 || w[0] != good.pids[0] {
-				t.Errorf("supervisor's children %v, want only the new worker %v", w, good.pids)
+			if w := s.workers(); len(w) != 1 || w[0] != good.PIDs[0] {
+				t.Errorf("supervisor's children %v, want only the new worker %v", w, good.PIDs)
 			}
 			checkNoZombies(t, s)
 			awaitAll(t, loads)
@@ -195,21 +193,21 @@ func TestDrainTimeout(t *testing.T) {
 	})
 	s.waitListening("http")
 	first := s.waitReady(1)
-	old, err := watchExit(first.pids[0])
+	old, err := procwatch.WatchExit(first.pids[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer old.close()
+	defer old.Close()
 
 	u := s.hup() // the same build again
-	if !u.ok {
-		t.Fatalf("upgrade failed: %s", u.reason)
+	if !u.OK {
+		t.Fatalf("upgrade failed: %s", u.Reason)
 	}
-	e := s.waitDrained(u.start, first.gen)
-	elapsed := e.time().Sub(u.at)
-	drainMS, _ := e.num("drain_ms")
-	t.Logf("generation %d drained: killed=%d drain_ms=%.0f, %v after the upgrade succeeded", first.gen, e.int("killed"), drainMS, elapsed)
-	if k := e.int("killed"); k != 1 {
+	e := s.waitDrained(u.Start, first.gen)
+	elapsed := e.Time().Sub(u.At)
+	drainMS, _ := e.Num("drain_ms")
+	t.Logf("generation %d drained: killed=%d drain_ms=%.0f, %v after the upgrade succeeded", first.gen, e.Int("killed"), drainMS, elapsed)
+	if k := e.Int("killed"); k != 1 {
 		t.Errorf("killed=%d, want 1", k)
 	}
 	lo, hi := shortDrainTimeout*9/10, shortDrainTimeout+2*time.Second
@@ -219,11 +217,11 @@ func TestDrainTimeout(t *testing.T) {
 	if elapsed < lo || elapsed > hi {
 		t.Errorf("drained %v after the upgrade succeeded, want about the drain timeout %v", elapsed, shortDrainTimeout)
 	}
-	if !old.wait(stopBound) {
+	if !old.Wait(stopBound) {
 		t.Errorf("worker %d that ignored SIGTERM is still alive", first.pids[0])
 	}
-	if w := s.workers(); len(w) != 1 || w[0] != u.pids[0] {
-		t.Errorf("supervisor's children %v, want only the new worker %v", w, u.pids)
+	if w := s.workers(); len(w) != 1 || w[0] != u.PIDs[0] {
+		t.Errorf("supervisor's children %v, want only the new worker %v", w, u.PIDs)
 	}
 }
 
@@ -236,25 +234,22 @@ func TestSIGHUPStorm(t *testing.T) {
 	addr := s.waitListening("http")
 	s.waitReady(1)
 	url := pathURL(t, addr)
-	loads := []*loadgen.Run{
-		startLoad(t, loadgen.Config{URL: url, Mode: loadgen.NewConn, Clients: loadClients / 2}),
-		startLoad(t, loadgen.Config{URL: url, Mode: loadgen.KeepAlive, Clients: loadClients / 2}),
-	}
+	loads := startBothModes(t, url)
 
 	// One upgrade first, so that whatever the supervisor opens once for its
 	// first upgrade is in the baseline.
 	warm := s.hup()
-	if !warm.ok {
-		t.Fatalf("warm-up upgrade failed: %s", warm.reason)
+	if !warm.OK {
+		t.Fatalf("warm-up upgrade failed: %s", warm.Reason)
 	}
-	s.waitDrained(warm.start, warm.oldGen)
+	s.waitDrained(warm.Start, warm.OldGen)
 	// The supervisor may close a finished generation's fds just after it
 	// logs "generation drained"; there is no later event to wait for.
 	s.quiet(stormQuiet)
-	baseFDs := fdList(s.pid)
+	baseFDs := procwatch.FDs(s.PID)
 
 	awaitAll(t, loads)
-	mark := s.logs.len()
+	mark := s.Log.Len()
 	// Each burst installs the other build, so that a lost SIGHUP shows: the
 	// last generation must run the build installed before the last burst.
 	builds := []struct{ bin, version string }{{pathfindV2, "v2"}, {pathfindV1, "v1"}}
@@ -266,7 +261,7 @@ func TestSIGHUPStorm(t *testing.T) {
 		s.install(builds[burst%2].bin, 0o755)
 		for i := 0; i < per; i++ {
 			<-gaps.C
-			if err := syscall.Kill(s.pid, syscall.SIGHUP); err != nil {
+			if err := syscall.Kill(s.PID, syscall.SIGHUP); err != nil {
 				t.Fatalf("SIGHUP %d: %v", burst*per+i, err)
 			}
 		}
@@ -279,15 +274,14 @@ func TestSIGHUPStorm(t *testing.T) {
 
 	// The storm is over when every upgrade that started has ended and no
 	// other starts for stormQuiet.
-	var ups []upgrade
+	var ups []procwatch.Upgrade
 	from := mark
 	for {
 		st, i, ok := s.find(from, stormQuiet, msg("upgrade started", []string{"gen"}))
 		if !ok {
 			break
 		}
-		u := s.waitOutcome(i, st.int("gen"))
-		u.start = i
+		u := s.waitOutcome(i, st.Int("gen"))
 		ups = append(ups, u)
 		from = i + 1
 		if len(ups) > stormSignals {
@@ -295,11 +289,11 @@ func TestSIGHUPStorm(t *testing.T) {
 		}
 	}
 	if !s.running() {
-		t.Fatalf("supervisor died in the storm: %v", s.err)
+		t.Fatalf("supervisor died in the storm: %v", s.Err())
 	}
 	coalesced := 0
-	for _, e := range s.logs.all()[mark:] {
-		if e.is("upgrade coalesced") {
+	for _, e := range s.Log.All()[mark:] {
+		if e.Is("upgrade coalesced") {
 			coalesced++
 		}
 	}
@@ -313,31 +307,31 @@ func TestSIGHUPStorm(t *testing.T) {
 
 	// Consistent generations: numbered in order, each success replacing the
 	// last ready generation, each replaced generation drained.
-	cur := warm.gen
+	cur := warm.Gen
 	for i, u := range ups {
-		if i > 0 && u.gen <= ups[i-1].gen {
-			t.Errorf("upgrade to generation %d after generation %d", u.gen, ups[i-1].gen)
+		if i > 0 && u.Gen <= ups[i-1].Gen {
+			t.Errorf("upgrade to generation %d after generation %d", u.Gen, ups[i-1].Gen)
 		}
-		if !u.ok {
-			t.Errorf("storm upgrade to generation %d failed: %s", u.gen, u.reason)
+		if !u.OK {
+			t.Errorf("storm upgrade to generation %d failed: %s", u.Gen, u.Reason)
 			continue
 		}
-		if u.oldGen != cur || len(u.pids) != workers {
-			t.Errorf("generation %d (pids %v) replaced generation %d, want %d with %d workers", u.gen, u.pids, u.oldGen, cur, workers)
+		if u.OldGen != cur || len(u.PIDs) != workers {
+			t.Errorf("generation %d (pids %v) replaced generation %d, want %d with %d workers", u.Gen, u.PIDs, u.OldGen, cur, workers)
 		}
-		s.waitDrained(mark, u.oldGen)
-		cur = u.gen
+		s.waitDrained(mark, u.OldGen)
+		cur = u.Gen
 	}
 	final := ups[len(ups)-1]
-	if w := s.workers(); len(w) != workers || !sameSet(w, final.pids) {
-		t.Errorf("supervisor's children %v, want exactly the last generation's %v", w, final.pids)
+	if w := s.workers(); len(w) != workers || !sameSet(w, final.PIDs) {
+		t.Errorf("supervisor's children %v, want exactly the last generation's %v", w, final.PIDs)
 	}
 	checkNoZombies(t, s)
-	if rec := probe(t, url); !contains(final.pids, rec.PID) || rec.Version != last.version {
-		t.Errorf("answered by pid %d version %q, want one of %v, %s: was the last SIGHUP lost?", rec.PID, rec.Version, final.pids, last.version)
+	if rec := probe(t, url); !contains(final.PIDs, rec.PID) || rec.Version != last.version {
+		t.Errorf("answered by pid %d version %q, want one of %v, %s: was the last SIGHUP lost?", rec.PID, rec.Version, final.PIDs, last.version)
 	}
 	s.quiet(stormQuiet)
-	if fds := fdList(s.pid); len(fds) != len(baseFDs) {
+	if fds := procwatch.FDs(s.PID); len(fds) != len(baseFDs) {
 		t.Errorf("supervisor holds %d fds after the storm, %d before:\nafter:  %v\nbefore: %v", len(fds), len(baseFDs), fds, baseFDs)
 	}
 	awaitAll(t, loads)

@@ -1,151 +1,23 @@
 package test
 
 import (
-	"bufio"
-	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/procswitch/supervisor/test/loadgen"
+	"github.com/procswitch/supervisor/test/procwatch"
 )
-
-// entry is one line the supervisor (or a worker) wrote to stderr.
-type entry struct {
-	at     time.Time      // when we read it
-	raw    string         // the line
-	fields map[string]any // the JSON object, nil when the line is not JSON
-}
-
-// time is when the supervisor logged the entry, by its "time" field, or when
-// we read it if that field does not parse.
-func (e entry) time() time.Time {
-	if t, err := time.Parse(time.RFC3339Nano, e.str("time")); err == nil {
-		return t
-	}
-	return e.at
-}
-
-func (e entry) msg() string {
-	s, _ := e.fields["message"].(string)
-	return s
-}
-
-func (e entry) str(key string) string {
-	s, _ := e.fields[key].(string)
-	return s
-}
-
-// num is a numeric field; ok is false when it is missing or not a number.
-func (e entry) num(key string) (float64, bool) {
-	f, ok := e.fields[key].(float64)
-	return f, ok
-}
-
-func (e entry) int(key string) int {
-	f, _ := e.num(key)
-	return int(f)
-}
-
-// ints is a field holding an array of numbers, such as "pids".
-func (e entry) ints(key string) []int {
-	a, _ := e.fields[key].([]any)
-	var out []int
-	for _, v := range a {
-		if f, ok := v.(float64); ok {
-			out = append(out, int(f))
-		}
-	}
-	return out
-}
-
-// is says whether the entry is the supervisor's message msg with every key of
-// keys present.
-func (e entry) is(msg string, keys ...string) bool {
-	if e.fields == nil || e.msg() != msg {
-		return false
-	}
-	for _, k := range keys {
-		if _, ok := e.fields[k]; !ok {
-			return false
-		}
-	}
-	return true
-}
-
-// logBook collects the lines of a supervisor's stderr as they come.
-type logBook struct {
-	mu      sync.Mutex
-	entries []entry
-	eof     bool
-	changed chan struct{} // closed and replaced on every change
-}
-
-func newLogBook() *logBook { return &logBook{changed: make(chan struct{})} }
-
-func (l *logBook) read(f *os.File) {
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		e := entry{at: time.Now(), raw: sc.Text()}
-		if strings.HasPrefix(e.raw, "{") {
-			var m map[string]any
-			if json.Unmarshal([]byte(e.raw), &m) == nil {
-				e.fields = m
-			}
-		}
-		l.mu.Lock()
-		l.entries = append(l.entries, e)
-		close(l.changed)
-		l.changed = make(chan struct{})
-		l.mu.Unlock()
-	}
-	l.mu.Lock()
-	l.eof = true
-	close(l.changed)
-	l.changed = make(chan struct{})
-	l.mu.Unlock()
-}
-
-// since returns the entries from index i on, whether the log has ended, and a
-// channel closed at the next change.
-func (l *logBook) since(i int) ([]entry, bool, <-chan struct{}) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if i > len(l.entries) {
-		i = len(l.entries)
-	}
-	return append([]entry(nil), l.entries[i:]...), l.eof, l.changed
-}
-
-func (l *logBook) len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.entries)
-}
-
-func (l *logBook) all() []entry {
-	e, _, _ := l.since(0)
-	return e
-}
 
 // supervisor is a running supervisor under test.
 type supervisor struct {
+	*procwatch.Supervisor
 	t      *testing.T
-	cmd    *exec.Cmd
-	pid    int
-	logs   *logBook
-	logR   *os.File
-	done   chan struct{} // closed when the process has exited and been waited for
-	err    error         // from Wait, valid after done
-	dir    string        // holds the worker binary
-	worker string        // the worker path the supervisor runs
+	dir    string // holds the worker binary
+	worker string // the worker path the supervisor runs
 }
 
 // supervisorConfig is how to start one.
@@ -164,7 +36,7 @@ type supervisorConfig struct {
 func startSupervisor(t *testing.T, cfg supervisorConfig) *supervisor {
 	t.Helper()
 	needBinaries(t)
-	s := &supervisor{t: t, logs: newLogBook(), done: make(chan struct{}), dir: t.TempDir()}
+	s := &supervisor{t: t, dir: t.TempDir()}
 	s.worker = filepath.Join(s.dir, "worker")
 	if cfg.mode == 0 {
 		cfg.mode = 0o755
@@ -182,138 +54,55 @@ func startSupervisor(t *testing.T, cfg supervisorConfig) *supervisor {
 	args = append(args, cfg.flags...)
 	args = append(args, "--", s.worker)
 	args = append(args, cfg.workerArgs...)
-	s.start(t, args, cfg.env, cfg.inherit)
+	cmd := exec.Command(supervisorBin, args...)
+	cmd.Env = append(os.Environ(), cfg.env...)
+	cmd.ExtraFiles = cfg.inherit
+	p, err := procwatch.Start("supervisor", cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Supervisor = &procwatch.Supervisor{Proc: p}
+	t.Logf("supervisor pid %d: %s", s.PID, strings.Join(args, " "))
 	t.Cleanup(s.stop)
 	return s
 }
 
-func (s *supervisor) start(t *testing.T, args, env []string, extra []*os.File) {
-	t.Helper()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.logR = r
-	s.cmd = exec.Command(supervisorBin, args...)
-	s.cmd.Env = append(os.Environ(), env...)
-	s.cmd.Stdout = w
-	s.cmd.Stderr = w
-	s.cmd.ExtraFiles = extra
-	err = s.cmd.Start()
-	w.Close()
-	if err != nil {
-		r.Close()
-		t.Fatal(err)
-	}
-	s.pid = s.cmd.Process.Pid
-	addStarted(s.pid)
-	go s.logs.read(r)
-	go func() {
-		s.err = s.cmd.Wait()
-		removeStarted(s.pid)
-		close(s.done)
-	}()
-	t.Logf("supervisor pid %d: %s", s.pid, strings.Join(args, " "))
-}
-
 // running reports whether the supervisor process is still up.
-func (s *supervisor) running() bool {
-	select {
-	case <-s.done:
-		return false
-	default:
-		return true
-	}
-}
+func (s *supervisor) running() bool { return !s.Exited() }
 
 // stop ends the supervisor (SIGTERM, then SIGKILL), reaps workers it left
 // behind, and checks its output for panics and data races.
 func (s *supervisor) stop() {
 	t := s.t
-	if s.running() {
-		syscall.Kill(s.pid, syscall.SIGTERM)
-		select {
-		case <-s.done:
-		case <-time.After(stopBound):
-			t.Errorf("supervisor %d did not stop within %v of SIGTERM; killing it", s.pid, stopBound)
-			syscall.Kill(s.pid, syscall.SIGKILL)
-			<-s.done
-		}
+	if err := s.Stop(stopBound); err != nil {
+		t.Error(err)
 	}
-	if orphans := reapOrphans(stopBound); len(orphans) > 0 {
-		t.Errorf("workers %v outlived supervisor %d; killed them", orphans, s.pid)
+	orphans, err := procwatch.ReapOrphans("", stopBound)
+	if len(orphans) > 0 {
+		t.Errorf("workers %v outlived supervisor %d; killed them", orphans, s.PID)
+	}
+	if err != nil {
+		t.Error(err)
 	}
 	// The log ends when every holder of the pipe has exited.
-	s.waitLogEOF(stopBound)
-	s.logR.Close()
-	for _, e := range s.logs.all() {
-		if strings.Contains(e.raw, "DATA RACE") || strings.HasPrefix(e.raw, "panic:") || strings.HasPrefix(e.raw, "fatal error:") {
-			t.Errorf("supervisor output: %s", e.raw)
+	s.Log.WaitEOF(stopBound)
+	s.CloseOutput()
+	for _, e := range s.Log.All() {
+		if strings.Contains(e.Raw, "DATA RACE") || strings.HasPrefix(e.Raw, "panic:") || strings.HasPrefix(e.Raw, "fatal error:") {
+			t.Errorf("supervisor output: %s", e.Raw)
 		}
 	}
 	if t.Failed() {
-		s.dump(80)
+		t.Logf("last lines of supervisor %d output:\n%s", s.PID, s.Log.Tail(80))
 	}
-}
-
-func (s *supervisor) waitLogEOF(d time.Duration) {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	for {
-		_, eof, changed := s.logs.since(1 << 30)
-		if eof {
-			return
-		}
-		select {
-		case <-changed:
-		case <-timer.C:
-			return
-		}
-	}
-}
-
-// dump logs the last n lines of output.
-func (s *supervisor) dump(n int) {
-	all := s.logs.all()
-	if len(all) > n {
-		all = all[len(all)-n:]
-	}
-	var b strings.Builder
-	for _, e := range all {
-		b.WriteString(e.raw)
-		b.WriteByte('\n')
-	}
-	s.t.Logf("last %d lines of supervisor %d output:\n%s", len(all), s.pid, b.String())
 }
 
 // find waits up to d for the first entry from index from on that match
 // accepts, and returns it with its index. ok is false at the bound, or when
 // the supervisor has exited and its output has ended.
-func (s *supervisor) find(from int, d time.Duration, match func(entry) bool) (entry, int, bool) {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	exited := s.done
-	for {
-		es, eof, changed := s.logs.since(from)
-		for i, e := range es {
-			if match(e) {
-				return e, from + i, true
-			}
-		}
-		from += len(es)
-		if eof {
-			return entry{}, from, false
-		}
-		select {
-		case <-changed:
-		case <-timer.C:
-			return entry{}, from, false
-		case <-exited:
-			// Read what is left in the pipe, then give up.
-			exited = nil
-			timer.Reset(time.Second)
-		}
-	}
+func (s *supervisor) find(from int, d time.Duration, match func(procwatch.Entry) bool) (procwatch.Entry, int, bool) {
+	e, i, err := s.Find(from, d, "matching line", match)
+	return e, i, err == nil
 }
 
 // quiet waits until the supervisor has written nothing for d, for at most
@@ -321,36 +110,38 @@ func (s *supervisor) find(from int, d time.Duration, match func(entry) bool) (en
 func (s *supervisor) quiet(d time.Duration) {
 	s.t.Helper()
 	deadline := time.Now().Add(waitBound)
-	from := s.logs.len()
+	from := s.Log.Len()
 	for time.Now().Before(deadline) {
-		_, i, ok := s.find(from, d, func(entry) bool { return true })
+		_, i, ok := s.find(from, d, func(procwatch.Entry) bool { return true })
 		if !ok {
 			return
 		}
 		from = i + 1
 	}
-	s.t.Fatalf("supervisor %d never fell quiet for %v", s.pid, d)
+	s.t.Fatalf("supervisor %d never fell quiet for %v", s.PID, d)
+}
+
+// must fails the test on a failed wait.
+func (s *supervisor) must(err error) {
+	s.t.Helper()
+	if err != nil {
+		s.t.Fatal(err)
+	}
 }
 
 // waitFor is find that fails the test when nothing matches.
-func (s *supervisor) waitFor(from int, d time.Duration, what string, match func(entry) bool) (entry, int) {
+func (s *supervisor) waitFor(from int, d time.Duration, what string, match func(procwatch.Entry) bool) (procwatch.Entry, int) {
 	s.t.Helper()
-	e, i, ok := s.find(from, d, match)
-	if !ok {
-		state := "running"
-		if !s.running() {
-			state = fmt.Sprintf("exited: %v", s.err)
-		}
-		s.t.Fatalf("supervisor %d (%s): no %s within %v", s.pid, state, what, d)
-	}
+	e, i, err := s.Find(from, d, what, match)
+	s.must(err)
 	return e, i
 }
 
 // msg matches the supervisor's message msg (with keys present) and, when
 // given, more conditions.
-func msg(name string, keys []string, conds ...func(entry) bool) func(entry) bool {
-	return func(e entry) bool {
-		if !e.is(name, keys...) {
+func msg(name string, keys []string, conds ...func(procwatch.Entry) bool) func(procwatch.Entry) bool {
+	return func(e procwatch.Entry) bool {
+		if !e.Is(name, keys...) {
 			return false
 		}
 		for _, c := range conds {
@@ -362,8 +153,8 @@ func msg(name string, keys []string, conds ...func(entry) bool) func(entry) bool
 	}
 }
 
-func genIs(gen int) func(entry) bool {
-	return func(e entry) bool { return e.int("gen") == gen }
+func genIs(gen int) func(procwatch.Entry) bool {
+	return func(e procwatch.Entry) bool { return e.Int("gen") == gen }
 }
 
 // generation is a ready generation of workers.
@@ -375,71 +166,41 @@ type generation struct {
 // waitListening returns the address of the listener named name.
 func (s *supervisor) waitListening(name string) string {
 	s.t.Helper()
-	e, _ := s.waitFor(0, waitBound, fmt.Sprintf("%q listening", name), msg("listening", []string{"name", "addr"}, func(e entry) bool {
-		return e.str("name") == name
-	}))
-	return e.str("addr")
+	addr, err := s.WaitListening(name, waitBound)
+	s.must(err)
+	return addr
 }
 
 // waitReady waits for generation gen to be ready.
 func (s *supervisor) waitReady(gen int) generation {
 	s.t.Helper()
-	e, _ := s.waitFor(0, waitBound, fmt.Sprintf("generation %d ready", gen), msg("generation ready", []string{"gen", "pids"}, genIs(gen)))
-	return generation{gen: gen, pids: e.ints("pids")}
-}
-
-// upgrade is the outcome of one SIGHUP.
-type upgrade struct {
-	ok      bool
-	gen     int
-	oldGen  int
-	pids    []int
-	oldPids []int
-	reason  string
-	readyMS float64
-	at      time.Time // when the outcome was logged
-	start   int       // the log index of "upgrade started"
-	end     int       // the log index of the outcome
+	pids, err := s.WaitReady(gen, waitBound)
+	s.must(err)
+	return generation{gen: gen, pids: pids}
 }
 
 // hup sends SIGHUP and waits for the next upgrade to start and end.
-func (s *supervisor) hup() upgrade {
+func (s *supervisor) hup() procwatch.Upgrade {
 	s.t.Helper()
-	mark := s.logs.len()
-	if err := syscall.Kill(s.pid, syscall.SIGHUP); err != nil {
-		s.t.Fatalf("SIGHUP: %v", err)
-	}
-	return s.waitUpgrade(mark)
-}
-
-// waitUpgrade waits for the first upgrade started at log index from on, and
-// for its outcome.
-func (s *supervisor) waitUpgrade(from int) upgrade {
-	s.t.Helper()
-	st, i := s.waitFor(from, waitBound, "upgrade started", msg("upgrade started", []string{"gen"}))
-	u := s.waitOutcome(i, st.int("gen"))
-	u.start = i
+	u, err := s.HUP(waitBound)
+	s.must(err)
 	return u
 }
 
-// waitOutcome waits for the outcome of the upgrade to generation gen.
-func (s *supervisor) waitOutcome(from, gen int) upgrade {
+// waitOutcome waits for the outcome of the upgrade to generation gen, whose
+// "upgrade started" is at log index from.
+func (s *supervisor) waitOutcome(from, gen int) procwatch.Upgrade {
 	s.t.Helper()
-	e, i := s.waitFor(from, waitBound, fmt.Sprintf("outcome of the upgrade to generation %d", gen), func(e entry) bool {
-		return (e.is("upgrade succeeded", "gen") || e.is("upgrade failed", "gen")) && e.int("gen") == gen
-	})
-	u := upgrade{
-		ok: e.msg() == "upgrade succeeded", gen: gen, oldGen: e.int("old_gen"),
-		pids: e.ints("pids"), oldPids: e.ints("old_pids"), reason: e.str("reason"), at: e.time(), end: i,
-	}
-	u.readyMS, _ = e.num("ready_ms")
+	u, err := s.WaitOutcome(from, gen, waitBound)
+	s.must(err)
 	return u
 }
 
 // waitDrained waits for generation gen to have drained.
-func (s *supervisor) waitDrained(from, gen int) entry {
+func (s *supervisor) waitDrained(from, gen int) procwatch.Entry {
 	s.t.Helper()
-	e, _ := s.waitFor(from, waitBound, fmt.Sprintf("generation %d drained", gen), msg("generation drained", []string{"gen"}, genIs(gen)))
+	e, err := s.WaitDrained(from, gen, waitBound)
+	s.must(err)
 	return e
 }
 
@@ -453,15 +214,15 @@ func (s *supervisor) install(src string, mode os.FileMode) {
 }
 
 // workers lists the supervisor's live worker processes.
-func (s *supervisor) workers() []int { return childPIDs(s.pid) }
+func (s *supervisor) workers() []int { return procwatch.ChildPIDs(s.PID) }
 
 // checkNoZombies fails the test when the supervisor has children that exited
 // and were not reaped.
 func checkNoZombies(t *testing.T, s *supervisor) {
 	t.Helper()
-	for _, c := range children(s.pid) {
-		if c.state == 'Z' {
-			t.Errorf("supervisor did not reap its child %d", c.pid)
+	for _, c := range procwatch.Children(s.PID) {
+		if c.State == 'Z' {
+			t.Errorf("supervisor did not reap its child %d", c.PID)
 		}
 	}
 }
@@ -530,6 +291,16 @@ func startLoad(t *testing.T, cfg loadgen.Config) *loadgen.Run {
 	}
 	t.Cleanup(func() { run.Stop() })
 	return run
+}
+
+// startBothModes starts a load run in each client mode, loadClients clients
+// in all.
+func startBothModes(t *testing.T, url string) []*loadgen.Run {
+	t.Helper()
+	return []*loadgen.Run{
+		startLoad(t, loadgen.Config{URL: url, Mode: loadgen.NewConn, Clients: loadClients / 2}),
+		startLoad(t, loadgen.Config{URL: url, Mode: loadgen.KeepAlive, Clients: loadClients / 2}),
+	}
 }
 
 // awaitLoad waits until run has made n requests in all.

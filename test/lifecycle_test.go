@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/procswitch/supervisor/test/loadgen"
+	"github.com/procswitch/supervisor/test/procwatch"
 )
 
 // Bounds of the crash and bad-input tests.
@@ -40,19 +41,16 @@ func TestCrashRestartUnderLoad(t *testing.T) {
 	addr := s.waitListening("http")
 	first := s.waitReady(1)
 	url := pathURL(t, addr)
-	loads := []*loadgen.Run{
-		startLoad(t, loadgen.Config{URL: url, Mode: loadgen.NewConn, Clients: loadClients / 2}),
-		startLoad(t, loadgen.Config{URL: url, Mode: loadgen.KeepAlive, Clients: loadClients / 2}),
-	}
+	loads := startBothModes(t, url)
 	awaitAll(t, loads)
 
-	mark := s.logs.len()
+	mark := s.Log.Len()
 	dead := first.pids[0]
 	if err := syscall.Kill(dead, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	s.waitFor(mark, waitBound, fmt.Sprintf("worker %d exited", dead), msg("worker exited", []string{"pid"}, func(e entry) bool {
-		return e.int("pid") == dead
+	s.waitFor(mark, waitBound, fmt.Sprintf("worker %d exited", dead), msg("worker exited", []string{"pid"}, func(e procwatch.Entry) bool {
+		return e.Int("pid") == dead
 	}))
 	// No worker runs now: a new connection queues on the open socket until
 	// the restarted worker accepts it.
@@ -67,7 +65,7 @@ func TestCrashRestartUnderLoad(t *testing.T) {
 		t.Fatalf("request sent while no worker ran: %v (%v), pid %d", rec.Class, rec.Err, rec.PID)
 	}
 	t.Logf("restart delay %vms; a request sent while no worker ran waited %v for pid %d",
-		r.fields["delay_ms"], rec.Latency.Round(time.Millisecond), rec.PID)
+		r.Fields["delay_ms"], rec.Latency.Round(time.Millisecond), rec.PID)
 	if w := s.workers(); len(w) != 1 || w[0] != rec.PID {
 		t.Errorf("supervisor's children %v, want only the restarted worker %d", w, rec.PID)
 	}
@@ -101,7 +99,7 @@ func TestCrashLoopBacksOff(t *testing.T) {
 		flags: goodFlags("--restart-min", loopRestartMin.String(), "--restart-max", loopRestartMax.String()),
 	})
 	end := time.Now().Add(crashLoopWindow)
-	var restarts []entry
+	var restarts []procwatch.Entry
 	for from := 0; ; {
 		e, i, ok := s.find(from, time.Until(end), msg("worker restarting", []string{"delay_ms"}))
 		if !ok {
@@ -111,11 +109,11 @@ func TestCrashLoopBacksOff(t *testing.T) {
 		from = i + 1
 	}
 	if !s.running() {
-		t.Fatalf("supervisor exited in a crash loop: %v", s.err)
+		t.Fatalf("supervisor exited in a crash loop: %v", s.Err())
 	}
 	var delays []float64
 	for _, e := range restarts {
-		d, _ := e.num("delay_ms")
+		d, _ := e.Num("delay_ms")
 		delays = append(delays, d)
 	}
 	t.Logf("%d restarts in %v, delays (ms) %v", len(restarts), crashLoopWindow, delays)
@@ -130,7 +128,7 @@ func TestCrashLoopBacksOff(t *testing.T) {
 			t.Errorf("restart delay fell from %vms to %vms", delays[i-1], delays[i])
 		}
 		// The worker cannot crash again before its delay has passed.
-		gap := restarts[i].time().Sub(restarts[i-1].time())
+		gap := restarts[i].Time().Sub(restarts[i-1].Time())
 		if want := time.Duration(delays[i-1]*0.8) * time.Millisecond; gap < want {
 			t.Errorf("restart %d came %v after the one before, whose delay was %vms", i, gap, delays[i-1])
 		}
@@ -179,11 +177,11 @@ func testWorkerFDs(t *testing.T, leak bool) {
 	checkFDs(t, addrs, sock, first.pids[0])
 
 	u := s.hup() // the same build again: nothing may pile up across generations
-	if !u.ok {
-		t.Fatalf("upgrade failed: %s", u.reason)
+	if !u.OK {
+		t.Fatalf("upgrade failed: %s", u.Reason)
 	}
-	s.waitDrained(u.start, first.gen)
-	checkFDs(t, addrs, sock, u.pids[0])
+	s.waitDrained(u.Start, first.gen)
+	checkFDs(t, addrs, sock, u.PIDs[0])
 }
 
 func checkFDs(t *testing.T, addrs []string, sock string, pid int) {
@@ -243,18 +241,18 @@ func TestSIGTERMStops(t *testing.T) {
 	s.waitListening("http")
 	first := s.waitReady(1)
 	watches := watchAll(t, first.pids)
-	if err := syscall.Kill(s.pid, syscall.SIGTERM); err != nil {
+	if err := syscall.Kill(s.PID, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-s.done:
+	case <-s.Done():
 	case <-time.After(stopBound):
 		t.Fatalf("supervisor did not exit within %v of SIGTERM", stopBound)
 	}
-	if s.err != nil {
-		t.Errorf("supervisor exited with %v, want 0", s.err)
+	if s.Err() != nil {
+		t.Errorf("supervisor exited with %v, want 0", s.Err())
 	}
-	if alive := waitExited(watches, stopBound); len(alive) > 0 {
+	if alive := procwatch.WaitExited(watches, stopBound); len(alive) > 0 {
 		t.Errorf("workers %v outlived the supervisor", alive)
 	}
 	if _, _, ok := s.find(0, waitBound, msg("generation drained", []string{"gen"}, genIs(1))); !ok {
@@ -272,24 +270,24 @@ func TestSIGKILLTakesWorkers(t *testing.T) {
 	s.waitListening("http")
 	first := s.waitReady(1)
 	watches := watchAll(t, first.pids)
-	if err := syscall.Kill(s.pid, syscall.SIGKILL); err != nil {
+	if err := syscall.Kill(s.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-s.done // a killed process is always waited for at once
-	if alive := waitExited(watches, stopBound); len(alive) > 0 {
+	<-s.Done() // a killed process is always waited for at once
+	if alive := procwatch.WaitExited(watches, stopBound); len(alive) > 0 {
 		t.Errorf("workers %v outlived the killed supervisor by %v", alive, stopBound)
 	}
 }
 
-func watchAll(t *testing.T, pids []int) []*exitWatch {
+func watchAll(t *testing.T, pids []int) []*procwatch.ExitWatch {
 	t.Helper()
-	var ws []*exitWatch
+	var ws []*procwatch.ExitWatch
 	for _, pid := range pids {
-		w, err := watchExit(pid)
+		w, err := procwatch.WatchExit(pid)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(w.close)
+		t.Cleanup(w.Close)
 		ws = append(ws, w)
 	}
 	return ws
@@ -359,17 +357,19 @@ func runBad(t *testing.T, args []string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, supervisorBin, args...)
 	cmd.Stderr = &stderr
 	cmd.WaitDelay = time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	err := procwatch.Run(cmd)
+	if cmd.Process == nil {
+		t.Fatal(err) // it did not start
 	}
-	addStarted(cmd.Process.Pid)
-	err := cmd.Wait()
-	removeStarted(cmd.Process.Pid)
 	if ctx.Err() != nil {
 		t.Errorf("supervisor %v did not exit within %v", args, badInputBound)
 	}
-	if orphans := reapOrphans(stopBound); len(orphans) > 0 {
+	orphans, reapErr := procwatch.ReapOrphans("", stopBound)
+	if len(orphans) > 0 {
 		t.Errorf("supervisor on bad input left processes %v", orphans)
+	}
+	if reapErr != nil {
+		t.Error(reapErr)
 	}
 	return stderr.Bytes(), err
 }

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/procswitch/supervisor/test/procwatch"
 )
 
 // helperEnv names the helper worker that the test binary runs instead of the
@@ -47,15 +47,15 @@ func TestMain(m *testing.M) {
 func runTests(m *testing.M) int {
 	// Workers orphaned by a supervisor that dies are re-parented to us, so that
 	// we can wait for them and reap them: PID 1 here does not.
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		fmt.Fprintf(os.Stderr, "prctl(PR_SET_CHILD_SUBREAPER): %v\n", err)
+	if err := procwatch.BecomeSubreaper(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer reapAll()
 	// Whatever fds we inherited (a shell or CI runner may leak some) must not
 	// reach the supervisor: start it as systemd would, with stdio only.
-	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
-		fmt.Fprintf(os.Stderr, "close_range: %v\n", err)
+	if err := procwatch.CloseInheritedFDs(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	dir, err := os.MkdirTemp("", "supervisor-e2e-")
@@ -123,6 +123,17 @@ func needBinaries(t *testing.T) {
 	t.Helper()
 	if buildErr != nil {
 		t.Fatalf("cannot run: %v", buildErr)
+	}
+}
+
+// reapAll reaps whatever children are left when the tests end.
+func reapAll() {
+	pids, err := procwatch.ReapOrphans("", 5*time.Second)
+	if len(pids) > 0 {
+		fmt.Fprintf(os.Stderr, "reaped leftover processes %v\n", pids)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
 	}
 }
 

@@ -10,6 +10,9 @@
 // server to close it); KeepAlive reuses one connection per client and reopens
 // it only after a response that says "Connection: close", which counts as a
 // normal end of that connection, not an error.
+//
+// Every request goes to Config.URL, or to the path and query that
+// Config.Next gives for it, for a mix of requests.
 package loadgen
 
 import (
@@ -50,6 +53,12 @@ const DefaultTimeout = 5 * time.Second
 type Config struct {
 	// URL is the target, "http://HOST:PORT/PATH?QUERY".
 	URL string
+	// Next, when set, gives the path and query of each request in place of
+	// URL's, such as "/path?from=1,2&to=3,4"; URL then names only the host.
+	// It is called on the client's own goroutine before each of its
+	// requests, seq counting them from 0, so state kept per client needs no
+	// lock. Nil means every request goes to URL.
+	Next func(client, seq int) string
 	// Mode is NewConn (the zero value) or KeepAlive.
 	Mode Mode
 	// Clients is the number of concurrent clients; 0 means 1.
@@ -219,13 +228,17 @@ func (r *Run) client(id int) {
 			c.Close()
 		}
 	}()
-	for !r.stopped() {
+	for seq := 0; !r.stopped(); seq++ {
 		reuse := r.cfg.Mode == KeepAlive && c != nil
 		if !reuse && c != nil {
 			c.Close()
 			c = nil
 		}
-		rec, next := r.target.do(c, r.cfg.Mode, r.cfg.Timeout, r.cfg.OKStatus)
+		uri := r.target.uri
+		if r.cfg.Next != nil {
+			uri = r.cfg.Next(id, seq)
+		}
+		rec, next := r.target.do(c, uri, r.cfg.Mode, r.cfg.Timeout, r.cfg.OKStatus)
 		rec.Client = id
 		r.record(rec)
 		c = next
@@ -250,7 +263,7 @@ func Get(rawURL string, timeout time.Duration) (Record, error) {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	rec, c := tg.do(nil, NewConn, timeout, func(code int) bool { return code == http.StatusOK })
+	rec, c := tg.do(nil, tg.uri, NewConn, timeout, func(code int) bool { return code == http.StatusOK })
 	if c != nil {
 		c.Close()
 	}
@@ -258,9 +271,9 @@ func Get(rawURL string, timeout time.Duration) (Record, error) {
 }
 
 type target struct {
-	addr    string // host:port to dial
-	request []byte // the request for NewConn
-	keep    []byte // the request for KeepAlive
+	addr string // host:port to dial
+	host string // the Host header
+	uri  string // the URL's path and query
 }
 
 func parseTarget(rawURL string) (target, error) {
@@ -275,12 +288,22 @@ func parseTarget(rawURL string) (target, error) {
 	if u.Port() == "" {
 		addr = net.JoinHostPort(u.Hostname(), "80")
 	}
-	head := fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: loadgen\r\n", u.RequestURI(), u.Host)
-	return target{
-		addr:    addr,
-		request: []byte(head + "Connection: close\r\n\r\n"),
-		keep:    []byte(head + "\r\n"),
-	}, nil
+	return target{addr: addr, host: u.Host, uri: u.RequestURI()}, nil
+}
+
+// request is the request for uri: in NewConn mode, it asks the server to
+// close the connection.
+func (tg target) request(uri string, mode Mode) []byte {
+	b := make([]byte, 0, 96+len(uri)+len(tg.host))
+	b = append(b, "GET "...)
+	b = append(b, uri...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, tg.host...)
+	b = append(b, "\r\nUser-Agent: loadgen\r\n"...)
+	if mode != KeepAlive {
+		b = append(b, "Connection: close\r\n"...)
+	}
+	return append(b, "\r\n"...)
 }
 
 // conn is a client connection and its reader; read counts the bytes received
@@ -297,9 +320,9 @@ func (c *conn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// do sends one request on c (or on a new connection when c is nil) and returns
-// its record and the connection to reuse, if any.
-func (tg target) do(c *conn, mode Mode, timeout time.Duration, ok func(int) bool) (Record, *conn) {
+// do sends one request for uri on c (or on a new connection when c is nil)
+// and returns its record and the connection to reuse, if any.
+func (tg target) do(c *conn, uri string, mode Mode, timeout time.Duration, ok func(int) bool) (Record, *conn) {
 	rec := Record{Start: time.Now(), Reused: c != nil}
 	deadline := rec.Start.Add(timeout)
 	finish := func(class Class, err error) (Record, *conn) {
@@ -324,11 +347,7 @@ func (tg target) do(c *conn, mode Mode, timeout time.Duration, ok func(int) bool
 	if err := c.SetDeadline(deadline); err != nil {
 		return finish(ConnOther, err)
 	}
-	req := tg.request
-	if mode == KeepAlive {
-		req = tg.keep
-	}
-	if _, err := c.Write(req); err != nil {
+	if _, err := c.Write(tg.request(uri, mode)); err != nil {
 		return finish(classifyIO(err, 0), err)
 	}
 	resp, err := http.ReadResponse(c.br, nil)
@@ -345,7 +364,7 @@ func (tg target) do(c *conn, mode Mode, timeout time.Duration, ok func(int) bool
 		return finish(classifyIO(err, c.read), err)
 	}
 	if !ok(resp.StatusCode) {
-		return finish(BadStatus, fmt.Errorf("loadgen: status %s", resp.Status))
+		return finish(BadStatus, fmt.Errorf("loadgen: status %s for %s", resp.Status, uri))
 	}
 	if mode != KeepAlive || resp.Close {
 		c.Close()

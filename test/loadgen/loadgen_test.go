@@ -3,10 +3,12 @@ package loadgen
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -281,5 +283,56 @@ func TestBadURL(t *testing.T) {
 		if _, err := Start(context.Background(), Config{URL: u}); err == nil {
 			t.Errorf("Start(%q) succeeded", u)
 		}
+	}
+}
+
+// TestNext checks that Next names every request of every client, in order,
+// and that URL then gives only the host.
+func TestNext(t *testing.T) {
+	var mu sync.Mutex
+	got := make(map[string]bool)
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got[r.URL.RequestURI()] = true
+		mu.Unlock()
+		w.Write([]byte("ok"))
+	})
+	const clients = 3
+	var calls [clients]int
+	next := func(client, seq int) string {
+		if seq != calls[client] {
+			t.Errorf("client %d: seq %d, want %d", client, seq, calls[client])
+		}
+		calls[client]++
+		return fmt.Sprintf("/q?client=%d&seq=%d", client, seq)
+	}
+	for _, mode := range []Mode{NewConn, KeepAlive} {
+		t.Run(mode.String(), func(t *testing.T) {
+			calls = [clients]int{}
+			mu.Lock()
+			clear(got)
+			mu.Unlock()
+			res := run(t, Config{URL: s.URL + "/ignored", Next: next, Mode: mode, Clients: clients})
+			mu.Lock()
+			defer mu.Unlock()
+			if res.Failed() != 0 || len(res.Records) < 10 {
+				t.Fatalf("want many OK requests, got:\n%s", res.Summary())
+			}
+			if got["/ignored"] {
+				t.Errorf("a request went to the URL's path despite Next")
+			}
+			total := 0
+			for c, n := range calls {
+				for seq := range n {
+					if uri := fmt.Sprintf("/q?client=%d&seq=%d", c, seq); !got[uri] {
+						t.Errorf("the server never saw %s", uri)
+					}
+				}
+				total += n
+			}
+			if total != len(res.Records) || len(got) != total {
+				t.Errorf("Next called %d times, %d records, the server saw %d distinct requests", total, len(res.Records), len(got))
+			}
+		})
 	}
 }

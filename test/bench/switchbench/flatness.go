@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/procswitch/supervisor/test/loadgen"
+	"github.com/procswitch/supervisor/test/procwatch"
 )
 
 // settle is how long to wait, after the last event, before reading /proc:
@@ -31,18 +32,18 @@ type rssPoint struct {
 
 // flatResult is the resource flatness phase.
 type flatResult struct {
-	Asked      int         `json:"upgrades_asked"`
-	Done       int         `json:"upgrades_done"`   // succeeded and drained
-	Failed     int         `json:"upgrades_failed"` // the supervisor reported a failed upgrade
-	Seconds    float64     `json:"seconds"`
-	ReadyMS    float64     `json:"ready_median_ms"`
-	Before     usage       `json:"before"`
-	AfterFirst usage       `json:"after_first"` // after the first upgrade had drained
-	After      usage       `json:"after"`
-	MaxRSSKB   int         `json:"max_rss_kb"` // of the samples taken after each upgrade
-	RSSSeries  []rssPoint  `json:"rss_series"` // VmRSS every tenth of the way
-	Load       []lightLoad `json:"load"`
-	Error      string      `json:"error,omitempty"`
+	Asked      int             `json:"upgrades_asked"`
+	Done       int             `json:"upgrades_done"`   // succeeded and drained
+	Failed     int             `json:"upgrades_failed"` // the supervisor reported a failed upgrade
+	Seconds    float64         `json:"seconds"`
+	ReadyMS    float64         `json:"ready_median_ms"`
+	Before     procwatch.Usage `json:"before"`
+	AfterFirst procwatch.Usage `json:"after_first"` // after the first upgrade had drained
+	After      procwatch.Usage `json:"after"`
+	MaxRSSKB   int             `json:"max_rss_kb"` // of the samples taken after each upgrade
+	RSSSeries  []rssPoint      `json:"rss_series"` // VmRSS every tenth of the way
+	Load       []lightLoad     `json:"load"`
+	Error      string          `json:"error,omitempty"`
 }
 
 // runFlatness upgrades a supervisor opts.flatUpgrades times back to back,
@@ -57,16 +58,24 @@ func runFlatness(ctx context.Context, env *env) flatResult {
 		return res
 	}
 	defer env.stopSupervisor(sup)
-	var loads []*load
+	var modes []loadgen.Mode
+	var loads []*loadgen.Run
 	if o.flatClients > 0 {
-		for _, mode := range []loadgen.Mode{loadgen.NewConn, loadgen.KeepAlive} {
-			loads = append(loads, startLoad(loadSpec{addr: sup.addr, uris: env.uris, mode: mode,
-				clients: o.flatClients, timeout: o.requestTimeout, pause: o.flatPause, seed: o.seed}))
-		}
+		modes = []loadgen.Mode{loadgen.NewConn, loadgen.KeepAlive}
 	}
-	err = res.upgradeAll(ctx, env, sup)
-	for _, ld := range loads {
-		res.Load = append(res.Load, summarizeLoad(ld.Stop(), ld.spec.mode, o.flatClients))
+	for _, mode := range modes {
+		var ld *loadgen.Run
+		ld, err = startLoad(ctx, env, sup.addr, o.seed, loadgen.Config{Mode: mode, Clients: o.flatClients, Pause: o.flatPause})
+		if err != nil {
+			break
+		}
+		loads = append(loads, ld)
+	}
+	if err == nil {
+		err = res.upgradeAll(ctx, env, sup)
+	}
+	for i, ld := range loads {
+		res.Load = append(res.Load, summarizeLoad(ld.Stop(), modes[i], o.flatClients))
 	}
 	if err != nil {
 		res.Error = err.Error()
@@ -80,7 +89,7 @@ func (res *flatResult) upgradeAll(ctx context.Context, env *env, sup *supervisor
 		return err
 	}
 	var err error
-	if res.Before, err = readUsage(sup.pid); err != nil {
+	if res.Before, err = procwatch.ReadUsage(sup.PID); err != nil {
 		return fmt.Errorf("reading the supervisor's /proc: %w", err)
 	}
 	res.MaxRSSKB = res.Before.RSSKB
@@ -96,22 +105,22 @@ func (res *flatResult) upgradeAll(ctx context.Context, env *env, sup *supervisor
 		if err != nil {
 			return fmt.Errorf("upgrade %d: %w", i, err)
 		}
-		if !u.ok {
+		if !u.OK {
 			res.Failed++
-			warnf("flatness: upgrade %d to generation %d failed: %s", i, u.gen, u.reason)
+			warnf("flatness: upgrade %d to generation %d failed: %s", i, u.Gen, u.Reason)
 			continue
 		}
 		if err := sup.waitDrained(u, o.wait); err != nil {
 			return fmt.Errorf("upgrade %d: %w", i, err)
 		}
 		res.Done++
-		ready = append(ready, u.readyMS)
-		rss := res.sample(sup.pid, i)
+		ready = append(ready, u.ReadyMS)
+		rss := res.sample(sup.PID, i)
 		if i == 1 {
 			if err := sleepCtx(ctx, settle); err != nil {
 				return err
 			}
-			res.AfterFirst, _ = readUsage(sup.pid)
+			res.AfterFirst, _ = procwatch.ReadUsage(sup.PID)
 		}
 		if every := max(1, o.flatUpgrades/10); i%every == 0 {
 			res.RSSSeries = append(res.RSSSeries, rssPoint{i, rss})
@@ -122,7 +131,7 @@ func (res *flatResult) upgradeAll(ctx context.Context, env *env, sup *supervisor
 	if err := sleepCtx(ctx, settle); err != nil {
 		return err
 	}
-	if res.After, err = readUsage(sup.pid); err != nil {
+	if res.After, err = procwatch.ReadUsage(sup.PID); err != nil {
 		return fmt.Errorf("reading the supervisor's /proc: %w", err)
 	}
 	res.MaxRSSKB = max(res.MaxRSSKB, res.After.RSSKB)
@@ -131,7 +140,7 @@ func (res *flatResult) upgradeAll(ctx context.Context, env *env, sup *supervisor
 
 // sample records and returns the supervisor's RSS after upgrade i.
 func (res *flatResult) sample(pid, i int) int {
-	st, err := readStatus(pid)
+	st, err := procwatch.ReadStatus(pid)
 	if err != nil {
 		warnf("flatness: upgrade %d: %v", i, err)
 		return 0

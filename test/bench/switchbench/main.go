@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/procswitch/supervisor/test/loadgen"
+	"github.com/procswitch/supervisor/test/procwatch"
 )
 
 // Exit statuses.
@@ -99,7 +100,12 @@ func run(args []string) int {
 // setup builds the binaries and draws the query mix against pathfind run on
 // its own.
 func (e *env) setup() error {
-	if err := becomeSubreaper(); err != nil {
+	// The workers of a supervisor that dies become ours to stop and reap, and
+	// the supervisor starts with stdio only, so that its fd count is its own.
+	if err := procwatch.BecomeSubreaper(); err != nil {
+		return err
+	}
+	if err := procwatch.CloseInheritedFDs(); err != nil {
 		return err
 	}
 	progressf("building the supervisor and pathfind")
@@ -147,19 +153,23 @@ func (e *env) runPhases(ctx context.Context, rep *report) {
 // stopSupervisor stops a supervisor, then checks that none of its workers
 // outlived it.
 func (e *env) stopSupervisor(s *supervisor) {
-	e.stopProc(s.proc)
-	if pids := reapOrphans(e.bins.dir, stopBound); len(pids) > 0 {
-		e.problem("workers %v outlived supervisor %d; killed and reaped them", pids, s.pid)
+	e.stopProc(s.Proc)
+	pids, err := procwatch.ReapOrphans(e.bins.dir, stopBound)
+	if len(pids) > 0 {
+		e.problem("workers %v outlived supervisor %d; killed them", pids, s.PID)
 	}
-	if !s.waitEOF(stopBound) {
-		e.problem("the output of supervisor %d had not ended %v after it exited", s.pid, stopBound)
-	} else if !strings.Contains(s.logs.tail(3), `"message":"stopped"`) {
-		e.problem("supervisor %d did not log \"stopped\" last (%v):\n%s", s.pid, s.err, s.logs.tail(5))
+	if err != nil {
+		warnf("%v", err)
+	}
+	if !s.Log.WaitEOF(stopBound) {
+		e.problem("the output of supervisor %d had not ended %v after it exited", s.PID, stopBound)
+	} else if !strings.Contains(s.Log.Tail(3), `"message":"stopped"`) {
+		e.problem("supervisor %d did not log \"stopped\" last (%v):\n%s", s.PID, s.Err(), s.Log.Tail(5))
 	}
 }
 
-func (e *env) stopProc(p *proc) {
-	if err := p.stop(stopBound); err != nil {
+func (e *env) stopProc(p *procwatch.Proc) {
+	if err := p.Stop(stopBound); err != nil {
 		e.problem("%v", err)
 	}
 }
@@ -173,9 +183,15 @@ func (e *env) problem(format string, args ...any) {
 // cleanup stops whatever is still running, reaps orphans and removes the
 // binaries.
 func (e *env) cleanup() {
-	stopAll(stopBound)
-	if pids := reapOrphans(e.bins.dir, stopBound); len(pids) > 0 {
+	if err := procwatch.StopAll(stopBound); err != nil {
+		warnf("%v", err)
+	}
+	pids, err := procwatch.ReapOrphans(e.bins.dir, stopBound)
+	if len(pids) > 0 {
 		warnf("reaped leftover processes %v", pids)
+	}
+	if err != nil {
+		warnf("%v", err)
 	}
 	if e.bins.dir != "" {
 		os.RemoveAll(e.bins.dir)

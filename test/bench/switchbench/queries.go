@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/procswitch/supervisor/test/loadgen"
+	"github.com/procswitch/supervisor/test/procwatch"
 )
 
 // The query mix: a third of the pairs are at most shortReach cells apart on
@@ -25,7 +26,7 @@ var mapSizeRE = regexp.MustCompile(`serving the .* (\d+)x(\d+) map on `)
 
 // startBare starts pathfind on its own on a free loopback port and waits for
 // its start-up line. It returns the process, its address and the map size.
-func startBare(path string, bound time.Duration) (*proc, string, [2]int, error) {
+func startBare(path string, bound time.Duration) (*procwatch.Proc, string, [2]int, error) {
 	var lastErr error
 	for range 3 { // the free port may be taken before pathfind binds it
 		addr, err := freePort()
@@ -36,15 +37,15 @@ func startBare(path string, bound time.Duration) (*proc, string, [2]int, error) 
 		if err != nil {
 			return nil, "", [2]int{}, err
 		}
-		e, _, err := p.find(0, bound, "start-up line", func(e entry) bool { return mapSizeRE.MatchString(e.raw) })
+		e, _, err := p.Find(0, bound, "start-up line", func(e procwatch.Entry) bool { return mapSizeRE.MatchString(e.Raw) })
 		if err == nil {
-			m := mapSizeRE.FindStringSubmatch(e.raw)
+			m := mapSizeRE.FindStringSubmatch(e.Raw)
 			w, _ := strconv.Atoi(m[1])
 			h, _ := strconv.Atoi(m[2])
 			return p, addr, [2]int{w, h}, nil
 		}
 		lastErr = err
-		if stopErr := p.stop(bound); stopErr != nil {
+		if stopErr := p.Stop(bound); stopErr != nil {
 			warnf("%v", stopErr)
 		}
 	}

@@ -1,14 +1,25 @@
 package main
 
 import (
-	"fmt"
+	"os/exec"
 	"syscall"
 	"time"
+
+	"github.com/procswitch/supervisor/test/procwatch"
 )
+
+// startProc starts path in a process group of its own, so that a ^C at the
+// terminal reaches only the benchmark, which then stops it in order; it is
+// killed if the benchmark dies first.
+func startProc(name, path string, args ...string) (*procwatch.Proc, error) {
+	cmd := exec.Command(path, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	return procwatch.Start(name, cmd)
+}
 
 // supervisor is a running supervisor with pathfind as its worker.
 type supervisor struct {
-	*proc
+	*procwatch.Supervisor
 	addr string // the bound address of the socket named http
 	gen  int    // the current generation
 	pids []int  // its workers
@@ -23,75 +34,34 @@ func startSupervisor(bins binaries, drainTimeout, bound time.Duration) (*supervi
 	if err != nil {
 		return nil, err
 	}
-	s := &supervisor{proc: p}
-	e, _, err := p.find(0, bound, `"listening" line for http`, func(e entry) bool {
-		return e.is("listening") && e.str("name") == "http"
-	})
+	s := &supervisor{Supervisor: &procwatch.Supervisor{Proc: p}, gen: 1}
+	s.addr, err = s.WaitListening("http", bound)
 	if err == nil {
-		s.addr = e.str("addr")
-		e, _, err = p.find(0, bound, "generation 1 ready", func(e entry) bool {
-			return e.is("generation ready") && e.int("gen") == 1
-		})
+		s.pids, err = s.WaitReady(1, bound)
 	}
 	if err != nil {
-		if stopErr := p.stop(bound); stopErr != nil {
+		if stopErr := p.Stop(bound); stopErr != nil {
 			warnf("%v", stopErr)
 		}
 		return nil, err
 	}
-	s.gen, s.pids = 1, e.ints("pids")
 	return s, nil
 }
 
-// upgrade is the outcome of one SIGHUP.
-type upgrade struct {
-	hup      time.Time // when SIGHUP was sent
-	ok       bool
-	gen      int
-	oldGen   int
-	pids     []int
-	oldPids  []int
-	reason   string  // why it failed
-	readyMS  float64 // the supervisor's start-to-ready time
-	logIndex int     // of the outcome
-}
-
 // hup sends SIGHUP and waits for the upgrade it starts and for its outcome.
-func (s *supervisor) hup(bound time.Duration) (upgrade, error) {
-	mark := s.logs.len()
-	u := upgrade{hup: time.Now()}
-	if err := s.signal(syscall.SIGHUP); err != nil {
-		return u, err
+func (s *supervisor) hup(bound time.Duration) (procwatch.Upgrade, error) {
+	u, err := s.HUP(bound)
+	if err == nil && u.OK {
+		s.gen, s.pids = u.Gen, u.PIDs
 	}
-	st, i, err := s.find(mark, bound, "upgrade started", func(e entry) bool {
-		return e.is("upgrade started") && e.int("gen") > s.gen
-	})
-	if err != nil {
-		return u, err
-	}
-	u.gen = st.int("gen")
-	e, i, err := s.find(i, bound, fmt.Sprintf("outcome of the upgrade to generation %d", u.gen), func(e entry) bool {
-		return (e.is("upgrade succeeded") || e.is("upgrade failed")) && e.int("gen") == u.gen
-	})
-	if err != nil {
-		return u, err
-	}
-	u.ok, u.logIndex = e.msg() == "upgrade succeeded", i
-	u.oldGen, u.pids, u.oldPids, u.reason = e.int("old_gen"), e.ints("pids"), e.ints("old_pids"), e.str("reason")
-	u.readyMS, _ = e.num("ready_ms")
-	if u.ok {
-		s.gen, s.pids = u.gen, u.pids
-	}
-	return u, nil
+	return u, err
 }
 
 // waitDrained waits for the generation that u replaced to have drained.
-func (s *supervisor) waitDrained(u upgrade, bound time.Duration) error {
-	if !u.ok || u.oldGen == 0 {
+func (s *supervisor) waitDrained(u procwatch.Upgrade, bound time.Duration) error {
+	if !u.OK || u.OldGen == 0 {
 		return nil
 	}
-	_, _, err := s.find(u.logIndex, bound, fmt.Sprintf("generation %d drained", u.oldGen), func(e entry) bool {
-		return e.is("generation drained") && e.int("gen") == u.oldGen
-	})
+	_, err := s.WaitDrained(u.End, u.OldGen, bound)
 	return err
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/procswitch/supervisor/test/loadgen"
+	"github.com/procswitch/supervisor/test/procwatch"
 )
 
 // round is one measurement of one target in the throughput phase.
@@ -74,7 +75,7 @@ func runThroughput(ctx context.Context, env *env) throughputResult {
 		return res
 	}
 	defer env.stopSupervisor(sup)
-	targets := []target{{"bare", addr, []int{bare.pid}, 0}, {"supervised", sup.addr, sup.pids, sup.pid}}
+	targets := []target{{"bare", addr, []int{bare.PID}, 0}, {"supervised", sup.addr, sup.pids, sup.PID}}
 	var per [2][]float64
 	for i := 1; i <= o.rounds; i++ {
 		for j, tg := range targets {
@@ -121,11 +122,14 @@ func (res throughputResult) finish(per [2][]float64) throughputResult {
 // answers that arrived within the measured part.
 func measureRound(ctx context.Context, env *env, tg target, n int) (round, error) {
 	o := env.opts
-	ld := startLoad(loadSpec{addr: tg.addr, uris: env.uris, mode: loadgen.KeepAlive, clients: o.tpClients,
-		timeout: o.requestTimeout, seed: o.seed + uint64(n)})
-	from := ld.start.Add(o.warmup / 2)
+	start := time.Now()
+	ld, err := startLoad(ctx, env, tg.addr, o.seed+uint64(n), loadgen.Config{Mode: loadgen.KeepAlive, Clients: o.tpClients})
+	if err != nil {
+		return round{Target: tg.name, Round: n}, err
+	}
+	from := start.Add(o.warmup / 2)
 	to := from.Add(o.round)
-	err := sleepCtx(ctx, time.Until(from))
+	err = sleepCtx(ctx, time.Until(from))
 	cpu0, cpuErr := tg.cpu()
 	if err == nil {
 		err = sleepCtx(ctx, time.Until(to))
@@ -167,9 +171,9 @@ func measureRound(ctx context.Context, env *env, tg target, n int) (round, error
 func (tg target) cpu() ([2]time.Duration, error) {
 	var c [2]time.Duration
 	var err error
-	if c[0], err = cpuTime(tg.pids...); err != nil || tg.sup == 0 {
+	if c[0], err = procwatch.CPUTime(tg.pids...); err != nil || tg.sup == 0 {
 		return c, err
 	}
-	c[1], err = cpuTime(tg.sup)
+	c[1], err = procwatch.CPUTime(tg.sup)
 	return c, err
 }

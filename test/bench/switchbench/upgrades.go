@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/procswitch/supervisor/test/loadgen"
+	"github.com/procswitch/supervisor/test/procwatch"
 )
 
 // latency summarises a set of requests; latencies are of OK requests.
@@ -70,14 +71,17 @@ func runUpgrades(ctx context.Context, env *env, mode loadgen.Mode) modeResult {
 		return res
 	}
 	defer env.stopSupervisor(sup)
-	ld := startLoad(loadSpec{addr: sup.addr, uris: env.uris, mode: mode, clients: o.clients,
-		timeout: o.requestTimeout, seed: o.seed})
 	start := time.Now()
+	ld, err := startLoad(ctx, env, sup.addr, o.seed, loadgen.Config{Mode: mode, Clients: o.clients})
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
 	steadyFrom := start.Add(o.warmup)
-	var ups []upgrade
+	var ups []procwatch.Upgrade
 	err = sleepCtx(ctx, o.warmup+o.steady)
 	for i := 0; err == nil && i < o.upgrades; i++ {
-		var u upgrade
+		var u procwatch.Upgrade
 		u, err = sup.hup(o.wait)
 		if err != nil {
 			break
@@ -86,7 +90,7 @@ func runUpgrades(ctx context.Context, env *env, mode loadgen.Mode) modeResult {
 		if err = sup.waitDrained(u, o.wait); err != nil {
 			break
 		}
-		err = sleepCtx(ctx, time.Until(u.hup.Add(o.every)))
+		err = sleepCtx(ctx, time.Until(u.Sent.Add(o.every)))
 	}
 	if err == nil {
 		err = sleepCtx(ctx, o.window+o.steady)
@@ -100,7 +104,7 @@ func runUpgrades(ctx context.Context, env *env, mode loadgen.Mode) modeResult {
 }
 
 // fill computes the figures from the load's records and the upgrades.
-func (res *modeResult) fill(r *loadgen.Result, ups []upgrade, steadyFrom time.Time, window time.Duration) {
+func (res *modeResult) fill(r *loadgen.Result, ups []procwatch.Upgrade, steadyFrom time.Time, window time.Duration) {
 	res.Seconds = r.End.Sub(r.Start).Seconds()
 	res.Requests, res.Failed = len(r.Records), r.Failed()
 	res.OKPerSecond = r.Throughput()
@@ -130,10 +134,10 @@ func (res *modeResult) fill(r *loadgen.Result, ups []upgrade, steadyFrom time.Ti
 
 // nearUpgrade says whether rec was under way at some time within window
 // after a SIGHUP.
-func nearUpgrade(rec loadgen.Record, ups []upgrade, window time.Duration) bool {
+func nearUpgrade(rec loadgen.Record, ups []procwatch.Upgrade, window time.Duration) bool {
 	end := rec.Start.Add(rec.Latency)
 	for _, u := range ups {
-		if end.After(u.hup) && rec.Start.Before(u.hup.Add(window)) {
+		if end.After(u.Sent) && rec.Start.Before(u.Sent.Add(window)) {
 			return true
 		}
 	}
@@ -143,7 +147,7 @@ func nearUpgrade(rec loadgen.Record, ups []upgrade, window time.Duration) bool {
 // switchTimes finds, for each upgrade, the first answer from a worker of the
 // new generation: the new PIDs from the supervisor's log, or else the first
 // PID not seen before the SIGHUP.
-func (res *modeResult) switchTimes(r *loadgen.Result, ups []upgrade) {
+func (res *modeResult) switchTimes(r *loadgen.Result, ups []procwatch.Upgrade) {
 	first := make(map[int]time.Time) // pid -> its first answer
 	for _, rec := range r.Records {
 		if rec.Class != loadgen.OK {
@@ -156,18 +160,18 @@ func (res *modeResult) switchTimes(r *loadgen.Result, ups []upgrade) {
 	}
 	var switches, ready, beyond []float64
 	for _, u := range ups {
-		ur := upgradeRecord{Gen: u.gen, OK: u.ok, Reason: u.reason, Pids: u.pids, ReadyMS: u.readyMS, SwitchMS: -1}
-		if u.ok {
+		ur := upgradeRecord{Gen: u.Gen, OK: u.OK, Reason: u.Reason, Pids: u.PIDs, ReadyMS: u.ReadyMS, SwitchMS: -1}
+		if u.OK {
 			res.UpgradesOK++
-			ready = append(ready, u.readyMS)
-			pids := u.pids
+			ready = append(ready, u.ReadyMS)
+			pids := u.PIDs
 			if len(pids) == 0 {
-				pids = newPIDs(first, u.hup)
+				pids = newPIDs(first, u.Sent)
 			}
-			if t, ok := earliest(first, pids, u.hup); ok {
-				ur.SwitchMS = ms(t.Sub(u.hup))
+			if t, ok := earliest(first, pids, u.Sent); ok {
+				ur.SwitchMS = ms(t.Sub(u.Sent))
 				switches = append(switches, ur.SwitchMS)
-				beyond = append(beyond, ur.SwitchMS-u.readyMS)
+				beyond = append(beyond, ur.SwitchMS-u.ReadyMS)
 			} else {
 				res.NoNewAnswer++
 			}
