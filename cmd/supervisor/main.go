@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/procswitch/supervisor/internal/proc"
@@ -113,7 +114,8 @@ func serve(opts *options, log zerolog.Logger) error {
 // systemd's RuntimeDirectory=, or a private temporary one removed at exit.
 func makeRuntimeDir(dir string) (string, func(), error) {
 	if dir == "" {
-		dir = os.Getenv("RUNTIME_DIRECTORY")
+		// systemd joins several RuntimeDirectory= entries with ':'.
+		dir, _, _ = strings.Cut(os.Getenv("RUNTIME_DIRECTORY"), ":")
 	}
 	if dir != "" {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
