@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -75,6 +76,22 @@ func (s *Socket) Close() error {
 	err := s.conn.Close()
 	os.Remove(s.path)
 	return err
+}
+
+// Send sends a datagram to the socket from this process: a marker that the
+// reader sees after every datagram queued before it, since the kernel keeps
+// a socket's queue in order.
+func (s *Socket) Send(msg string) error {
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: s.path, Net: "unixgram"})
+	if err != nil {
+		return fmt.Errorf("notify: %w", err)
+	}
+	defer c.Close()
+	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return fmt.Errorf("notify: %w", err)
+	}
+	return nil
 }
 
 // ErrNoCredentials is returned for a datagram without SCM_CREDENTIALS, which

@@ -167,6 +167,10 @@ func checkRuntimeDir(dir string) error {
 	return nil
 }
 
+// exitedKey marks, in the supervisor's own datagram on a notify socket, that
+// the worker with that PID has exited.
+const exitedKey = "X_SUPERVISOR_EXITED"
+
 // readNotify forwards the generation's notify messages to the loop until
 // the socket is closed.
 func (s *Supervisor) readNotify(g *generation) {
@@ -210,7 +214,11 @@ func (s *Supervisor) startWorker(g *generation, sl *slot) error {
 		if w.handover != nil {
 			w.handover.conn.Close()
 		}
-		s.send(exitEvent{w: w})
+		// The exit reaches the loop behind whatever the worker sent before
+		// it exited (FDSTORE=1, HANDOVER=saved), through the same queue.
+		if g.notify.Send(exitedKey+"="+strconv.Itoa(p.Pid)) != nil {
+			s.send(exitEvent{w: w})
+		}
 	}()
 	if w.handover != nil {
 		go s.readWaiting(w)

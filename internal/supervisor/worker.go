@@ -2,6 +2,8 @@ package supervisor
 
 import (
 	"fmt"
+	"os"
+	"strconv"
 	"time"
 
 	"github.com/procswitch/supervisor/internal/notify"
@@ -118,9 +120,25 @@ func (s *Supervisor) onWatchdog(w *worker) {
 	w.proc.Kill()
 }
 
+// onOwnMarker handles the supervisor's own datagram saying a worker exited.
+func (s *Supervisor) onOwnMarker(g *generation, msg notify.Message) {
+	msg.CloseFDs()
+	pid, err := strconv.Atoi(msg.Vars[exitedKey])
+	if err != nil {
+		return
+	}
+	if w := g.workerByPID(pid); w != nil {
+		s.onExit(w)
+	}
+}
+
 // onNotify applies a worker's sd_notify message. Messages from any process
 // that is not one of g's workers are dropped: the kernel vouches for the PID.
 func (s *Supervisor) onNotify(g *generation, msg notify.Message) {
+	if msg.PID == os.Getpid() {
+		s.onOwnMarker(g, msg)
+		return
+	}
 	w := g.workerByPID(msg.PID)
 	if w == nil {
 		msg.CloseFDs()

@@ -1,0 +1,142 @@
+// Command gameserver is a stateful TCP game server, the example of a service
+// whose players keep their coins, and their TCP connections, while the
+// supervisor replaces its code: data is separated from logic, so the old
+// worker saves its data, the new one restores it, and the connections move
+// with it.
+//
+// # Protocol
+//
+// One text line per command and one per reply, each ending in "\n":
+//
+//	LOGIN <player-id>   OK player=<id> coin=<n> version=<v>
+//	WORK                OK coin=<n>
+//	BUY <item-id>       OK coin=<n> item=<id> count=<k> remain=<r>
+//	STATUS              OK player=<id> coin=<n> bag=<item>:<count>,... version=<v> pid=<pid>
+//	STOCK <item-id>     OK item=<id> remain=<r>
+//	QUIT                BYE, then the server closes the connection
+//
+// A new player starts with 100 coins, level 1 and 0 exp; WORK adds 5 coins
+// and 1 exp (a level per 100 exp: kept in the data, not shown by the
+// protocol). The shop sells 1001 (potion, 10 coins) and 1002 (gourd, 2
+// coins); each good has one shop-wide stock (remain, --stock on a first
+// start) that BUY decrements. The bag lists goods with a count above 0, in
+// item order; an empty bag is "bag=" with nothing after.
+//
+// Every line gets exactly one reply, in order; anything wrong gets
+// "ERR <reason>" and the connection goes on:
+//   - commands are upper case and case-sensitive ("work" is unknown); words
+//     are separated by white space; a "\r" before the "\n" is accepted;
+//   - an empty line, an unknown command, or the wrong number of arguments
+//     ("ERR usage: BUY <item-id>");
+//   - any command but LOGIN and QUIT before LOGIN (STOCK included);
+//   - a player id that is not 1 to 64 characters of [A-Za-z0-9_-], which
+//     are case-sensitive; LOGIN on a connection already logged in ("ERR
+//     already logged in as <id>": one player per connection);
+//   - an item id that is not digits, or not in the shop; BUY of a good whose
+//     stock is 0 ("ERR out of stock: item <id>");
+//   - in the fixed build only, BUY of a good the player cannot afford: "ERR
+//     not enough coin".
+//
+// A line may hold 1024 bytes, not counting its "\n". A longer one gets "ERR
+// line too long: at most 1024 bytes", at once (the server does not wait for
+// its end), and the server closes that connection, as after QUIT: it sends
+// its FIN first and discards what the client still sends for up to 1s, so
+// that the last reply is not destroyed by a reset.
+//
+// One player may be logged in on several connections at once. They share
+// the player's one row: every command runs under the game's lock, so each
+// sees the others' effects and no update is lost.
+//
+// # Two builds
+//
+// The seed's bug: BUY does not check the balance, and coin can go negative.
+// The fixed build refuses with "ERR not enough coin". They differ in code,
+// not in a flag, so that an upgrade shows new code running on old state: the
+// rule is checkBalance, in shop_buggy.go (the default) or shop_fixed.go
+// (build tag fixedshop). The version is set at build time:
+//
+//	go build -ldflags "-X main.version=v1" ./example-game/gameserver
+//	go build -tags fixedshop -ldflags "-X main.version=v2" ./example-game/gameserver
+//
+// # Running
+//
+// Under the supervisor, in handover mode:
+//
+//	supervisor --mode handover --snapshot /var/lib/game/snapshot \
+//	    --listen game=tcp://0.0.0.0:7000 -- gameserver
+//
+// It serves the passed socket named by --socket-name (default "game"), and
+// saves to and restores from the supervisor's snapshot path. On its own it
+// binds --listen (default 127.0.0.1:7000) and uses --snapshot PATH, if
+// given, and saves on SIGTERM or SIGINT. Under a supervisor in overlap mode
+// it works, but an upgrade disconnects every player, and the start line says
+// so. Other flags: --autosave (default 5s; 0: off), --stock (default
+// 1000000), --handover-wait (default 2m: how long a worker started ahead of
+// a handover waits for the previous one; the supervisor's own timeouts act
+// first). Exit status: 0 after a handover or a shutdown, 1 when it cannot
+// start, restore, save or hand over, 2 on bad flags. Logs go to stderr, one
+// plain line each, prefixed "gameserver[PID]: ".
+//
+// # Data and logic
+//
+// The data is one struct, world (world.go): the player table (a slice of
+// players and an index by id) and the shop's stock. The logic is the
+// handlers (game.go), which run one command on it under its lock, and the
+// shop's balance rule. The goods and the numbers (prices, pay) are data too.
+//
+// The snapshot (snapshot.go) is written and read through package state:
+// atomically, with a checksum, and streamed, one record per player, per
+// stock entry and per session, never one buffer for the whole game. Its
+// schema is 2: players have level and exp. Schema 1 had neither; restoring
+// it migrates its players to level 1 with 0 exp, and the next save writes
+// schema 2. A newer schema is refused (exit status 1), never half-read.
+//
+// Every start restores the snapshot if there is one, whatever the mode:
+// state.OpenLatest falls back to the previous snapshot when the newest is
+// truncated or damaged. The log says what was restored and how old it is
+// ("restored autosave from 3.2s ago: 12 players, 0 connections resumed
+// (...)", and when the newest was refused, why, and which file was used).
+// Once it serves, it confirms the snapshot (Reader.Confirm), so that the
+// previous one is dropped only once the new one has been read back.
+//
+// Autosave (autosave.go): every --autosave, if anything changed, the data is
+// copied under the lock, which takes a memmove of the player table (bags
+// are copy-on-write, so the copy shares them safely), and written out after
+// the lock is released: the game stops for the copy only, microseconds for
+// thousands of players and some tens of milliseconds for a million
+// (BenchmarkAutosaveCopy), never for the write. The copy is taken at one
+// instant, so players and stock agree in every autosave.
+// Each save is logged with its player count, changes and time. A crash (even
+// kill -9) therefore loses at most one period; the supervisor restarts the
+// worker, which restores the last autosave and says how old it is.
+//
+// # Handover
+//
+// A worker started ahead of a handover initialises (takes its listener, no
+// accepting, no restoring) and waits in handoff.AwaitHandover while the old
+// worker still serves. The old worker, on the drain signal:
+//
+//  1. closes its copy of the listener (the supervisor keeps the socket, so
+//     new connections queue in the kernel) and stops the autosave, discarding
+//     a save in progress;
+//  2. stops every session: deadlines in the past unblock each one's read or
+//     write; the command in progress is finished, and whatever of its reply
+//     could not be written is kept; bytes read but not yet run (pipelined
+//     commands, a partial line) are kept;
+//  3. saves the snapshot: players, stock, and per session its name, the
+//     client's address, the logged-in player, the unprocessed input, the
+//     unwritten output, and whether it was closing;
+//  4. stores each connection with the supervisor (handoff.StoreConn, named
+//     c0, c1, ...), says HANDOVER=saved, waits until the supervisor has
+//     processed those messages (an sd_notify barrier, see barrier.go), and
+//     exits 0.
+//
+// The new worker then restores, resumes each connection whose name and
+// client address match a saved session (first writing its unwritten output,
+// then running its unprocessed input, then reading on), sends READY=1, logs
+// "handover: restored N players and M connections in T", and accepts. So a
+// reply already written is never repeated, and a command is never run twice
+// nor lost. A rollback (the new build fails after the old one saved) starts
+// the old build cold with the same snapshot and connections: it resumes them
+// the same way.
+package main

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"errors"
+	"log"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// server runs the sessions: one goroutine each, over the shared game.
+type server struct {
+	game     *game
+	log      *log.Logger
+	stopping atomic.Bool
+
+	mu       sync.Mutex
+	sessions map[*session]struct{} // live, or stopped and kept
+	wg       sync.WaitGroup        // session goroutines
+}
+
+func newServer(g *game, logger *log.Logger) *server {
+	return &server{game: g, log: logger, sessions: make(map[*session]struct{})}
+}
+
+func (srv *server) isStopping() bool { return srv.stopping.Load() }
+
+// add starts serving conn, resuming st (the zero record for a new client).
+func (srv *server) add(conn net.Conn, st sessionRecord) {
+	s := newSession(srv, conn, st)
+	srv.mu.Lock()
+	srv.sessions[s] = struct{}{}
+	srv.wg.Add(1)
+	if srv.isStopping() {
+		conn.SetDeadline(past)
+	}
+	srv.mu.Unlock()
+	go func() {
+		if s.run() {
+			srv.wg.Done() // stopped: kept for the snapshot
+			return
+		}
+		srv.mu.Lock()
+		delete(srv.sessions, s)
+		srv.mu.Unlock()
+		srv.wg.Done() // a stop need not wait for the close's linger
+		s.close()
+	}()
+}
+
+// accept serves new connections until ln is closed.
+func (srv *server) accept(ln net.Listener) error {
+	var delay time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err == nil {
+			delay = 0
+			srv.add(conn, sessionRecord{})
+			continue
+		}
+		if srv.isStopping() || errors.Is(err, net.ErrClosed) {
+			return nil
+		}
+		// Out of fds or the like: back off and try again, as net/http does.
+		delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+		srv.log.Printf("accept: %v; retrying in %v", err, delay)
+		time.Sleep(delay)
+	}
+}
+
+// stop stops every session after its command in progress, waits for their
+// goroutines, and returns the sessions left (in a stable order), each with
+// what it read but did not process and what it did not write yet. Call it
+// once no more connections are accepted. The sessions' I/O is stopped by
+// deadlines in the past, so stop returns as soon as each goroutine has
+// finished the command it was running.
+func (srv *server) stop() []*session {
+	srv.mu.Lock()
+	srv.stopping.Store(true)
+	for s := range srv.sessions {
+		s.conn.SetDeadline(past)
+	}
+	srv.mu.Unlock()
+	srv.wg.Wait()
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	kept := make([]*session, 0, len(srv.sessions))
+	for s := range srv.sessions {
+		kept = append(kept, s)
+	}
+	slices.SortFunc(kept, func(a, b *session) int { return compareAddr(a.conn, b.conn) })
+	for i, s := range kept {
+		s.name = "c" + strconv.FormatInt(int64(i), 36)
+	}
+	return kept
+}
+
+func compareAddr(a, b net.Conn) int {
+	x, y := remoteAddr(a), remoteAddr(b)
+	switch {
+	case x < y:
+		return -1
+	case x > y:
+		return 1
+	}
+	return 0
+}
+
+// goodbye writes what each stopped session has not written yet, within
+// bound, and closes it: the end of a session when there is no next worker
+// to hand it to. Commands it had not run are not run, and get no reply.
+func goodbye(sessions []*session, bound time.Duration) {
+	deadline := time.Now().Add(bound)
+	var wg sync.WaitGroup
+	for _, s := range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.conn.SetWriteDeadline(deadline)
+			s.conn.Write(s.out)
+			s.conn.Close()
+		}()
+	}
+	wg.Wait()
+}
