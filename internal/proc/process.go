@@ -57,8 +57,12 @@ func (r *Reaper) Start(c *Command) (*Process, error) {
 // Done is closed when the process has exited and been reaped.
 func (p *Process) Done() <-chan struct{} { return p.done }
 
-// Status is the process's wait status; valid once Done is closed.
-func (p *Process) Status() unix.WaitStatus { return p.status }
+// Status is the process's wait status. It waits for Done: receiving from
+// the closed channel is also what makes the reaper's write visible.
+func (p *Process) Status() unix.WaitStatus {
+	<-p.done
+	return p.status
+}
 
 // Signal sends sig to the process. It returns ErrProcessDone once the process
 // has been reaped; its pid can then belong to somebody else, so it is never
