@@ -1,0 +1,135 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+var errHelp = errors.New("help")
+
+// options is the parsed command line.
+type options struct {
+	players   []int
+	conns     []int
+	upgrades  int
+	seed      string // how the players are made: snapshot or login
+	ioRecords int    // records in the snapshot throughput test
+	ioRounds  int
+	wait      time.Duration // bound of every wait for a log line, a reply or a process
+	dir       string        // where snapshots are written
+	supBin    string        // prebuilt supervisor
+	gameA     string        // prebuilt game builds, alternated
+	gameB     string
+	keep      bool // keep the working directory
+	failMiss  bool
+	quick     bool
+	trace     bool   // print each upgrade's log lines
+	logFile   string // append every size's supervisor and game output here
+}
+
+const usageText = `usage: go run ./test/bench/blackout [flags]
+
+Measures the blackout of the example game's handover upgrades under the
+supervisor, as clients see it and as the supervisor logs it, for each number
+of players and connections, and the snapshot file's throughput. Prints
+medians, maxima and each target's PASS or MISS.
+
+flags:
+`
+
+func parseFlags(args []string) (options, error) {
+	o := options{}
+	var players, conns string
+	fs := flag.NewFlagSet("blackout", flag.ContinueOnError)
+	fs.StringVar(&players, "players", "1000,10000,100000,1000000", "player table sizes, comma-separated (k and M suffixes allowed)")
+	fs.StringVar(&conns, "conns", "100,1000,10000", "connection counts, comma-separated")
+	fs.IntVar(&o.upgrades, "upgrades", 5, "upgrades per size")
+	fs.StringVar(&o.seed, "seed", "snapshot", "how the players are made: `snapshot` (a snapshot of them is written for the game to restore) or login (each logs in and quits over TCP)")
+	fs.IntVar(&o.ioRecords, "io-records", 1_000_000, "player records in the snapshot throughput test")
+	fs.IntVar(&o.ioRounds, "io-rounds", 3, "rounds of the snapshot throughput test")
+	fs.DurationVar(&o.wait, "wait", 2*time.Minute, "bound of every wait for a log line, a reply or a process")
+	fs.StringVar(&o.dir, "dir", "", "working `DIR` for the binaries and snapshots (default: a new temporary one)")
+	fs.StringVar(&o.supBin, "supervisor-bin", "", "use this prebuilt supervisor instead of building ./cmd/supervisor")
+	fs.StringVar(&o.gameA, "game-a", "", "use this prebuilt game as build A (needs --game-b too)")
+	fs.StringVar(&o.gameB, "game-b", "", "use this prebuilt game as build B")
+	fs.BoolVar(&o.keep, "keep", false, "keep the working directory")
+	fs.BoolVar(&o.failMiss, "fail-on-miss", false, "exit 3 when a target is missed")
+	fs.BoolVar(&o.trace, "trace", false, "print the supervisor's and the game's log lines of each upgrade, with the time each was read")
+	fs.StringVar(&o.logFile, "log", "", "append the supervisor's and the game's output of every size to `FILE`")
+	fs.BoolVar(&o.quick, "quick", false, "a short run: players 1k,100k,1M, connections 100,1k, 3 upgrades, 1 throughput round (flags given explicitly win)")
+	fs.Usage = func() {
+		fmt.Fprint(os.Stderr, usageText)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return o, errHelp
+		}
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected argument %q (try --help)", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.quick {
+		if !set["players"] {
+			players = "1000,100000,1000000"
+		}
+		if !set["conns"] {
+			conns = "100,1000"
+		}
+		if !set["upgrades"] {
+			o.upgrades = 3
+		}
+		if !set["io-rounds"] {
+			o.ioRounds = 1
+		}
+	}
+	var err error
+	if o.players, err = parseSizes(players); err != nil {
+		return o, fmt.Errorf("--players: %w", err)
+	}
+	if o.conns, err = parseSizes(conns); err != nil {
+		return o, fmt.Errorf("--conns: %w", err)
+	}
+	switch {
+	case o.upgrades < 1:
+		return o, errors.New("--upgrades must be 1 or more")
+	case o.seed != "snapshot" && o.seed != "login":
+		return o, fmt.Errorf("--seed %q: want snapshot or login", o.seed)
+	case o.ioRecords < 0 || o.ioRounds < 0:
+		return o, errors.New("--io-records and --io-rounds must not be negative")
+	case o.wait <= 0:
+		return o, errors.New("--wait must be positive")
+	case (o.gameA == "") != (o.gameB == ""):
+		return o, errors.New("--game-a and --game-b go together")
+	}
+	return o, nil
+}
+
+// parseSizes reads "1000,10k,1M".
+func parseSizes(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		mult := 1
+		switch {
+		case strings.HasSuffix(f, "k"):
+			mult, f = 1000, strings.TrimSuffix(f, "k")
+		case strings.HasSuffix(f, "M"):
+			mult, f = 1_000_000, strings.TrimSuffix(f, "M")
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%q: want positive numbers, such as 1000,10k,1M", s)
+		}
+		out = append(out, n*mult)
+	}
+	return out, nil
+}

@@ -1,0 +1,327 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// sizeResult is what one size (players, connections) measured.
+type sizeResult struct {
+	players, conns int
+	skipped        string // why it was not measured
+	err            error  // why it stopped early
+
+	seedMS      float64   // writing the seeded snapshot (or logging the players in)
+	coldMS      float64   // the first worker's ready_ms: restoring the players cold
+	upgrades    int       // attempted
+	failed      []string  // reasons of failed upgrades
+	supBlackout []float64 // blackout_ms per successful upgrade
+	cliMedian   []float64 // per upgrade: median over connections of the client blackout
+	cliMax      []float64 // per upgrade: max over connections
+	saveMS      []float64 // supervisor's save_ms: drain signal to HANDOVER=saved
+	gameSave    []float64 // the game's own: writing the snapshot
+	gameStore   []float64 // the game's own: storing the connections with the supervisor, one FDSTORE each
+	gameRestore []float64 // the game's own: restoring the snapshot and the sessions
+	intervals   []float64 // steady state: median over connections of the time between replies
+	moved       []int     // connections in each upgrade's success line
+}
+
+func run(o options, interrupt <-chan os.Signal) (int, error) {
+	dir := o.dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "blackout-")
+		if err != nil {
+			return 1, err
+		}
+		dir = d
+	}
+	if !o.keep && o.dir == "" {
+		defer os.RemoveAll(dir)
+	}
+	soft, hard, err := raiseNoFile()
+	if err != nil {
+		return 1, err
+	}
+	fmt.Printf("blackout benchmark: %d CPUs (GOMAXPROCS %d), %s/%s, %s; RLIMIT_NOFILE %d raised to %d\n",
+		runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, cpuModel(), soft, hard)
+	fmt.Printf("load average at the start: %s (others' work on the machine shows in every figure)\n", loadAvg())
+	fmt.Printf("working directory %s (snapshots there); players seeded by %s; %d upgrades per size\n", dir, o.seed, o.upgrades)
+	fmt.Println("the game has no flag to seed players: they are seeded by " + map[string]string{
+		"snapshot": "a snapshot of them written for the game to restore at its first start",
+		"login":    "logging each in and out over TCP",
+	}[o.seed])
+	began := time.Now()
+	bins, err := buildAll(o, dir)
+	if err != nil {
+		return 1, err
+	}
+	fmt.Printf("built the supervisor and the game (%s, %s) in %v\n\n", versionA, versionB, time.Since(began).Round(time.Second))
+
+	var results []*sizeResult
+	for _, p := range o.players {
+		for _, c := range o.conns {
+			select {
+			case <-interrupt:
+				return 1, errors.New("interrupted")
+			default:
+			}
+			r := &sizeResult{players: p, conns: c}
+			if c+64 > int(hard) {
+				r.skipped = fmt.Sprintf("needs %d fds, RLIMIT_NOFILE is %d", c+64, hard)
+			} else {
+				r.err = measureSize(o, bins, dir, r, interrupt)
+			}
+			printSize(r)
+			results = append(results, r)
+		}
+	}
+	var io *ioResult
+	if o.ioRounds > 0 && o.ioRecords > 0 {
+		io, err = measureIO(dir, o.ioRecords, o.ioRounds)
+		if err != nil {
+			return 1, err
+		}
+	}
+	missed := report(results, io)
+	fmt.Printf("\ntotal time %v; load average at the end: %s\n", time.Since(began).Round(time.Second), loadAvg())
+	if missed && o.failMiss {
+		return 3, nil
+	}
+	return 0, nil
+}
+
+// raiseNoFile raises the soft limit of open files to the hard one; the
+// supervisor and its workers inherit it.
+func raiseNoFile() (soft, hard uint64, err error) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, 0, err
+	}
+	soft = lim.Cur
+	lim.Cur = lim.Max
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, 0, fmt.Errorf("raising RLIMIT_NOFILE: %w", err)
+	}
+	return soft, lim.Max, nil
+}
+
+// loadAvg is /proc/loadavg's 1, 5 and 15 minute figures.
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+var (
+	coldRe    = regexp.MustCompile(`gameserver\[(\d+)\]: (?:restored \S+(?: snapshot)? from \S+ ago: (\d+) players|no snapshot at)`)
+	savedRe   = regexp.MustCompile(`gameserver\[(\d+)\]: handover: saved (\d+) players and (\d+) sessions in (\S+), stored (\d+) connections; total (\S+)`)
+	restoreRe = regexp.MustCompile(`gameserver\[(\d+)\]: handover: restored (\d+) players and (\d+) connections in (\S+) `)
+)
+
+// measureSize runs one size: seed, start, connect, load, upgrade.
+func measureSize(o options, bins binaries, dir string, r *sizeResult, interrupt <-chan os.Signal) (err error) {
+	sub, err := os.MkdirTemp(dir, fmt.Sprintf("p%d-c%d-", r.players, r.conns))
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(sub)
+	snap, worker := filepath.Join(sub, "snap"), filepath.Join(sub, "gameserver")
+	if o.seed == "snapshot" {
+		t0 := time.Now()
+		if _, err := writeSeed(snap, r.players); err != nil {
+			return fmt.Errorf("seeding: %w", err)
+		}
+		r.seedMS = ms(time.Since(t0))
+	}
+	if err := copyFile(worker, bins.gameA); err != nil {
+		return err
+	}
+	s, err := startSupervisor(bins.supervisor, worker, snap, o.wait, "--autosave", "0")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		s.stop()
+		if o.logFile != "" {
+			s.save(o.logFile, fmt.Sprintf("players %d, connections %d", r.players, r.conns))
+		}
+	}()
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("%w\nthe supervisor's last lines:\n%s", err, s.tail(25))
+		}
+	}()
+	l, err := s.find(`"listening"`, func(l logLine) bool { return l.msg() == "listening" })
+	if err != nil {
+		return err
+	}
+	addr, _ := l.fields["addr"].(string)
+	m, err := s.findRe(coldRe)
+	if err != nil {
+		return err
+	}
+	ready, err := s.findMsg("generation ready")
+	if err != nil {
+		return err
+	}
+	r.coldMS = ready.num("ready_ms")
+	if o.seed == "login" {
+		t0 := time.Now()
+		if err := seedByLogin(addr, r.players, o.wait); err != nil {
+			return err
+		}
+		r.seedMS = ms(time.Since(t0))
+	} else if m[2] != strconv.Itoa(r.players) {
+		return fmt.Errorf("the game restored %q, want %d players", m[0], r.players)
+	}
+
+	clients, err := dialAll(addr, r.conns, r.players, o.seed == "snapshot", o.wait)
+	if err != nil {
+		return err
+	}
+	ld := startLoad(clients, o.wait)
+	defer ld.halt()
+	steady := func() error { // every client has had 5 more replies
+		mark := ld.replies()
+		t0 := time.Now()
+		err := ld.waitAll("answered", o.wait, func(i int, c *client) bool {
+			return c.replies.Load() >= mark[i]+5
+		})
+		if err == nil {
+			var iv []float64
+			for i, c := range ld.clients {
+				iv = append(iv, ms(time.Since(t0))/float64(c.replies.Load()-mark[i]))
+			}
+			r.intervals = append(r.intervals, median(iv))
+		}
+		return err
+	}
+	if err := steady(); err != nil {
+		return err
+	}
+	bin := []string{bins.gameA, bins.gameB}
+	for u := 1; u <= o.upgrades; u++ {
+		select {
+		case <-interrupt:
+			return errors.New("interrupted")
+		default:
+		}
+		r.upgrades++
+		if err := upgradeOnce(s, ld, bin[u%2], len(r.supBlackout), r, o.trace); err != nil {
+			return err
+		}
+		if err := steady(); err != nil {
+			return err
+		}
+	}
+	return ld.firstErr()
+}
+
+// upgradeOnce installs bin, sends SIGHUP and collects the upgrade's figures;
+// done is the number of successful upgrades before this one.
+func upgradeOnce(s *supervisor, ld *load, bin string, done int, r *sizeResult, trace bool) error {
+	mark := s.at
+	if err := copyFile(s.worker, bin); err != nil {
+		return err
+	}
+	if err := s.cmd.Process.Signal(unix.SIGHUP); err != nil {
+		return err
+	}
+	st, err := s.findMsg("upgrade started")
+	if err != nil {
+		return err
+	}
+	gen := int(st.num("gen"))
+	from := s.at
+	end, err := s.find(fmt.Sprintf("the outcome of gen %d", gen), func(l logLine) bool {
+		return (l.msg() == "upgrade succeeded" || l.msg() == "upgrade failed") && int(l.num("gen")) == gen
+	})
+	if err != nil {
+		return err
+	}
+	if end.msg() == "upgrade failed" {
+		reason, _ := end.fields["reason"].(string)
+		r.failed = append(r.failed, reason)
+		return fmt.Errorf("upgrade to gen %d failed: %s", gen, reason)
+	}
+	endAt := s.at
+	defer func() { s.at = endAt }() // past the outcome, whatever the searches below found
+	if trace {
+		s.printLines(mark, endAt)
+	}
+	r.supBlackout = append(r.supBlackout, end.num("blackout_ms"))
+	r.moved = append(r.moved, int(end.num("connections")))
+	// The lines between the start and the outcome.
+	s.at = from
+	if saved, err := s.findMsg("handover: snapshot saved"); err == nil {
+		r.saveMS = append(r.saveMS, saved.num("save_ms"))
+	}
+	s.at = from
+	if m, err := s.findRe(savedRe); err == nil {
+		r.gameSave = append(r.gameSave, durMS(m[4]))
+		r.gameStore = append(r.gameStore, durMS(m[6])-durMS(m[4]))
+	}
+	s.at = from
+	if m, err := s.findRe(restoreRe); err == nil {
+		r.gameRestore = append(r.gameRestore, durMS(m[4]))
+	}
+	// Every client must reach the new worker.
+	if err := ld.waitAll("moved to the new worker", s.wait, func(_ int, c *client) bool {
+		return c.switches.Load() > int64(done)
+	}); err != nil {
+		return err
+	}
+	var gaps []float64
+	for _, c := range ld.clients {
+		if g, ok := c.gap(done); ok {
+			gaps = append(gaps, g)
+		}
+	}
+	r.cliMedian = append(r.cliMedian, median(gaps))
+	r.cliMax = append(r.cliMax, slices.Max(gaps))
+	return nil
+}
+
+// durMS parses a Go duration as the game logs it.
+func durMS(s string) float64 {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return -1
+	}
+	return ms(d)
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
