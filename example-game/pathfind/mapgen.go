@@ -11,7 +11,8 @@ const (
 	defaultSeed = 0x5eed_5160_2026
 )
 
-// DefaultMap generates the built-in map. Walls on a roomSize grid split the
+// generateDefaultMap generates the built-in map (DefaultMap loads it
+// precomputed, labels included). Walls on a roomSize grid split the
 // world into rooms; each wall between two rooms has one or two doors 2 to 4
 // cells wide, and about one wall in eight is missing, making halls. Random
 // rectangular blocks then cover about a fifth of the floor. Doors are kept
@@ -19,7 +20,7 @@ const (
 // must find their way around blocks and through doors. The exceptions are a
 // few vaults: small walled squares with no door, whose insides no path
 // reaches.
-func DefaultMap() (*Grid, error) {
+func generateDefaultMap() (*Grid, error) {
 	const n = DefaultSize
 	blocked := make([]bool, n*n)
 	set := func(x, y int, v bool) {
