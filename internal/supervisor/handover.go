@@ -63,6 +63,8 @@ type handover struct {
 	saved  bool        // the old one said HANDOVER=saved, or died trying
 	goSent bool
 	failed string // the new worker failed before the old one finished: roll back once it has
+
+	oldPIDs []int // the old generation's workers, for the log
 }
 
 // readWaiting tells the loop when the worker says it is initialised.
@@ -80,6 +82,9 @@ func (s *Supervisor) onWaiting(w *worker) {
 		return
 	}
 	h := &handover{next: w, old: s.current, began: time.Now()}
+	if h.old != nil {
+		h.oldPIDs = h.old.pids()
+	}
 	s.handover = h
 	w.readyToken++ // saving is bounded by the drain timeout; GO re-arms the ready timeout
 	if h.old == nil || h.old.alive() == 0 {

@@ -65,6 +65,9 @@ func TestHandoverMovesStateAndConnections(t *testing.T) {
 		if _, ok := e["blackout_ms"]; !ok {
 			t.Errorf("upgrade log %v has no blackout_ms", e)
 		}
+		if old, _ := e["old_pids"].([]any); len(old) != 1 || int(old[0].(float64)) != oldPID {
+			t.Errorf("upgrade log old_pids %v, want [%d]", e["old_pids"], oldPID)
+		}
 		for _, p := range []*player{a, b} {
 			n, pid := p.inc()
 			if n != want || pid == oldPID {

@@ -79,13 +79,18 @@ func (s *Supervisor) generationReady(g *generation) {
 	s.current, s.upgrading = g, nil
 	ev := s.log.Info().Int("gen", g.n).Ints("pids", g.pids()).Str("binary", g.binary).
 		Float64("ready_ms", ms(g.readyTime)).Str("result", "ok")
+	oldPIDs := []int(nil)
+	if old != nil {
+		oldPIDs = old.pids()
+	}
 	if h := s.handover; h != nil {
 		ev = ev.Float64("blackout_ms", ms(time.Since(h.began))).Int("connections", len(s.store))
+		oldPIDs = h.oldPIDs // they have exited by now
 		s.handover = nil
 	}
 	s.clearStore()
 	if old != nil {
-		ev = ev.Int("old_gen", old.n).Ints("old_pids", old.pids())
+		ev = ev.Int("old_gen", old.n).Ints("old_pids", oldPIDs)
 	}
 	ev.Msg("upgrade succeeded")
 	s.readyOnce.Do(func() { close(s.readyCh) })
