@@ -54,13 +54,13 @@ func TestKill9RestoresAutosave(t *testing.T) {
 			t.Fatalf("autosaves saved %d changes, the bots made %d", n, changes)
 		}
 	}
-	s.at = s.log.len()
+	s.at = s.Log.Len()
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	exited := s.waitMsg(&s.at, "worker exited", func(l line) bool { return l.int("pid") == pid })
-	if !strings.Contains(exited.str("status"), "killed") {
-		t.Errorf("worker exited with status %q, want it killed", exited.str("status"))
+	exited := s.waitMsg(&s.at, "worker exited", func(l line) bool { return l.Int("pid") == pid })
+	if !strings.Contains(exited.Str("status"), "killed") {
+		t.Errorf("worker exited with status %q, want it killed", exited.Str("status"))
 	}
 	s.waitMsg(&s.at, "worker restarting", nil)
 	// A restart in the same generation logs no "generation ready": the

@@ -115,19 +115,19 @@ func TestDamagedSnapshot(t *testing.T) {
 			if code := g.wait(); code != 1 {
 				t.Fatalf("gameserver on a damaged snapshot alone exited with %d, want 1", code)
 			}
-			g.waitEOF(waitBound)
+			g.Log.WaitEOF(waitBound)
 			at := 0
-			refusal := g.waitFor(&at, "the refusal", func(l line) bool { return strings.Contains(l.raw, "restore:") })
-			if !strings.Contains(refusal.raw, "snapshot "+d.kind) || !strings.Contains(refusal.raw, snap) {
-				t.Errorf("refusal %q: want it to name %s and say the snapshot is %s", refusal.raw, snap, d.kind)
+			refusal := g.waitFor(&at, "the refusal", func(l line) bool { return strings.Contains(l.Raw, "restore:") })
+			if !strings.Contains(refusal.Raw, "snapshot "+d.kind) || !strings.Contains(refusal.Raw, snap) {
+				t.Errorf("refusal %q: want it to name %s and say the snapshot is %s", refusal.Raw, snap, d.kind)
 			}
-			if _, served := g.find(new(int), 0, func(l line) bool { return strings.Contains(l.raw, "serving on") }); served {
+			if _, served := g.find(new(int), 0, func(l line) bool { return strings.Contains(l.Raw, "serving on") }); served {
 				t.Errorf("gameserver served on a damaged snapshot")
 			}
 			if b, _ := os.ReadFile(snap); !bytes.Equal(b, damaged) {
 				t.Errorf("the damaged snapshot was changed")
 			}
-			t.Logf("alone: %s", refusal.raw)
+			t.Logf("alone: %s", refusal.Raw)
 
 			// With the previous snapshot: that one is restored, and the log
 			// says why.
@@ -177,7 +177,7 @@ func TestDamagedSnapshotSupervised(t *testing.T) {
 		if !strings.Contains(m[2], "snapshot corrupt") || !strings.Contains(m[2], s.snapshot) {
 			t.Errorf("refusal %q: want it to name %s and say it is corrupt", m[0], s.snapshot)
 		}
-		s.waitMsg(&s.at, "worker exited", func(l line) bool { return l.str("status") == "exit status 1" })
+		s.waitMsg(&s.at, "worker exited", func(l line) bool { return l.Str("status") == "exit status 1" })
 		s.waitMsg(&s.at, "worker restarting", nil)
 	}
 	if b, _ := os.ReadFile(s.snapshot); !bytes.Equal(b, damaged) {

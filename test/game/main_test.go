@@ -4,17 +4,13 @@
 package game
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
-	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/procswitch/supervisor/test/procwatch"
 )
 
 // helperEnv makes the test binary run as a helper worker (helpers_test.go)
@@ -57,14 +53,14 @@ func TestMain(m *testing.M) {
 func runTests(m *testing.M) int {
 	// Workers orphaned by a supervisor that dies are re-parented to us, so
 	// that we reap them.
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		fmt.Fprintf(os.Stderr, "prctl(PR_SET_CHILD_SUBREAPER): %v\n", err)
+	if err := procwatch.BecomeSubreaper(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer reapAll()
 	// Start the supervisor as systemd would: with stdio only.
-	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
-		fmt.Fprintf(os.Stderr, "close_range: %v\n", err)
+	if err := procwatch.CloseInheritedFDs(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	dir, err := os.MkdirTemp("", "gametest-")
@@ -88,48 +84,12 @@ func buildAll(dir string) error {
 	bins.supervisor = filepath.Join(dir, "supervisor")
 	bins.buggy = filepath.Join(dir, "gameserver-buggy")
 	bins.fixed = filepath.Join(dir, "gameserver-fixed")
-	var race []string
-	if raceEnabled {
-		race = []string{"-race"}
-	}
-	builds := [][]string{
-		append([]string{"-o", bins.supervisor}, append(race, "./cmd/supervisor")...),
-		append([]string{"-o", bins.buggy, "-ldflags", "-X main.version=" + buggyVersion}, append(race, "./example-game/gameserver")...),
-		append([]string{"-o", bins.fixed, "-tags", "fixedshop", "-ldflags", "-X main.version=" + fixedVersion}, append(race, "./example-game/gameserver")...),
-	}
-	errs := make([]error, len(builds))
-	var wg sync.WaitGroup
-	for i, args := range builds {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = goBuild(args)
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// goBuild runs go build with args in the module root, bounded.
-func goBuild(args []string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), buildBound)
-	defer cancel()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	cmd := exec.CommandContext(ctx, goTool, append([]string{"build"}, args...)...)
-	cmd.Dir = "../.." // the module root; tests run in their package directory
-	cmd.WaitDelay = 5 * time.Second
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %v: %v\n%s", args, err, out)
-	}
-	return nil
+	// The module root; tests run in their package directory.
+	return procwatch.GoBuild("../..", buildBound,
+		procwatch.Build{Out: bins.supervisor, Pkg: "./cmd/supervisor", Race: raceEnabled},
+		procwatch.Build{Out: bins.buggy, Pkg: "./example-game/gameserver", LDFlags: "-X main.version=" + buggyVersion, Race: raceEnabled},
+		procwatch.Build{Out: bins.fixed, Pkg: "./example-game/gameserver", Tags: "fixedshop", LDFlags: "-X main.version=" + fixedVersion, Race: raceEnabled},
+	)
 }
 
 // needBinaries fails the test when the binaries could not be built.

@@ -57,7 +57,7 @@ func TestRollback(t *testing.T) {
 		if o.ok {
 			t.Fatalf("upgrade to the %s helper succeeded", helper)
 		}
-		if reason := o.end.str("reason"); !strings.Contains(reason, "rolled back") {
+		if reason := o.end.Str("reason"); !strings.Contains(reason, "rolled back") {
 			t.Fatalf("upgrade failed without a rollback: %s", reason)
 		}
 		at := o.started
@@ -76,7 +76,7 @@ func TestRollback(t *testing.T) {
 		probe.c.expect(t, "STATUS", probe.status(b.version, pid))
 		probe.checkRule(t, b.fixed)
 		tm.waitPast(t, tm.marks(), 3)
-		t.Logf("%s: %s; rolled back to %s in gen %d, pid %d", helper, o.end.str("reason"), b.version, gen, pid)
+		t.Logf("%s: %s; rolled back to %s in gen %d, pid %d", helper, o.end.Str("reason"), b.version, gen, pid)
 	}
 
 	fail("restore-fails", build{known: true, version: buggyVersion})

@@ -2,14 +2,14 @@ package game
 
 import (
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"syscall"
 	"testing"
+
+	"github.com/procswitch/supervisor/test/procwatch"
 )
 
 // supervised is a supervisor running the game in handover mode.
@@ -43,7 +43,7 @@ func startSupervised(t *testing.T, o supervisedOpts) *supervised {
 		"--log-format", "json", "--restart-min", "10ms"}
 	args = append(append(args, o.flags...), "--", s.worker)
 	s.proc = startProc(t, "supervisor", bins.supervisor, o.env, append(args, o.workerArgs...)...)
-	s.addr = s.waitMsg(&s.at, "listening", func(l line) bool { return l.str("name") == "game" }).str("addr")
+	s.addr = s.waitMsg(&s.at, "listening", func(l line) bool { return l.Str("name") == "game" }).Str("addr")
 	return s
 }
 
@@ -51,24 +51,7 @@ func startSupervised(t *testing.T, o supervisedOpts) *supervised {
 // renamed over the old one, never a write in place.
 func (s *supervised) install(t *testing.T, bin string) {
 	t.Helper()
-	src, err := os.Open(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	tmp := s.worker + ".new"
-	dst, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = io.Copy(dst, src)
-	if cerr := dst.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, s.worker)
-	}
-	if err != nil {
+	if err := procwatch.Install(s.worker, bin); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -77,11 +60,11 @@ func (s *supervised) install(t *testing.T, bin string) {
 func (s *supervised) ready(t *testing.T) (gen, pid int) {
 	t.Helper()
 	l := s.waitMsg(&s.at, "generation ready", nil)
-	pids := l.ints("pids")
+	pids := l.Ints("pids")
 	if len(pids) != 1 {
 		t.Fatalf("generation ready with pids %v, want one (handover mode runs one worker)", pids)
 	}
-	return l.int("gen"), pids[0]
+	return l.Int("gen"), pids[0]
 }
 
 // outcome is how one SIGHUP ended.
@@ -96,12 +79,12 @@ type outcome struct {
 func (s *supervised) hup(t *testing.T) outcome {
 	t.Helper()
 	s.signal(syscall.SIGHUP)
-	gen := s.waitMsg(&s.at, "upgrade started", nil).int("gen")
+	gen := s.waitMsg(&s.at, "upgrade started", nil).Int("gen")
 	o := outcome{gen: gen, started: s.at}
 	o.end = s.waitFor(&s.at, fmt.Sprintf("the outcome of the upgrade to gen %d", gen), func(l line) bool {
-		return (l.msg() == "upgrade succeeded" || l.msg() == "upgrade failed") && l.int("gen") == gen
+		return (l.Msg() == "upgrade succeeded" || l.Msg() == "upgrade failed") && l.Int("gen") == gen
 	})
-	o.ok = o.end.msg() == "upgrade succeeded"
+	o.ok = o.end.Msg() == "upgrade succeeded"
 	return o
 }
 
@@ -114,20 +97,20 @@ var restoredRe = regexp.MustCompile(`gameserver\[(\d+)\]: handover: restored (\d
 func (s *supervised) succeeded(t *testing.T, o outcome, oldPID, conns int) int {
 	t.Helper()
 	if !o.ok {
-		t.Fatalf("upgrade to gen %d failed: %s", o.gen, o.end.str("reason"))
+		t.Fatalf("upgrade to gen %d failed: %s", o.gen, o.end.Str("reason"))
 	}
 	// "upgrade succeeded" lists the old generation's live workers, none by
 	// then in handover mode: the old PIDs are in the handover's first line.
 	at := o.started
-	old := s.waitMsg(&at, "handover: new worker initialised, old one saving", nil).ints("old_pids")
-	pids := o.end.ints("pids")
+	old := s.waitMsg(&at, "handover: new worker initialised, old one saving", nil).Ints("old_pids")
+	pids := o.end.Ints("pids")
 	if len(pids) != 1 || pids[0] == oldPID || !slices.Contains(old, oldPID) {
 		t.Fatalf("gen %d: pids %v, old_pids %v; the old worker was %d", o.gen, pids, old, oldPID)
 	}
-	if _, ok := o.end.num("blackout_ms"); !ok {
-		t.Errorf("gen %d: upgrade succeeded without blackout_ms: %s", o.gen, o.end.raw)
+	if _, ok := o.end.Num("blackout_ms"); !ok {
+		t.Errorf("gen %d: upgrade succeeded without blackout_ms: %s", o.gen, o.end.Raw)
 	}
-	if got := o.end.int("connections"); got != conns {
+	if got := o.end.Int("connections"); got != conns {
 		t.Errorf("gen %d: %d connections handed over, want %d", o.gen, got, conns)
 	}
 	at = o.started

@@ -52,7 +52,7 @@ func TestUpgradesUnderLoad(t *testing.T) {
 		probe.c.expect(t, "STATUS", probe.status(version, pid))
 		probe.checkRule(t, b.fixed)
 		tm.waitPast(t, tm.marks(), 3)
-		blackout, _ := o.end.num("blackout_ms")
+		blackout, _ := o.end.Num("blackout_ms")
 		t.Logf("upgrade %d to gen %d (%s, pid %d): blackout %.1f ms", u, o.gen, version, pid, blackout)
 	}
 

@@ -228,3 +228,25 @@ func TestProcFS(t *testing.T) {
 		t.Errorf("WaitExited: %v still alive", alive)
 	}
 }
+
+func TestBuild(t *testing.T) {
+	b := Build{Out: "bin/x", Pkg: "./cmd/x", Tags: "a,b", LDFlags: "-X main.version=v", Race: true}
+	want := []string{"build", "-o", "bin/x", "-tags", "a,b", "-ldflags", "-X main.version=v", "-race", "./cmd/x"}
+	if got := b.Args(); !slices.Equal(got, want) {
+		t.Errorf("Args() = %q, want %q", got, want)
+	}
+	if got := (Build{Out: "x", Pkg: "."}).Args(); !slices.Equal(got, []string{"build", "-o", "x", "."}) {
+		t.Errorf("Args() of a plain build = %q", got)
+	}
+	dir := t.TempDir()
+	src, dst := dir+"/src", dir+"/dst"
+	if err := os.WriteFile(src, []byte("binary"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := Install(dst, src); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(dst); err != nil || st.Mode().Perm() != 0o755 || st.Size() != int64(len("binary")) {
+		t.Errorf("Install: %v, %v", st, err)
+	}
+}

@@ -1,15 +1,10 @@
 package main
 
 import (
-	"context"
-	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strings"
-	"sync"
 	"time"
+
+	"github.com/procswitch/supervisor/test/procwatch"
 )
 
 const (
@@ -29,29 +24,6 @@ type binaries struct {
 	gameA, gameB string
 }
 
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
-}
-
-// moduleRoot finds this module's root from the working directory.
-func moduleRoot() (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, goTool(), "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	b, err := os.ReadFile(gomod)
-	if err != nil || !strings.Contains(string(b), "module "+modulePath+"\n") {
-		return "", fmt.Errorf("not inside module %s (go.mod %q): run from its checkout", modulePath, gomod)
-	}
-	return filepath.Dir(gomod), nil
-}
-
 // buildAll builds (or copies) the binaries into dir.
 func buildAll(o options, dir string) (binaries, error) {
 	b := binaries{
@@ -67,55 +39,17 @@ func buildAll(o options, dir string) (binaries, error) {
 		}
 		return b, nil
 	}
-	root, err := moduleRoot()
+	root, err := procwatch.ModuleRoot(modulePath)
 	if err != nil {
 		return b, err
 	}
-	builds := [][]string{
-		{"-o", b.supervisor, "./cmd/supervisor"},
-		{"-o", b.gameA, "-ldflags", "-X main.version=" + versionA, "./example-game/gameserver"},
-		{"-o", b.gameB, "-tags", "fixedshop", "-ldflags", "-X main.version=" + versionB, "./example-game/gameserver"},
-	}
-	errs := make([]error, len(builds))
-	var wg sync.WaitGroup
-	for i, args := range builds {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = goBuild(root, args)
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return b, err
-		}
-	}
-	return b, nil
-}
-
-func goBuild(root string, args []string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, goTool(), append([]string{"build"}, args...)...)
-	cmd.Dir = root
-	cmd.WaitDelay = 5 * time.Second
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %v: %v\n%s", args, err, out)
-	}
-	return nil
+	return b, procwatch.GoBuild(root, buildTimeout,
+		procwatch.Build{Out: b.supervisor, Pkg: "./cmd/supervisor"},
+		procwatch.Build{Out: b.gameA, Pkg: "./example-game/gameserver", LDFlags: "-X main.version=" + versionA},
+		procwatch.Build{Out: b.gameB, Pkg: "./example-game/gameserver", Tags: "fixedshop", LDFlags: "-X main.version=" + versionB},
+	)
 }
 
 // copyFile writes src to dst through a new file renamed over dst, as a
 // deployment installs a build: a running copy of dst is not disturbed.
-func copyFile(dst, src string) error {
-	b, err := os.ReadFile(src)
-	if err != nil {
-		return err
-	}
-	tmp := dst + ".new"
-	if err := os.WriteFile(tmp, b, 0o755); err != nil {
-		return err
-	}
-	return os.Rename(tmp, dst)
-}
+func copyFile(dst, src string) error { return procwatch.Install(dst, src) }

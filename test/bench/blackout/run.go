@@ -174,11 +174,11 @@ func measureSize(o options, bins binaries, dir string, r *sizeResult, interrupt 
 			err = fmt.Errorf("%w\nthe supervisor's last lines:\n%s", err, s.tail(25))
 		}
 	}()
-	l, err := s.find(`"listening"`, func(l logLine) bool { return l.msg() == "listening" })
+	l, err := s.find(`"listening"`, func(l logLine) bool { return l.Msg() == "listening" })
 	if err != nil {
 		return err
 	}
-	addr, _ := l.fields["addr"].(string)
+	addr := l.Str("addr")
 	m, err := s.findRe(coldRe)
 	if err != nil {
 		return err
@@ -187,7 +187,7 @@ func measureSize(o options, bins binaries, dir string, r *sizeResult, interrupt 
 	if err != nil {
 		return err
 	}
-	r.coldMS = ready.num("ready_ms")
+	r.coldMS = num(ready, "ready_ms")
 	if o.seed == "login" {
 		t0 := time.Now()
 		if err := seedByLogin(addr, r.players, o.wait); err != nil {
@@ -247,23 +247,23 @@ func upgradeOnce(s *supervisor, ld *load, bin string, done int, r *sizeResult, t
 	if err := copyFile(s.worker, bin); err != nil {
 		return err
 	}
-	if err := s.cmd.Process.Signal(unix.SIGHUP); err != nil {
+	if err := s.Signal(unix.SIGHUP); err != nil {
 		return err
 	}
 	st, err := s.findMsg("upgrade started")
 	if err != nil {
 		return err
 	}
-	gen := int(st.num("gen"))
+	gen := int(num(st, "gen"))
 	from := s.at
 	end, err := s.find(fmt.Sprintf("the outcome of gen %d", gen), func(l logLine) bool {
-		return (l.msg() == "upgrade succeeded" || l.msg() == "upgrade failed") && int(l.num("gen")) == gen
+		return (l.Msg() == "upgrade succeeded" || l.Msg() == "upgrade failed") && int(num(l, "gen")) == gen
 	})
 	if err != nil {
 		return err
 	}
-	if end.msg() == "upgrade failed" {
-		reason, _ := end.fields["reason"].(string)
+	if end.Msg() == "upgrade failed" {
+		reason := end.Str("reason")
 		r.failed = append(r.failed, reason)
 		return fmt.Errorf("upgrade to gen %d failed: %s", gen, reason)
 	}
@@ -272,12 +272,12 @@ func upgradeOnce(s *supervisor, ld *load, bin string, done int, r *sizeResult, t
 	if trace {
 		s.printLines(mark, endAt)
 	}
-	r.supBlackout = append(r.supBlackout, end.num("blackout_ms"))
-	r.moved = append(r.moved, int(end.num("connections")))
+	r.supBlackout = append(r.supBlackout, num(end, "blackout_ms"))
+	r.moved = append(r.moved, int(num(end, "connections")))
 	// The lines between the start and the outcome.
 	s.at = from
 	if saved, err := s.findMsg("handover: snapshot saved"); err == nil {
-		r.saveMS = append(r.saveMS, saved.num("save_ms"))
+		r.saveMS = append(r.saveMS, num(saved, "save_ms"))
 	}
 	s.at = from
 	if m, err := s.findRe(savedRe); err == nil {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/procswitch/supervisor/test/procwatch"
 )
 
 // machine describes where the benchmark ran.
@@ -31,7 +33,7 @@ func describeMachine() machine {
 		m.Kernel = fmt.Sprintf("%s %s %s", unix.ByteSliceToString(u.Sysname[:]),
 			unix.ByteSliceToString(u.Release[:]), unix.ByteSliceToString(u.Machine[:]))
 	}
-	if out, err := exec.Command(goTool(), "version").Output(); err == nil {
+	if out, err := exec.Command(procwatch.GoTool(), "version").Output(); err == nil {
 		m.Go = strings.TrimSpace(string(out))
 	}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
