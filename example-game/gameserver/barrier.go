@@ -65,7 +65,12 @@ func sendWithFD(addr, msg string, fd int) error {
 		return err
 	}
 	// An address beginning with '@' is abstract: SockaddrUnix maps it.
-	return unix.Sendmsg(s, []byte(msg), unix.UnixRights(fd), &unix.SockaddrUnix{Name: addr}, 0)
+	for {
+		err := unix.Sendmsg(s, []byte(msg), unix.UnixRights(fd), &unix.SockaddrUnix{Name: addr}, 0)
+		if err != unix.EINTR { // with SO_SNDTIMEO a signal is not restarted
+			return err
+		}
+	}
 }
 
 // notifyAddr is NOTIFY_SOCKET, read before handoff.New unsets it.
