@@ -194,8 +194,49 @@ func (w *Worker) StoreConn(name string, c syscall.Conn) error {
 }
 
 // HandoverSaved tells the supervisor that the snapshot is committed and
-// every connection stored: the next worker may restore.
-func (w *Worker) HandoverSaved() error { return w.Notify(MsgHandoverSaved) }
+// every connection stored: the next worker may restore. It returns once the
+// supervisor has processed that and every message before it (Barrier), so
+// the worker may exit without its exit overtaking a stored connection.
+func (w *Worker) HandoverSaved() error {
+	if err := w.Notify(MsgHandoverSaved); err != nil {
+		return err
+	}
+	return w.Barrier(notifyTimeout)
+}
+
+// Barrier waits, at most timeout, until the supervisor has processed every
+// notification sent before it, as sd_notify_barrier(3): it sends BARRIER=1
+// with the write end of a pipe, which the supervisor (or systemd) closes
+// once it got there. A no-op returning nil when not supervised.
+func (w *Worker) Barrier(timeout time.Duration) error {
+	if w.notifyAddr == "" {
+		return nil
+	}
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return fmt.Errorf("handoff: barrier: %w", err)
+	}
+	defer unix.Close(p[0])
+	err := w.notifyWithFDs("BARRIER=1", p[1])
+	unix.Close(p[1])
+	if err != nil {
+		return fmt.Errorf("handoff: barrier: %w", err)
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		pfd := []unix.PollFd{{Fd: int32(p[0])}} // POLLHUP is always reported
+		n, err := unix.Poll(pfd, int(time.Until(deadline).Milliseconds())+1)
+		switch {
+		case err == unix.EINTR:
+		case err != nil:
+			return fmt.Errorf("handoff: barrier: %w", err)
+		case n > 0:
+			return nil
+		case time.Now().After(deadline):
+			return fmt.Errorf("handoff: barrier: the supervisor did not process it within %v", timeout)
+		}
+	}
+}
 
 // notifyWithFDs sends one notify datagram with fds attached. It reuses one
 // socket, since a handover stores thousands of connections; a send blocks at

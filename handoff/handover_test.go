@@ -88,3 +88,39 @@ func TestStoreConnSurvivesSignals(t *testing.T) {
 		t.Fatalf("received %d of %d stored connections", got, n)
 	}
 }
+
+func TestBarrierWaitsForTheSupervisorToCloseItsFD(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "notify.sock")
+	rx, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	w := &Worker{notifyAddr: path}
+	defer func() { unix.Close(w.storeFD) }()
+
+	// Nobody reads: the barrier is never processed, and it says so in time.
+	if err := w.Barrier(100 * time.Millisecond); err == nil {
+		t.Fatal("Barrier returned nil though nothing processed it")
+	}
+	// A reader that processes messages in order and closes their fds.
+	go func() {
+		buf, oob := make([]byte, 64), make([]byte, unix.CmsgSpace(4))
+		for {
+			_, oobn, _, _, err := rx.ReadMsgUnix(buf, oob)
+			if err != nil {
+				return
+			}
+			msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
+			for _, m := range msgs {
+				fds, _ := unix.ParseUnixRights(&m)
+				for _, fd := range fds {
+					unix.Close(fd)
+				}
+			}
+		}
+	}()
+	if err := w.Barrier(10 * time.Second); err != nil {
+		t.Fatalf("Barrier with a reader: %v", err)
+	}
+}

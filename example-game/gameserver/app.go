@@ -22,7 +22,6 @@ type app struct {
 	cfg     config
 	log     *log.Logger
 	w       *handoff.Worker
-	notify  string // NOTIFY_SOCKET
 	path    string // the snapshot; "" when nothing is saved
 	version string
 	pid     int
@@ -39,7 +38,6 @@ var errCalledOff = errors.New("stopped before it began to serve")
 
 // serve runs the worker until it has handed over or shut down.
 func serve(cfg config, logger *log.Logger) error {
-	notify := notifyAddr() // for the barrier; handoff.New unsets it
 	w, err := handoff.New()
 	if err != nil {
 		return err
@@ -50,7 +48,7 @@ func serve(cfg config, logger *log.Logger) error {
 		return err
 	}
 	defer ln.Close()
-	a := &app{cfg: cfg, log: logger, w: w, notify: notify, version: cleanVersion(version), pid: os.Getpid()}
+	a := &app{cfg: cfg, log: logger, w: w, version: cleanVersion(version), pid: os.Getpid()}
 	a.path = a.snapshotPath()
 	err = a.start()
 	if errors.Is(err, errCalledOff) {
@@ -279,10 +277,6 @@ func (a *app) handOver(sessions []*session) error {
 	}
 	if err := a.w.HandoverSaved(); err != nil {
 		return fmt.Errorf("handover: %w", err)
-	}
-	// Exit only once the supervisor has every connection.
-	if err := notifyBarrier(a.notify, barrierTimeout); err != nil {
-		a.log.Printf("handover: %v", err)
 	}
 	a.log.Printf("handover: saved %d players and %d sessions in %v, stored %d connections; total %v",
 		len(snap.players), len(recs), saved.Round(time.Microsecond), stored, time.Since(began).Round(time.Microsecond))

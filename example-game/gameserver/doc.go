@@ -127,9 +127,9 @@
 //     client's address, the logged-in player, the unprocessed input, the
 //     unwritten output, and whether it was closing;
 //  4. stores each connection with the supervisor (handoff.StoreConn, named
-//     c0, c1, ...), says HANDOVER=saved, waits until the supervisor has
-//     processed those messages (an sd_notify barrier, see barrier.go), and
-//     exits 0.
+//     c0, c1, ...), says HANDOVER=saved (handoff.HandoverSaved waits until
+//     the supervisor has processed those messages: an sd_notify barrier),
+//     and exits 0.
 //
 // The new worker then restores, resumes each connection whose name and
 // client address match a saved session (first writing its unwritten output,
