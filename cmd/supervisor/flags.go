@@ -136,18 +136,7 @@ func resolveWorker(name string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("worker %s: %w", name, err)
 	}
-	fi, err := os.Stat(abs)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return "", fmt.Errorf("worker %s does not exist: build it first, or check the path", abs)
-	case err != nil:
-		return "", fmt.Errorf("worker %s: %w", abs, err)
-	case fi.IsDir():
-		return "", fmt.Errorf("worker %s is a directory, not a program", abs)
-	case unix.Access(abs, unix.X_OK) != nil:
-		return "", fmt.Errorf("worker %s is not executable: chmod +x it", abs)
-	}
-	return abs, nil
+	return abs, supervisor.CheckExecutable(abs)
 }
 
 func parseSignal(s string) (syscall.Signal, error) {

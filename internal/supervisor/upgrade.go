@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/procswitch/supervisor/internal/proc"
+	"golang.org/x/sys/unix"
 )
 
 func (s *Supervisor) onUpgradeRequest(reply chan Result) {
@@ -36,7 +37,7 @@ func (s *Supervisor) startUpgrade(waiters []chan Result) {
 	s.upgrading, s.waiters = g, waiters
 	s.gens = append(s.gens, g)
 	s.log.Info().Int("gen", g.n).Str("binary", g.binary).Msg("upgrade started")
-	if err := checkExecutable(g.binary); err != nil {
+	if err := CheckExecutable(g.binary); err != nil {
 		s.failUpgrade(g, err.Error())
 		return
 	}
@@ -48,16 +49,18 @@ func (s *Supervisor) startUpgrade(waiters []chan Result) {
 	}
 }
 
-// checkExecutable says in words why path cannot be run, before any fork.
-func checkExecutable(path string) error {
+// CheckExecutable says in words why the worker at path cannot be run: the
+// command line checks it at start, and every upgrade before it forks.
+func CheckExecutable(path string) error {
 	fi, err := os.Stat(path)
-	if err != nil {
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("worker %s does not exist: build it first, or check the path", path)
+	case err != nil:
 		return fmt.Errorf("worker %s: %w", path, err)
-	}
-	if fi.IsDir() {
-		return fmt.Errorf("worker %s is a directory", path)
-	}
-	if fi.Mode().Perm()&0o111 == 0 {
+	case fi.IsDir():
+		return fmt.Errorf("worker %s is a directory, not a program", path)
+	case unix.Access(path, unix.X_OK) != nil:
 		return fmt.Errorf("worker %s is not executable (mode %v): chmod +x it", path, fi.Mode().Perm())
 	}
 	return nil

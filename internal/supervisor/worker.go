@@ -24,7 +24,7 @@ func (s *Supervisor) onExit(w *worker) {
 	}
 	status := proc.Describe(w.proc.Status())
 	if ws := w.proc.Status(); ws.Exited() && ws.ExitStatus() == proc.ExitCodeFromShim {
-		status += " (the worker could not be executed: its stderr says why)"
+		status += " (127 is also what the exec shim exits with when it cannot execute the worker: its stderr says why)"
 	}
 	s.log.Info().Int("gen", g.n).Int("pid", w.pid()).Str("status", status).
 		Str("phase", g.phase.String()).Msg("worker exited")
