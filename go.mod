@@ -3,6 +3,7 @@ module github.com/procswitch/supervisor
 go 1.26.0
 
 require (
+	github.com/cloudflare/tableflip v1.2.3
 	github.com/rs/zerolog v1.35.1
 	golang.org/x/sys v0.49.0
 )

@@ -30,6 +30,10 @@ func Open(specs []Spec) (*Set, error) {
 	if err != nil {
 		return nil, err
 	}
+	return open(specs, inherited)
+}
+
+func open(specs []Spec, inherited []*inheritedFD) (*Set, error) {
 	set := &Set{}
 	for _, spec := range specs {
 		s, err := openOne(spec, inherited)
@@ -114,16 +118,25 @@ func (s *Set) Names() string {
 }
 
 // Close closes every socket. Unix socket files the supervisor created are
-// removed; those systemd passed are left to systemd.
+// removed, unless the set was handed on; those systemd passed are left to
+// systemd.
 func (s *Set) Close() error {
 	var errs []error
 	for _, sock := range s.Sockets {
 		if err := sock.close(); err != nil {
 			errs = append(errs, err)
 		}
-		if sock.IsUnix() && !sock.Inherited && sock.Address[0] != '@' {
+		if sock.IsUnix() && sock.OwnsPath && sock.Address[0] != '@' {
 			removeIfSocket(sock.Address)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// HandedOn marks the set as passed to a successor supervisor: its unix
+// socket files are the successor's now, and Close leaves them.
+func (s *Set) HandedOn() {
+	for _, sock := range s.Sockets {
+		sock.OwnsPath = false
+	}
 }

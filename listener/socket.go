@@ -17,7 +17,11 @@ import (
 type Socket struct {
 	Spec
 	Addr      net.Addr // the bound address (the real port when 0 was asked for)
-	Inherited bool     // taken from systemd rather than bound here
+	Inherited bool     // taken from systemd, or from the supervisor this one replaced, rather than bound here
+
+	// OwnsPath: a unix socket file this supervisor (or the one it replaced)
+	// created, removed by Set.Close unless the set was handed on.
+	OwnsPath bool
 
 	fd    int       // owned duplicate, close-on-exec
 	owner io.Closer // the Go listener or packet conn the fd was taken from, if any
@@ -92,7 +96,7 @@ func bind(spec Spec) (*Socket, error) {
 		c.Close()
 		return nil, fmt.Errorf("listener: %s: %w", spec, err)
 	}
-	return &Socket{Spec: spec, Addr: addr, fd: fd, owner: c}, nil
+	return &Socket{Spec: spec, Addr: addr, fd: fd, owner: c, OwnsPath: spec.IsUnix()}, nil
 }
 
 // dupConn duplicates a connection's fd (close-on-exec) through SyscallConn,

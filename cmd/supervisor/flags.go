@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/procswitch/supervisor/internal/control"
 	"github.com/procswitch/supervisor/internal/ready"
 	"github.com/procswitch/supervisor/internal/supervisor"
 	"github.com/procswitch/supervisor/listener"
@@ -19,9 +20,11 @@ import (
 )
 
 const usage = `usage: supervisor [flags] -- WORKER [ARGS...]
+       supervisor ctl [--control PATH] status [--json] | upgrade [--wait] [--timeout D] | stop
 
 Runs WORKER on sockets the supervisor owns; SIGHUP upgrades it to a new
-generation started from the same path, SIGTERM or SIGINT drain and stop.
+generation started from the same path, SIGUSR2 upgrades the supervisor's own
+binary, SIGTERM or SIGINT drain and stop.
 
 flags:
 `
@@ -42,6 +45,8 @@ type options struct {
 	runtimeDir   string
 	mode         string
 	snapshot     string
+	control      string // the control socket's path; "" for none
+	pidFile      string
 	command      []string // the worker's path, resolved, then its arguments
 }
 
@@ -77,6 +82,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.mode, "mode", "overlap", "`overlap` (stateless: old and new serve side by side) or handover (stateful: the old worker\nsaves a snapshot and hands its connections to the new one)")
 	fs.StringVar(&o.snapshot, "snapshot", "", "handover mode: the snapshot file `PATH` (default: $STATE_DIRECTORY/snapshot)")
 	fs.StringVar(&o.runtimeDir, "runtime-dir", "", "directory for the notify sockets (default: $RUNTIME_DIRECTORY, else a new temporary one)")
+	fs.StringVar(&o.control, "control", control.DefaultPath(), "the control socket `PATH` for `supervisor ctl` (default: $RUNTIME_DIRECTORY/control; none outside systemd)")
+	fs.StringVar(&o.pidFile, "pid-file", "", "write the supervisor's PID to `PATH`, atomically; rewritten by a self-upgrade (SIGUSR2)")
 	fs.Usage = func() {} // an error is one line; the usage text is for --help
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

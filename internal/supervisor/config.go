@@ -37,12 +37,19 @@ type Config struct {
 	// SnapshotPath and hands its connections over (see handover.go).
 	Handover     bool
 	SnapshotPath string
+	Stored       []StoredConn // connections a predecessor supervisor passed on, for the first generation
+	LastGen      int          // the predecessor's last generation number: ours go on from it
 
 	Sockets    *listener.Set
 	RuntimeDir string // where the notify sockets live; must exist and be private to us
 	Shim       string // the supervisor's own executable, run in shim mode to exec workers
 
 	Log zerolog.Logger
+
+	// Observe, when set, is told of every change worth reporting (to
+	// systemd, say), with the status after it. It runs on the supervisor's
+	// loop: it must return quickly.
+	Observe func(Change, Status)
 }
 
 func (c *Config) setDefaults() error {

@@ -47,7 +47,8 @@ type generation struct {
 	killed       int // workers killed at the drain timeout
 	exe          *executable
 	everReady    bool
-	reaped       bool // forgotten: its last worker exited
+	reaped       bool   // forgotten: its last worker exited
+	version      string // sha256 of the binary, once hashed
 }
 
 // slot is one of a generation's N places for a worker: a worker that
@@ -140,6 +141,7 @@ func (s *Supervisor) newGenerationFrom(binary string, exe *executable) (*generat
 		return nil, err
 	}
 	g.notify = sock
+	s.hashBinary(g)
 	g.slots = make([]*slot, s.cfg.Workers)
 	for i := range g.slots {
 		g.slots[i] = &slot{index: i}

@@ -100,6 +100,10 @@ func (s *Supervisor) onWaiting(w *worker) {
 // onSaved: the old worker has committed its snapshot and stored its
 // connections.
 func (s *Supervisor) onSaved(from *worker) {
+	if s.succ != nil && from.gen == s.succ.old {
+		s.succSaved("")
+		return
+	}
 	h := s.handover
 	if h == nil || from.gen != h.old || h.saved {
 		return
@@ -114,15 +118,16 @@ func (s *Supervisor) onSaved(from *worker) {
 // saying it saved: its torn snapshot never replaced the last complete one,
 // which is restored instead.
 func (s *Supervisor) onHandingWorkerExit(old *worker) {
+	if s.succ != nil && old.gen == s.succ.old && !s.succ.done {
+		s.succSaved(s.snapshotAge())
+		return
+	}
 	h := s.handover
 	if h == nil || old.gen != h.old || h.saved {
 		return
 	}
 	h.saved = true
-	age := "no snapshot exists"
-	if fi, err := os.Stat(s.cfg.SnapshotPath); err == nil {
-		age = "the last complete snapshot is " + time.Since(fi.ModTime()).Round(time.Millisecond).String() + " old"
-	}
+	age := s.snapshotAge()
 	s.log.Error().Int("gen", old.gen.n).Int("pid", old.pid()).Str("snapshot_age", age).
 		Msg("handover: old worker died while saving; using the last complete snapshot")
 	s.afterSave(h, age)

@@ -42,16 +42,18 @@ type Supervisor struct {
 	readyOnce sync.Once
 
 	// Owned by the loop.
-	lastGen   int
-	current   *generation   // serving, or starting when it is the first
-	upgrading *generation   // starting, as the next current
-	gens      []*generation // every generation with live processes or a socket
-	waiters   []chan Result // replies for the running upgrade
-	pending   []chan Result // replies for the one coalesced next upgrade
-	requested bool          // an upgrade is pending
-	handover  *handover     // a handover past the new worker's WAITING
-	store     []stored      // the fd store: connections handed over
-	stopping  bool
+	lastGen     int
+	current     *generation   // serving, or starting when it is the first
+	upgrading   *generation   // starting, as the next current
+	gens        []*generation // every generation with live processes or a socket
+	waiters     []chan Result // replies for the running upgrade
+	pending     []chan Result // replies for the one coalesced next upgrade
+	requested   bool          // an upgrade is pending
+	handover    *handover     // a handover past the new worker's WAITING
+	lastUpgrade *UpgradeStatus
+	succ        *successorSave // a self-upgrade's save, in handover mode
+	store       []stored       // the fd store: connections handed over
+	stopping    bool
 }
 
 // New checks cfg and makes the supervisor a child subreaper; nothing starts
@@ -89,6 +91,8 @@ func New(cfg Config) (*Supervisor, error) {
 		return nil, err
 	}
 	s.reaper = r
+	s.adoptStored(cfg.Stored)
+	s.lastGen = max(cfg.LastGen, 0)
 	return s, nil
 }
 
@@ -182,6 +186,17 @@ func (s *Supervisor) handle(ev any) {
 		s.onRestart(ev.gen, ev.slot)
 	case watchdogEvent:
 		s.onWatchdog(ev.w)
+	case statusRequest:
+		ev.reply <- s.status()
+	case versionEvent:
+		ev.gen.version = ev.version
+	case successorRequest:
+		s.onSuccessorRequest(ev.reply)
+	case resumeRequest:
+		s.onResume(ev.reason)
+	case releaseRequest:
+		s.onRelease()
+		close(ev.done)
 	}
 }
 

@@ -14,6 +14,8 @@ func (s *Supervisor) onUpgradeRequest(reply chan Result) {
 	switch {
 	case s.stopping:
 		reply <- Result{Err: ErrStopping}
+	case s.succ != nil:
+		reply <- Result{Err: errors.New("the supervisor is upgrading itself (SIGUSR2): upgrade the workers once that is done")}
 	case s.upgrading != nil:
 		s.requested = true
 		s.pending = append(s.pending, reply)
@@ -37,6 +39,7 @@ func (s *Supervisor) startUpgrade(waiters []chan Result) {
 	s.upgrading, s.waiters = g, waiters
 	s.gens = append(s.gens, g)
 	s.log.Info().Int("gen", g.n).Str("binary", g.binary).Msg("upgrade started")
+	s.observe(UpgradeStarted)
 	if err := CheckExecutable(g.binary); err != nil {
 		s.failUpgrade(g, err.Error())
 		return
@@ -75,7 +78,7 @@ func (s *Supervisor) generationReady(g *generation) {
 		Float64("ready_ms", ms(g.readyTime)).Msg("generation ready")
 	if g != s.upgrading {
 		s.clearStore() // a cold start (a rollback) got the stored connections
-		s.readyOnce.Do(func() { close(s.readyCh) })
+		s.firstReady()
 		return
 	}
 	old := s.current
@@ -96,7 +99,7 @@ func (s *Supervisor) generationReady(g *generation) {
 		ev = ev.Int("old_gen", old.n).Ints("old_pids", oldPIDs)
 	}
 	ev.Msg("upgrade succeeded")
-	s.readyOnce.Do(func() { close(s.readyCh) })
+	s.firstReady()
 	if old != nil {
 		s.drain(old) // in handover mode it already is draining
 		s.reapGeneration(old)
@@ -121,11 +124,26 @@ func (s *Supervisor) failUpgrade(g *generation, reason string) {
 	s.finishUpgrade(Result{Gen: g.n, Err: fmt.Errorf("upgrade to generation %d failed: %s", g.n, reason)})
 }
 
+// firstReady marks the first time a generation is ready: the service is up.
+func (s *Supervisor) firstReady() {
+	first := false
+	s.readyOnce.Do(func() { close(s.readyCh); first = true })
+	if first {
+		s.observe(FirstReady)
+	}
+}
+
 // finishUpgrade answers the upgrade's waiters and starts the coalesced next
 // upgrade, if one was asked for.
 func (s *Supervisor) finishUpgrade(r Result) {
 	reply(s.waiters, r)
 	s.waiters = nil
+	readyMS := 0.0
+	if r.Err == nil && s.current != nil {
+		readyMS = ms(s.current.readyTime)
+	}
+	s.recordUpgrade(r, readyMS)
+	s.observe(UpgradeFinished)
 	if s.requested && !s.stopping {
 		next := s.pending
 		s.requested, s.pending = false, nil
@@ -213,6 +231,7 @@ func (s *Supervisor) onStop() {
 	}
 	s.stopping = true
 	s.log.Info().Msg("stopping: draining every generation")
+	defer s.observe(Stopping)
 	reply(s.pending, Result{Err: ErrStopping})
 	s.pending, s.requested = nil, false
 	if g := s.upgrading; g != nil {

@@ -58,6 +58,7 @@ func (s *Supervisor) scheduleRestart(g *generation, sl *slot, w *worker) {
 	s.log.Warn().Int("gen", g.n).Int("slot", sl.index).Int("crashes", sl.crashes).
 		Float64("delay_ms", ms(delay)).Msg("worker restarting")
 	sl.restart = time.AfterFunc(delay, func() { s.send(restartEvent{gen: g, slot: sl}) })
+	s.observe(WorkersChanged)
 }
 
 func (s *Supervisor) onRestart(g *generation, sl *slot) {
@@ -69,7 +70,9 @@ func (s *Supervisor) onRestart(g *generation, sl *slot) {
 	if err := s.startWorker(g, sl); err != nil {
 		s.log.Error().Err(err).Int("gen", g.n).Int("slot", sl.index).Msg("worker restart failed")
 		s.scheduleRestart(g, sl, nil)
+		return
 	}
+	s.observe(WorkersChanged)
 }
 
 // markReady records that w is ready, by READY=1 or by the probe.

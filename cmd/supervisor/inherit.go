@@ -1,0 +1,126 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+
+	"github.com/cloudflare/tableflip"
+	"github.com/procswitch/supervisor/internal/supervisor"
+	"github.com/procswitch/supervisor/listener"
+	"golang.org/x/sys/unix"
+)
+
+// envManifest carries the manifest to the successor, in the environment it
+// inherits; the successor unsets it, so no worker sees it.
+const envManifest = "SUPERVISOR_SUCCESSOR_MANIFEST"
+
+// manifest says what the passed files are.
+type manifest struct {
+	ParentPID int            `json:"parent_pid"`
+	LastGen   int            `json:"last_gen"` // the successor numbers its generations on from here
+	Sockets   []manifestSock `json:"sockets"`
+	Control   bool           `json:"control"`
+	Conns     int            `json:"conns"` // stored connections on the "conns" channel
+}
+
+type manifestSock struct {
+	Name     string `json:"name"`
+	OwnsPath bool   `json:"owns_path"`
+}
+
+// inheritance is what a predecessor passed on; nil when there is none.
+type inheritance struct {
+	parentPID int
+	lastGen   int
+	sockets   []listener.Passed
+	control   *net.UnixListener
+	conns     []supervisor.StoredConn
+}
+
+// takeInheritance reads what the supervisor we replace passed on, if any.
+func takeInheritance(upg *tableflip.Upgrader) (*inheritance, error) {
+	if !upg.HasParent() {
+		return nil, nil
+	}
+	raw := os.Getenv(envManifest)
+	os.Unsetenv(envManifest)
+	var m manifest
+	if err := json.Unmarshal([]byte(raw), &m); err != nil {
+		return nil, fmt.Errorf("self-upgrade: the previous supervisor's manifest %s=%q: %v: is it the same program?", envManifest, raw, err)
+	}
+	in := &inheritance{parentPID: m.ParentPID, lastGen: m.LastGen}
+	for i, s := range m.Sockets {
+		f, err := upg.File("socket/" + strconv.Itoa(i))
+		if err != nil || f == nil {
+			in.close()
+			return nil, fmt.Errorf("self-upgrade: socket %d (%s) missing from what the previous supervisor passed (%v)", i, s.Name, err)
+		}
+		in.sockets = append(in.sockets, listener.Passed{Name: s.Name, File: f, OwnsPath: s.OwnsPath})
+	}
+	if m.Control {
+		f, err := upg.File("control")
+		if err == nil && f != nil {
+			ln, err := net.FileListener(f)
+			f.Close()
+			if ul, ok := ln.(*net.UnixListener); err == nil && ok {
+				in.control = ul
+			}
+		}
+	}
+	if m.Conns > 0 {
+		conns, err := receiveConns(upg)
+		if err != nil {
+			in.close()
+			return nil, fmt.Errorf("self-upgrade: receiving the stored connections: %w", err)
+		}
+		in.conns = conns
+	}
+	return in, nil
+}
+
+func deref(g *supervisor.GenStatus) supervisor.GenStatus {
+	if g == nil {
+		return supervisor.GenStatus{}
+	}
+	return *g
+}
+
+func (in *inheritance) base() int {
+	if in == nil {
+		return 0
+	}
+	return in.lastGen
+}
+
+func (in *inheritance) storedConns() []supervisor.StoredConn {
+	if in == nil {
+		return nil
+	}
+	return in.conns
+}
+
+func (in *inheritance) controlListener() *net.UnixListener {
+	if in == nil {
+		return nil
+	}
+	return in.control
+}
+
+// close releases what was inherited, on a failed start.
+func (in *inheritance) close() {
+	if in == nil {
+		return
+	}
+	for _, s := range in.sockets {
+		s.File.Close()
+	}
+	if in.control != nil {
+		in.control.Close()
+	}
+	for _, c := range in.conns {
+		unix.Close(c.FD)
+	}
+}

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloudflare/tableflip"
+	"github.com/procswitch/supervisor/internal/control"
+	"github.com/procswitch/supervisor/internal/sdnotify"
+	"github.com/procswitch/supervisor/internal/supervisor"
+	"github.com/procswitch/supervisor/listener"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+)
+
+// A self-upgrade (SIGUSR2), nginx-style, through tableflip: the supervisor
+// starts its own binary again (the path it was started from, so a new build
+// installed there) and passes it the listening sockets, the control socket
+// and, in handover mode, the stored client connections. The successor starts
+// its own first generation on them; once that is ready it tells systemd it
+// is the main process now (MAINPID=), rewrites the PID file, and tells this
+// supervisor, which drains its workers and exits. If the successor fails
+// (exits, or is not ready in time), this supervisor goes on serving.
+//
+// What is passed: tableflip files "socket/N" (the set's order) and
+// "control", added once for the supervisor's life (tableflip keeps what it
+// was given: adding them at every attempt would leak a duplicate per failed
+// one); in handover mode, "conns", a seqpacket socket that carries the
+// stored connections (conns.go); and the manifest, in the environment that
+// the successor inherits (inherit.go).
+
+// selfUpgrade runs SIGUSR2 upgrades for one supervisor process.
+type selfUpgrade struct {
+	upg      *tableflip.Upgrader
+	opts     *options
+	sockets  *listener.Set
+	ctl      *control.Server
+	sup      *supervisor.Supervisor
+	sd       *sdnotify.Notifier
+	log      zerolog.Logger
+	reporter *reporter
+
+	passed bool // the sockets and control socket are with tableflip
+
+	mu         sync.Mutex
+	running    bool
+	ready      atomic.Bool // this supervisor's first generation is ready
+	parentGone atomic.Bool // the supervisor this one replaced has exited (or there was none)
+	done       atomic.Bool // handed over to a successor
+}
+
+func (u *selfUpgrade) retired() bool { return u.done.Load() }
+
+// whenReady reports readiness once the first generation is ready: to
+// systemd (READY=1, and MAINPID= when this process replaces another), to
+// the PID file, and to the predecessor, which then drains and exits.
+func (u *selfUpgrade) whenReady(replacing bool) {
+	<-u.sup.Ready()
+	st, _ := u.sup.Status()
+	lines := []string{"READY=1", sdnotify.Status(st.Summary())}
+	if replacing {
+		lines = append([]string{"MAINPID=" + strconv.Itoa(os.Getpid())}, lines...)
+		u.log.Info().Int("pid", os.Getpid()).Str("result", "ok").Msg("self-upgrade: this supervisor is ready and takes over")
+	}
+	if err := writePIDFile(u.opts.pidFile); err != nil {
+		u.log.Error().Err(err).Msg("cannot write the PID file")
+	}
+	if err := u.sd.Send(lines...); err != nil {
+		u.log.Warn().Err(err).Msg("cannot notify systemd")
+	}
+	if err := u.upg.Ready(); err != nil {
+		u.log.Warn().Err(err).Msg("self-upgrade: cannot tell the previous supervisor that this one is ready")
+	}
+	u.ready.Store(true)
+	if replacing {
+		if err := u.upg.WaitForParent(context.Background()); err != nil {
+			u.log.Warn().Err(err).Msg("self-upgrade: the previous supervisor did not exit cleanly")
+		}
+	}
+	u.parentGone.Store(true)
+}
+
+// run is one SIGUSR2: pass everything to a new supervisor process and, once
+// it is ready, drain this one's workers and exit.
+func (u *selfUpgrade) run() {
+	u.mu.Lock()
+	if u.running {
+		u.mu.Unlock()
+		u.log.Warn().Msg("self-upgrade already running: SIGUSR2 ignored")
+		return
+	}
+	u.running = true
+	u.mu.Unlock()
+	defer func() { u.mu.Lock(); u.running = false; u.mu.Unlock() }()
+
+	switch {
+	case !u.ready.Load():
+		u.failed(errors.New("this supervisor's first generation is not ready yet: send SIGUSR2 again once it is"))
+		return
+	case !u.parentGone.Load():
+		u.failed(errors.New("the supervisor this one replaced is still draining its workers: send SIGUSR2 again once it has exited"))
+		return
+	}
+	exe, _ := os.Executable()
+	u.log.Info().Str("binary", os.Args[0]).Str("running", exe).Msg("self-upgrade started")
+	u.sd.Send(append(sdnotify.Reloading(), sdnotify.Status("upgrading the supervisor itself"))...)
+	// Handover mode: the worker saves and stores its connections first;
+	// the successor's first generation restores them.
+	conns, err := u.sup.SaveForSuccessor()
+	if err != nil {
+		u.failed(err)
+		return
+	}
+	began := time.Now()
+	ch, err := u.pass(conns) // takes the conns' fds over
+	if err == nil {
+		// The successor inherits our environment: its WATCHDOG_PID check
+		// accepts its parent.
+		os.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
+		err = u.upg.Upgrade()
+		os.Unsetenv(envManifest)
+		if err != nil {
+			if sendErr := ch.abort(); sendErr != nil { // closes what the dead successor did not take
+				err = fmt.Errorf("%w (passing the stored connections: %v)", err, sendErr)
+			}
+		} else if sendErr := ch.close(); sendErr != nil {
+			u.log.Error().Err(sendErr).Msg("self-upgrade: passing the stored connections")
+		}
+	}
+	if err != nil {
+		if u.opts.mode == "handover" {
+			u.sup.Resume(err.Error())
+		}
+		u.failed(err)
+		return
+	}
+	if u.opts.mode == "handover" {
+		u.sup.Release()
+		u.log.Info().Int("connections", len(conns)).Float64("successor_ready_ms", float64(time.Since(began).Microseconds())/1000).
+			Msg("self-upgrade: the new supervisor's worker restored the snapshot and connections")
+	}
+	u.done.Store(true)
+	u.reporter.quiet.Store(true)
+	u.sockets.HandedOn()
+	if u.ctl != nil {
+		u.ctl.HandOver()
+		u.ctl.Close()
+	}
+	u.log.Info().Str("result", "ok").Msg("self-upgrade succeeded: the new supervisor serves; draining this one's workers")
+	u.sup.Stop()
+}
+
+func (u *selfUpgrade) failed(err error) {
+	reason := err.Error()
+	if strings.Contains(reason, "no child processes") {
+		// The reaper collected it first; its exit status is logged as "reaped orphan".
+		reason = "the new supervisor exited before it was ready: its own output says why"
+	}
+	u.log.Error().Str("reason", reason).Str("result", "failed").
+		Msg("self-upgrade failed: this supervisor goes on serving")
+	st, _ := u.sup.Status()
+	u.sd.Send("MAINPID="+strconv.Itoa(os.Getpid()), "READY=1",
+		sdnotify.Status(st.Summary()+"; supervisor self-upgrade FAILED: "+reason))
+}
+
+// pass prepares what the successor needs: the files (once), the stored
+// connections' channel, and the manifest in our environment. The returned
+// channel is nil outside handover mode.
+func (u *selfUpgrade) pass(conns []supervisor.StoredConn) (*connChannel, error) {
+	if !u.passed {
+		defer func() {
+			if !u.passed {
+				closeStored(conns)
+			}
+		}()
+		for i, s := range u.sockets.Sockets {
+			if err := addFD(u.upg, "socket/"+strconv.Itoa(i), s.FD()); err != nil {
+				return nil, fmt.Errorf("passing socket %s: %w", s.Name, err)
+			}
+		}
+		if u.ctl != nil {
+			f, err := u.ctl.Listener().File() // a duplicate; the listener keeps its mode
+			if err == nil {
+				err = u.upg.AddFile("control", f)
+				f.Close()
+			}
+			if err != nil {
+				return nil, fmt.Errorf("passing the control socket: %w", err)
+			}
+		}
+		u.passed = true
+	}
+	m := manifest{ParentPID: os.Getpid(), Control: u.ctl != nil}
+	if st, ok := u.sup.Status(); ok {
+		for _, g := range append(st.Draining, deref(st.Current), deref(st.Upgrading)) {
+			m.LastGen = max(m.LastGen, g.Gen)
+		}
+	}
+	for _, s := range u.sockets.Sockets {
+		m.Sockets = append(m.Sockets, manifestSock{Name: s.Name, OwnsPath: s.OwnsPath})
+	}
+	var ch *connChannel
+	if u.opts.mode == "handover" {
+		var err error
+		if ch, err = sendConns(u.upg, conns); err != nil {
+			return nil, fmt.Errorf("passing the stored connections: %w", err)
+		}
+		m.Conns = len(conns)
+	}
+	b, _ := json.Marshal(m) // plain data: cannot fail
+	os.Setenv(envManifest, string(b))
+	return ch, nil
+}
+
+// addFD passes a duplicate of fd under name.
+func addFD(upg *tableflip.Upgrader, name string, fd int) error {
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(dup), name)
+	defer f.Close()
+	return upg.AddFile(name, f)
+}

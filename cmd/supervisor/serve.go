@@ -1,0 +1,251 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cloudflare/tableflip"
+	"github.com/procswitch/supervisor/internal/control"
+	"github.com/procswitch/supervisor/internal/sdnotify"
+	"github.com/procswitch/supervisor/internal/supervisor"
+	"github.com/procswitch/supervisor/listener"
+	"github.com/rs/zerolog"
+)
+
+// serve opens the sockets (or takes them from the supervisor this one
+// replaces), runs the workers and handles signals and control requests
+// until a stop has drained them all, or until a successor supervisor has
+// taken over and this one's workers have drained.
+func serve(opts *options, log zerolog.Logger) error {
+	signals := make(chan os.Signal, 16)
+	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2)
+	defer signal.Stop(signals)
+
+	sd, err := sdnotify.FromEnv()
+	if err != nil {
+		return err
+	}
+	defer sd.Close()
+	upg, err := tableflip.New(tableflip.Options{UpgradeTimeout: opts.readyTimeout*time.Duration(opts.workers) + 10*time.Second})
+	if err != nil {
+		return fmt.Errorf("self-upgrade: %w", err)
+	}
+	defer upg.Stop()
+	inherited, err := takeInheritance(upg)
+	if err != nil {
+		return err
+	}
+
+	var sockets *listener.Set
+	if inherited != nil {
+		sockets, err = listener.Inherit(opts.listen, inherited.sockets)
+	} else {
+		sockets, err = listener.Open(opts.listen)
+	}
+	if err != nil {
+		inherited.close()
+		return err
+	}
+	defer sockets.Close()
+	for _, s := range sockets.Sockets {
+		log.Info().Str("name", s.Name).Str("network", s.Network).Str("addr", s.Addr.String()).
+			Bool("inherited", s.Inherited).Msg("listening")
+	}
+	runtimeDir, cleanup, err := makeRuntimeDir(opts.runtimeDir)
+	if err != nil {
+		inherited.close()
+		return err
+	}
+	defer cleanup()
+
+	r := &reporter{sd: sd, log: log}
+	sup, err := supervisor.New(supervisor.Config{
+		Path:         opts.command[0],
+		Args:         opts.command[1:],
+		Workers:      opts.workers,
+		Ready:        opts.ready,
+		ReadyTimeout: opts.readyTimeout,
+		DrainSignal:  opts.drainSignal,
+		DrainTimeout: opts.drainTimeout,
+		Watchdog:     opts.watchdog,
+		RestartMin:   opts.restartMin,
+		RestartMax:   opts.restartMax,
+		Handover:     opts.mode == "handover",
+		SnapshotPath: opts.snapshot,
+		Sockets:      sockets,
+		RuntimeDir:   runtimeDir,
+		Shim:         "/proc/self/exe",
+		Stored:       inherited.storedConns(),
+		LastGen:      inherited.base(),
+		Log:          log,
+		Observe:      r.observe,
+	})
+	if err != nil {
+		inherited.close()
+		return err
+	}
+
+	var ctl *control.Server
+	if ln := inherited.controlListener(); ln != nil {
+		ctl = control.NewServer(ln, opts.control, sup, log)
+	} else if opts.control != "" {
+		ln, err := control.Listen(opts.control)
+		if err != nil {
+			return err
+		}
+		ctl = control.NewServer(ln, opts.control, sup, log)
+	}
+	if ctl != nil {
+		defer ctl.Close()
+	}
+	ev := log.Info().Int("pid", os.Getpid()).Str("worker", opts.command[0]).Int("workers", opts.workers).
+		Str("ready", opts.ready.String()).Str("mode", opts.mode).Str("control", opts.control)
+	if inherited != nil {
+		ev = ev.Int("replacing_pid", inherited.parentPID)
+	}
+	ev.Msg("supervisor started")
+
+	self := &selfUpgrade{upg: upg, opts: opts, sockets: sockets, ctl: ctl, sup: sup, sd: sd, log: log, reporter: r}
+	go self.whenReady(inherited != nil)
+	go r.watchdog(os.Getppid(), sup)
+	go func() {
+		for sig := range signals {
+			switch {
+			case self.retired():
+				log.Warn().Str("signal", sig.String()).
+					Msg("ignored: this supervisor has handed over to its successor and is only draining its workers")
+			case sig == syscall.SIGHUP:
+				log.Info().Msg("SIGHUP: upgrading")
+				sup.Upgrade()
+			case sig == syscall.SIGUSR2:
+				log.Info().Msg("SIGUSR2: upgrading the supervisor itself")
+				go self.run()
+			default:
+				log.Info().Str("signal", sig.String()).Msg("stop requested")
+				sup.Stop()
+			}
+		}
+	}()
+	if err := sup.Run(); err != nil {
+		return err
+	}
+	if self.retired() {
+		log.Info().Msg("stopped: the successor supervisor serves")
+		return nil
+	}
+	removePIDFile(opts.pidFile)
+	log.Info().Msg("stopped")
+	return nil
+}
+
+// reporter tells systemd (when it started us) what the supervisor does.
+type reporter struct {
+	sd    *sdnotify.Notifier
+	log   zerolog.Logger
+	quiet atomic.Bool // set once a successor reports instead
+}
+
+func (r *reporter) observe(c supervisor.Change, st supervisor.Status) {
+	if r.quiet.Load() {
+		return
+	}
+	var lines []string
+	switch c {
+	case supervisor.UpgradeStarted:
+		lines = append(sdnotify.Reloading(), sdnotify.Status(st.Summary()))
+	case supervisor.UpgradeFinished:
+		lines = []string{"READY=1", sdnotify.Status(st.Summary())}
+	case supervisor.Stopping:
+		lines = []string{"STOPPING=1", sdnotify.Status(st.Summary())}
+	case supervisor.WorkersChanged:
+		lines = []string{sdnotify.Status(st.Summary())}
+	case supervisor.FirstReady:
+		return // whenReady says READY=1, after the PID file is written
+	}
+	if err := r.sd.Send(lines...); err != nil {
+		r.log.Warn().Err(err).Msg("cannot notify systemd")
+	}
+}
+
+// watchdog pings systemd's watchdog while the loop answers: a supervisor
+// whose loop hangs stops pinging, and systemd restarts it.
+func (r *reporter) watchdog(parentPID int, sup *supervisor.Supervisor) {
+	every := sdnotify.WatchdogInterval(parentPID)
+	if every == 0 || !r.sd.Enabled() {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for range t.C {
+		if _, ok := sup.Status(); !ok {
+			return
+		}
+		if !r.quiet.Load() {
+			r.sd.Send("WATCHDOG=1")
+		}
+	}
+}
+
+// writePIDFile writes our PID to path atomically: a temporary file in the
+// same directory, renamed over it.
+func writePIDFile(path string) error {
+	if path == "" {
+		return nil
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("--pid-file: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.WriteString(strconv.Itoa(os.Getpid()) + "\n")
+	if err2 := tmp.Close(); err == nil {
+		err = err2
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("--pid-file: %w", err)
+	}
+	return nil
+}
+
+// removePIDFile removes the PID file if it still names us.
+func removePIDFile(path string) {
+	if path == "" {
+		return
+	}
+	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
+		os.Remove(path)
+	}
+}
+
+// makeRuntimeDir returns the directory for notify sockets: the one given,
+// systemd's RuntimeDirectory=, or a private temporary one removed at exit.
+func makeRuntimeDir(dir string) (string, func(), error) {
+	if dir == "" {
+		// systemd joins several RuntimeDirectory= entries with ':'.
+		dir, _, _ = strings.Cut(os.Getenv("RUNTIME_DIRECTORY"), ":")
+	}
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return "", nil, fmt.Errorf("runtime directory: %w", err)
+		}
+		return dir, func() {}, nil
+	}
+	dir, err := os.MkdirTemp("", "supervisor-")
+	if err != nil {
+		return "", nil, fmt.Errorf("runtime directory: %w (set --runtime-dir)", err)
+	}
+	return dir, func() { os.RemoveAll(dir) }, nil
+}

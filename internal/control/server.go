@@ -1,0 +1,234 @@
+package control
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/procswitch/supervisor/internal/supervisor"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+)
+
+// Limits on what a client may do to the server.
+const (
+	MaxRequest     = 4096            // bytes in a request line
+	RequestTimeout = 5 * time.Second // to send the whole request line
+	MaxConns       = 16              // connections served at once; more are turned away
+)
+
+// Supervisor is what the control socket drives.
+type Supervisor interface {
+	Status() (supervisor.Status, bool)
+	Upgrade() <-chan supervisor.Result
+	Stop()
+}
+
+// Server serves the control socket.
+type Server struct {
+	ln    *net.UnixListener
+	path  string
+	sup   Supervisor
+	log   zerolog.Logger
+	slots chan struct{}
+	wg    sync.WaitGroup
+
+	mu       sync.Mutex
+	keepFile bool // the socket file now belongs to a successor: do not remove it
+}
+
+// Listen creates the control socket at path, mode 0600. A stale socket file
+// (nobody listening) is replaced; a live one is an error: another
+// supervisor uses it.
+func Listen(path string) (*net.UnixListener, error) {
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("control socket %s is in use: is another supervisor running? Give this one its own --control PATH", path)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("control socket %s: a file that is not a socket is in the way: remove it or choose another --control PATH", path)
+		}
+		os.Remove(path)
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	ln.SetUnlinkOnClose(false) // Close decides, below
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	return ln, nil
+}
+
+// NewServer serves requests on ln, which Listen made or a predecessor
+// passed on, until Close.
+func NewServer(ln *net.UnixListener, path string, sup Supervisor, log zerolog.Logger) *Server {
+	ln.SetUnlinkOnClose(false)
+	s := &Server{ln: ln, path: path, sup: sup, log: log, slots: make(chan struct{}, MaxConns)}
+	s.wg.Add(1)
+	go s.serve()
+	return s
+}
+
+// Listener is the server's socket, to pass on to a successor.
+func (s *Server) Listener() *net.UnixListener { return s.ln }
+
+// HandOver marks the socket file as the successor's: Close leaves it.
+func (s *Server) HandOver() {
+	s.mu.Lock()
+	s.keepFile = true
+	s.mu.Unlock()
+}
+
+// Close stops accepting and removes the socket file, unless it was handed
+// over. Connections being served (an upgrade --wait) are cut.
+func (s *Server) Close() error {
+	err := s.ln.Close()
+	s.mu.Lock()
+	keep := s.keepFile
+	s.mu.Unlock()
+	if !keep {
+		os.Remove(s.path)
+	}
+	s.wg.Wait()
+	return err
+}
+
+func (s *Server) serve() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.AcceptUnix()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of fds, say: back off rather than spin, and go on.
+			s.log.Warn().Err(err).Msg("control socket: accept failed")
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		select {
+		case s.slots <- struct{}{}:
+			go func() {
+				defer func() { <-s.slots }()
+				s.handle(c)
+			}()
+		default:
+			s.log.Warn().Msg("control socket: too many connections at once; one turned away")
+			writeResponse(c, Response{Error: "busy: too many control connections at once; try again"})
+			c.Close()
+		}
+	}
+}
+
+// handle serves one connection: check the peer, read one request, answer.
+func (s *Server) handle(c *net.UnixConn) {
+	defer c.Close()
+	cred, err := peerCred(c)
+	if err != nil {
+		s.log.Warn().Err(err).Msg("control socket: cannot read the peer's credentials: refused")
+		return
+	}
+	if cred.Uid != 0 && int(cred.Uid) != os.Getuid() {
+		s.log.Warn().Int("uid", int(cred.Uid)).Int("pid", int(cred.Pid)).
+			Msg("control request refused: only root and the supervisor's own user may use the control socket")
+		writeResponse(c, Response{Error: fmt.Sprintf("permission denied: uid %d is neither root nor the supervisor's user", cred.Uid)})
+		return
+	}
+	req, err := readRequest(c)
+	if err != nil {
+		s.log.Warn().Err(err).Int("uid", int(cred.Uid)).Int("pid", int(cred.Pid)).Msg("control request refused")
+		writeResponse(c, Response{Error: err.Error()})
+		return
+	}
+	s.log.Info().Str("cmd", req.Cmd).Bool("wait", req.Wait).Int("uid", int(cred.Uid)).Int("pid", int(cred.Pid)).
+		Msg("control request")
+	writeResponse(c, s.answer(req, c))
+}
+
+func (s *Server) answer(req Request, c *net.UnixConn) Response {
+	switch req.Cmd {
+	case CmdStatus:
+		st, ok := s.sup.Status()
+		if !ok {
+			return Response{Error: "the supervisor is shutting down"}
+		}
+		return Response{OK: true, Status: &st}
+	case CmdStop:
+		s.sup.Stop()
+		return Response{OK: true}
+	case CmdUpgrade:
+		result := s.sup.Upgrade()
+		if !req.Wait {
+			return Response{OK: true}
+		}
+		c.SetDeadline(time.Time{})
+		r := <-result
+		if r.Err != nil {
+			return Response{Gen: r.Gen, Error: r.Err.Error()}
+		}
+		return Response{OK: true, Gen: r.Gen}
+	}
+	return Response{Error: fmt.Sprintf("unknown command %q: use status, upgrade or stop", req.Cmd)}
+}
+
+// readRequest reads one bounded JSON request line within RequestTimeout.
+func readRequest(c *net.UnixConn) (Request, error) {
+	c.SetReadDeadline(time.Now().Add(RequestTimeout))
+	r := bufio.NewReaderSize(c, 512)
+	var line []byte
+	for {
+		chunk, isPrefix, err := r.ReadLine()
+		line = append(line, chunk...)
+		if len(line) > MaxRequest {
+			return Request{}, fmt.Errorf("request longer than %d bytes", MaxRequest)
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return Request{}, fmt.Errorf("no complete request within %v", RequestTimeout)
+			}
+			return Request{}, fmt.Errorf("reading the request: %w", err)
+		}
+		if !isPrefix {
+			break
+		}
+	}
+	var req Request
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return Request{}, fmt.Errorf("malformed request (want one JSON line such as {\"cmd\":\"status\"}): %v", err)
+	}
+	return req, nil
+}
+
+func writeResponse(c net.Conn, r Response) {
+	b, _ := json.Marshal(r)
+	c.SetWriteDeadline(time.Now().Add(RequestTimeout))
+	c.Write(append(b, '\n'))
+}
+
+func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	return cred, credErr
+}

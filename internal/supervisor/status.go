@@ -1,0 +1,184 @@
+package supervisor
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"os"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Status is what the supervisor runs, as `supervisor ctl status` shows it
+// and systemd's STATUS= line sums it up.
+type Status struct {
+	PID         int            `json:"pid"`
+	Mode        string         `json:"mode"` // overlap or handover
+	Current     *GenStatus     `json:"current,omitempty"`
+	Upgrading   *GenStatus     `json:"upgrading,omitempty"`
+	Draining    []GenStatus    `json:"draining,omitempty"`
+	LastUpgrade *UpgradeStatus `json:"last_upgrade,omitempty"`
+	Stopping    bool           `json:"stopping,omitempty"`
+}
+
+// GenStatus describes one generation.
+type GenStatus struct {
+	Gen     int            `json:"gen"`
+	Phase   string         `json:"phase"`
+	Binary  string         `json:"binary"`
+	Version string         `json:"version,omitempty"` // sha256 of the binary, 12 hex digits
+	ReadyMS float64        `json:"ready_ms,omitempty"`
+	Workers []WorkerStatus `json:"workers"`
+}
+
+// WorkerStatus describes one worker process.
+type WorkerStatus struct {
+	PID      int    `json:"pid"`
+	Ready    bool   `json:"ready"`
+	Status   string `json:"status,omitempty"` // its last STATUS=
+	Restarts int    `json:"restarts,omitempty"`
+}
+
+// UpgradeStatus is the result of the last finished upgrade.
+type UpgradeStatus struct {
+	Gen     int       `json:"gen"`
+	OK      bool      `json:"ok"`
+	Reason  string    `json:"reason,omitempty"`
+	At      time.Time `json:"at"`
+	ReadyMS float64   `json:"ready_ms,omitempty"`
+}
+
+// Summary is the status in one line, for systemd's STATUS=.
+func (st Status) Summary() string {
+	line := ""
+	if g := st.Current; g != nil {
+		line = "generation " + strconv.Itoa(g.Gen) + " " + g.Phase + ": pid"
+		if len(g.Workers) != 1 {
+			line += "s"
+		}
+		for i, w := range g.Workers {
+			if i > 0 {
+				line += ","
+			}
+			line += " " + strconv.Itoa(w.PID)
+		}
+		if g.Version != "" {
+			line += ", version " + g.Version
+		}
+	} else {
+		line = "no generation serving"
+	}
+	if g := st.Upgrading; g != nil {
+		line += "; upgrading to generation " + strconv.Itoa(g.Gen)
+	}
+	if u := st.LastUpgrade; u != nil {
+		if u.OK {
+			line += "; last upgrade: generation " + strconv.Itoa(u.Gen) + " ok"
+		} else {
+			line += "; last upgrade FAILED: " + u.Reason
+		}
+	}
+	if st.Stopping {
+		line += "; stopping"
+	}
+	return line
+}
+
+// Change is what an observer (Config.Observe) is told.
+type Change int
+
+const (
+	FirstReady      Change = iota // the first generation is ready
+	UpgradeStarted                // a new generation is starting beside the current one
+	UpgradeFinished               // an upgrade ended; Status.LastUpgrade says how
+	WorkersChanged                // a worker crashed or was restarted
+	Stopping                      // a stop began
+)
+
+type statusRequest struct{ reply chan Status }
+
+// versionEvent carries the hash of a generation's binary, computed off the loop.
+type versionEvent struct {
+	gen     *generation
+	version string
+}
+
+// Status returns what the supervisor runs now; ok is false once Run has
+// returned.
+func (s *Supervisor) Status() (st Status, ok bool) {
+	reply := make(chan Status, 1)
+	if !s.send(statusRequest{reply: reply}) {
+		return Status{}, false
+	}
+	return <-reply, true
+}
+
+// status builds the Status; it runs on the loop.
+func (s *Supervisor) status() Status {
+	st := Status{PID: os.Getpid(), Mode: "overlap", LastUpgrade: s.lastUpgrade, Stopping: s.stopping}
+	if s.cfg.Handover {
+		st.Mode = "handover"
+	}
+	for _, g := range s.gens {
+		gs := g.status()
+		switch {
+		case g == s.current:
+			st.Current = &gs
+		case g == s.upgrading:
+			st.Upgrading = &gs
+		case g.phase == draining && g.alive() > 0:
+			st.Draining = append(st.Draining, gs)
+		}
+	}
+	return st
+}
+
+func (g *generation) status() GenStatus {
+	gs := GenStatus{Gen: g.n, Phase: g.phase.String(), Binary: g.binary, Version: g.version,
+		ReadyMS: ms(g.readyTime), Workers: []WorkerStatus{}}
+	for _, sl := range g.slots {
+		if w := sl.worker; w != nil {
+			gs.Workers = append(gs.Workers, WorkerStatus{PID: w.pid(), Ready: w.ready, Status: w.status, Restarts: sl.restarts})
+		}
+	}
+	return gs
+}
+
+// observe tells the observer, if any, about a change.
+func (s *Supervisor) observe(c Change) {
+	if s.cfg.Observe != nil {
+		s.cfg.Observe(c, s.status())
+	}
+}
+
+// recordUpgrade keeps the result of a finished upgrade for Status.
+func (s *Supervisor) recordUpgrade(r Result, readyMS float64) {
+	u := &UpgradeStatus{Gen: r.Gen, OK: r.Err == nil, At: time.Now(), ReadyMS: readyMS}
+	if r.Err != nil {
+		u.Reason = r.Err.Error()
+	}
+	s.lastUpgrade = u
+}
+
+// hashBinary computes g's version off the loop, from a duplicate of the
+// held binary's fd (the loop may close its own meanwhile).
+func (s *Supervisor) hashBinary(g *generation) {
+	if g.exe == nil {
+		return
+	}
+	fd, err := unix.FcntlInt(uintptr(g.exe.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	go func() {
+		f := os.NewFile(uintptr(fd), g.binary)
+		defer f.Close()
+		h := sha256.New()
+		if _, err := io.Copy(h, io.NewSectionReader(f, 0, 1<<40)); err != nil {
+			return
+		}
+		s.send(versionEvent{gen: g, version: hex.EncodeToString(h.Sum(nil))[:12]})
+	}()
+}
