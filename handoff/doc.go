@@ -50,6 +50,52 @@
 // timeout is killed. SUPERVISOR_GENERATION is the worker's generation
 // number, 1 for the first.
 //
+// # Handover mode
+//
+// With --mode handover the supervisor moves a stateful worker's state and
+// its clients' connections to the next worker (data separated from logic:
+// the players are data, the handlers are logic). The worker is started with
+// SUPERVISOR_MODE=handover and SUPERVISOR_SNAPSHOT, the snapshot file's
+// path. An upgrade, from the workers' side:
+//
+//  1. The new worker starts while the old one serves, with
+//     SUPERVISOR_HANDOVER_FD: a SOCK_SEQPACKET connection to the supervisor.
+//     It initialises (and grows its fd table, so that the connections to
+//     come find room) and writes WAITING on it.
+//  2. The old worker gets the drain signal. It stops serving, saves its state
+//     to the snapshot atomically, stores its connections with the
+//     supervisor's fd store (below) and sends HANDOVER=saved, then
+//     BARRIER=1, and exits once the barrier returns.
+//  3. The supervisor drops the stored connections whose peer hung up, passes
+//     the rest on the handover connection ("FDS name:name:..." messages with
+//     up to 250 fds each; every such message, and GO, comes after the
+//     snapshot is committed) and writes GO. The new worker restores the
+//     snapshot, resumes the connections by name, and sends READY=1. If the
+//     supervisor closes the handover connection before GO instead, the
+//     upgrade was called off (ErrHandoverAborted).
+//  4. If the new worker fails before READY=1, the supervisor starts the old
+//     binary again on the same snapshot, passing the stored connections
+//     among LISTEN_FDS with their names: a cold start, as a first start or a
+//     restart after a crash is, and as systemd passes its fd store.
+//
+// # Storing connections
+//
+// A worker stores a connection as systemd's fd store takes one: a notify
+// datagram "FDSTORE=1\nFDNAME=name" with the fd attached (SCM_RIGHTS).
+// systemd, and the supervisor, accept several fds in one datagram, all
+// under that one name. The kernel passes at most 253 fds in a datagram and
+// systemd reads at most 4096 bytes, so a thousand connections take four
+// datagrams instead of a thousand (the notify socket queues only ten:
+// net.unix.max_dgram_qlen).
+//
+// The supervisor's extension: when the fds of one datagram need a name
+// each, FDNAME lists them, colon-separated, one per fd in order:
+// "FDNAME=c0:c1:c2". A name may not contain ':' in systemd, which refuses
+// such an FDNAME (and keeps the fds under its default name, "stored"), so a
+// list cannot be mistaken for a systemd name. A list whose length is not
+// the number of fds is refused the same way. StoreConn sends systemd's
+// form, StoreConns the list only when the names differ.
+//
 // # The Go API
 //
 // New reads and then unsets that environment (so the worker's own children
@@ -76,4 +122,28 @@
 //	if err := handoff.ServeHTTP(srv, ln, w.Draining()); err != nil {
 //		log.Fatal(err)
 //	}
+//
+// A stateful worker in handover mode describes its state with State: a
+// Restore and a Save function (the snapshot's format is the worker's own;
+// package state writes one atomically, with checksums and schema
+// versions), a Resume function that takes over the connections handed over
+// by name, and an autosave period. State.Start waits for the handover and
+// restores, State.Ready starts the autosaves, and State.HandOver, once the
+// drain signal came and the worker stopped serving, saves and hands the
+// connections over (outside handover mode it saves for a shutdown):
+//
+//	st := &handoff.State{Worker: w, Autosave: 5 * time.Second,
+//		Restore: game.Load, Resume: game.Resume, Save: game.Save}
+//	if err := st.Start(ctx); err != nil {
+//		log.Fatal(err)
+//	}
+//	st.Ready()
+//	<-w.Draining()
+//	conns := game.Stop() // the sessions' connections, each named
+//	if err := st.HandOver(conns); err != nil {
+//		log.Fatal(err)
+//	}
+//
+// AwaitHandover, StoreConns, HandoverSaved and the Handover* constants are
+// the steps State takes, for a worker that takes them itself.
 package handoff

@@ -48,4 +48,9 @@ func (d *drainWatch) stop() {
 // signal: SUPERVISOR_DRAIN_SIGNAL (SIGTERM when unset), SIGTERM or SIGINT.
 // The worker should then close its listeners, finish what is in flight and
 // exit; ServeHTTP does this for an HTTP server.
-func (w *Worker) Draining() <-chan struct{} { return w.drain.draining }
+func (w *Worker) Draining() <-chan struct{} {
+	if w.drain == nil { // a Worker not made by New
+		return nil
+	}
+	return w.drain.draining
+}

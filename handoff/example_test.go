@@ -1,10 +1,20 @@
 package handoff_test
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/procswitch/supervisor/handoff"
@@ -81,6 +91,162 @@ func ExampleServeHTTP() {
 	}()
 	w.Ready()
 	if err := handoff.ServeHTTP(srv, ln, w.Draining()); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// A stateful worker keeps its data in a State: restored at start, saved
+// when it is told to stop (and, under the supervisor in handover mode,
+// handed to the next worker with its connections). Here the worker runs on
+// its own, twice: the second run restores what the first saved. The signal
+// it sends itself stands in for the supervisor's drain signal.
+func ExampleState() {
+	dir, err := os.MkdirTemp("", "example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "snapshot")
+	for range 2 {
+		runCounter(path)
+	}
+	// Output:
+	// no snapshot: a first start
+	// serving; counted to 3
+	// saving 3 (shutdown)
+	// restored 3
+	// serving; counted to 6
+	// saving 6 (shutdown)
+}
+
+// runCounter is a worker whose state is one counter.
+func runCounter(path string) {
+	w, err := handoff.New()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer w.Close()
+	var count int
+	st := &handoff.State{
+		Worker: w,
+		Path:   path, // under the supervisor: "" for its --snapshot
+		Restore: func(path string) error {
+			b, err := os.ReadFile(path)
+			if errors.Is(err, fs.ErrNotExist) {
+				fmt.Println("no snapshot: a first start")
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			count, err = strconv.Atoi(string(b))
+			fmt.Println("restored", count)
+			return err
+		},
+		Resume: func(conns []handoff.Conn) {
+			// Serve each connection handed over, found by its name.
+		},
+		Save: func(ctx context.Context, path string, kind handoff.SaveKind) error {
+			fmt.Printf("saving %d (%v)\n", count, kind)
+			return writeAtomically(path, []byte(strconv.Itoa(count)))
+		},
+	}
+	if err := st.Start(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+	if err := st.Ready(); err != nil {
+		log.Fatal(err)
+	}
+	count += 3 // serving
+	fmt.Println("serving; counted to", count)
+	syscall.Kill(os.Getpid(), syscall.SIGTERM) // as the supervisor would
+	<-w.Draining()
+	// Stop serving, then:
+	if err := st.HandOver(nil); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// writeAtomically writes a file so that a crash leaves the old one whole;
+// package state does this (and more) for real snapshots.
+func writeAtomically(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// Autosaves bound what a crash loses: State saves every Autosave once the
+// worker is ready, concurrently with its service, until HandOver, which
+// abandons an autosave in progress (its context ends) before the last save.
+func ExampleState_autosave() {
+	w, err := handoff.New()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer w.Close()
+	var mu sync.Mutex // the data: the service and the autosaves share it
+	players := map[string]int{"alice": 100}
+	autosaved := make(chan struct{}, 1)
+	st := &handoff.State{
+		Worker:   w,
+		Path:     filepath.Join(os.TempDir(), "example-autosave"),
+		Autosave: 10 * time.Millisecond,
+		Restore:  func(path string) error { return nil },
+		Save: func(ctx context.Context, path string, kind handoff.SaveKind) error {
+			mu.Lock()
+			b, err := json.Marshal(players) // a copy, taken under the lock
+			mu.Unlock()
+			if err != nil {
+				return err
+			}
+			if kind == handoff.SaveAutosave {
+				select {
+				case autosaved <- struct{}{}:
+				default:
+				}
+				return nil // a real worker writes b, and stops early when ctx ends
+			}
+			fmt.Printf("%v: %s\n", kind, b)
+			return nil
+		},
+	}
+	if err := st.Start(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+	st.Ready()
+	mu.Lock()
+	players["alice"] += 5
+	mu.Unlock()
+	<-autosaved
+	fmt.Println("autosaved while serving")
+	if err := st.HandOver(nil); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// autosaved while serving
+	// shutdown: {"alice":105}
+}
+
+// StoreConns hands many connections to the supervisor's fd store at once,
+// each under its own name, for the next worker (State.HandOver calls it).
+// The next worker finds them by name in AwaitHandover, or in its
+// State.Resume.
+func ExampleWorker_StoreConns() {
+	w, err := handoff.New()
+	if err != nil {
+		log.Fatal(err)
+	}
+	var sessions map[string]net.Conn // the worker's live connections, by session id
+	conns := make([]handoff.Conn, 0, len(sessions))
+	for id, c := range sessions {
+		conns = append(conns, handoff.Conn{Name: id, Conn: c})
+	}
+	if err := w.StoreConns(conns); err != nil {
+		log.Print(err) // the connections it names were not stored
+	}
+	if err := w.HandoverSaved(); err != nil {
 		log.Fatal(err)
 	}
 }

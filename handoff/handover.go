@@ -4,18 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// Conn is a client connection handed over from the previous worker, under
-// the name that worker stored it with.
+// Conn is a client connection with a name: the one a worker stores it
+// under (StoreConns, State.HandOver), by which the next worker finds it
+// (AwaitHandover, State.Resume), such as its session's id.
 type Conn struct {
 	Name string
 	net.Conn
@@ -24,7 +27,7 @@ type Conn struct {
 // HandoverMode reports whether the supervisor runs this worker in handover
 // mode (--mode handover): it then restores its state from SnapshotPath at
 // start and, on the drain signal, saves it there and hands its connections
-// over with StoreConn and HandoverSaved.
+// over with StoreConns and HandoverSaved; State does all of that.
 func (w *Worker) HandoverMode() bool { return os.Getenv(EnvMode) == ModeHandover }
 
 // SnapshotPath is where the worker restores its state from and saves it to;
@@ -37,7 +40,8 @@ var ErrHandoverAborted = errors.New("handoff: handover aborted by the supervisor
 
 // AwaitHandover returns the connections handed over from the previous
 // worker. Call it once the worker is initialised, before it restores its
-// state and before it accepts.
+// state and before it accepts. (State.Start calls it, and restores while
+// the last connections are still being made ready.)
 //
 // In a worker started ahead of a handover it says WAITING to the supervisor
 // and blocks, while the previous worker still serves, until that worker has
@@ -46,70 +50,154 @@ var ErrHandoverAborted = errors.New("handoff: handover aborted by the supervisor
 // it returns at once with the connections passed among LISTEN_FDS, if any.
 // ctx bounds the wait.
 func (w *Worker) AwaitHandover(ctx context.Context) ([]Conn, error) {
-	conns := w.passedConns()
+	conns, pending, err := w.awaitHandover(ctx)
+	return append(conns, pending.wait()...), err
+}
+
+// awaitHandover is AwaitHandover, except that on GO it returns before the
+// fds received are all connections: pending.wait waits for the rest. The
+// snapshot is committed by then, so the caller may restore meanwhile.
+func (w *Worker) awaitHandover(ctx context.Context) (conns []Conn, pending *converter, err error) {
+	pending = new(converter)
+	conns = w.passedConns()
 	fdStr := os.Getenv(EnvHandoverFD)
 	if fdStr == "" {
-		return conns, nil
+		return conns, pending, nil
 	}
 	os.Unsetenv(EnvHandoverFD)
 	fd, err := strconv.Atoi(fdStr)
 	if err != nil || fd < ListenFDsStart {
-		return conns, fmt.Errorf("handoff: %s=%q is not an fd", EnvHandoverFD, fdStr)
+		return conns, pending, fmt.Errorf("handoff: %s=%q is not an fd", EnvHandoverFD, fdStr)
 	}
 	unix.CloseOnExec(fd)
 	f := os.NewFile(uintptr(fd), "handover")
 	defer f.Close()
 	c, err := net.FileConn(f)
 	if err != nil {
-		return conns, fmt.Errorf("handoff: handover connection: %w", err)
+		return conns, pending, fmt.Errorf("handoff: handover connection: %w", err)
 	}
 	defer c.Close()
 	uc := c.(*net.UnixConn)
+	growFDTable(fd)
 	if _, err := uc.Write([]byte(HandoverWaiting)); err != nil {
-		return conns, fmt.Errorf("handoff: handover: %w", err)
+		return conns, pending, fmt.Errorf("handoff: handover: %w", err)
 	}
 	stop := context.AfterFunc(ctx, func() { uc.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	received, err := receiveStore(uc)
+	err = receiveStore(uc, pending)
 	if ctx.Err() != nil {
-		closeConns(received)
-		return conns, ctx.Err()
+		closeConns(pending.wait())
+		return conns, new(converter), ctx.Err()
 	}
-	return append(conns, received...), err
+	if err == nil {
+		w.mu.Lock()
+		w.handedOver = true
+		w.mu.Unlock()
+	}
+	return conns, pending, err
 }
 
-// receiveStore reads "FDS name:…" messages with their fds until GO.
-func receiveStore(uc *net.UnixConn) ([]Conn, error) {
-	var conns []Conn
+// HandedOver reports whether AwaitHandover took this worker's state over
+// from a previous worker's handover (the supervisor said GO), rather than
+// from a cold start: a first start, a restart after a crash, a rollback.
+func (w *Worker) HandedOver() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.handedOver
+}
+
+// fdTableRoom is how many fds growFDTable makes room for, at most: the
+// connections received and their net.Conns' duplicates. A power of two,
+// the sizes the kernel's table takes.
+const fdTableRoom = 1 << 16
+
+// growFDTable grows this process's fd table now, while the previous worker
+// still serves, by duplicating fd to a high number and closing it. The
+// kernel grows a multithreaded process's table (doubling it) only after an
+// RCU grace period, milliseconds each time: growing it from 64 entries to
+// 2048 as a thousand connections arrive would add tens of milliseconds to
+// the blackout. The table never shrinks; 64k entries take 512 KiB.
+func growFDTable(fd int) {
+	var lim unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) != nil || lim.Cur < 2 {
+		return
+	}
+	if high, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, int(min(lim.Cur, fdTableRoom)-1)); err == nil {
+		unix.Close(high)
+	}
+}
+
+// receiveStore reads "FDS name:…" messages until GO, handing their fds to
+// cv to be made connections.
+func receiveStore(uc *net.UnixConn, cv *converter) error {
 	buf := make([]byte, 64*1024)
-	oob := make([]byte, unix.CmsgSpace(4*253))
+	oob := make([]byte, unix.CmsgSpace(4*maxStoreFDs))
 	for {
 		n, oobn, _, _, err := uc.ReadMsgUnix(buf, oob)
-		if err != nil {
-			return conns, fmt.Errorf("handoff: handover: %w", err)
+		if errors.Is(err, io.EOF) || err == nil && n == 0 && oobn == 0 {
+			return ErrHandoverAborted // the supervisor closed its end
 		}
-		if n == 0 && oobn == 0 {
-			return conns, ErrHandoverAborted
+		if err != nil {
+			return fmt.Errorf("handoff: handover: %w", err)
 		}
 		msg := string(buf[:n])
 		if msg == HandoverGo {
-			return conns, nil
+			return nil
 		}
 		fds, err := parseRights(oob[:oobn])
 		if err != nil {
-			return conns, err
+			return err
 		}
 		names := strings.Split(strings.TrimPrefix(msg, HandoverFDsKey), ":")
-		for i, fd := range fds {
-			name := "stored"
-			if i < len(names) {
-				name = names[i]
+		for len(names) < len(fds) {
+			names = append(names, "stored")
+		}
+		cv.add(fds, names)
+	}
+}
+
+// converter turns received fds into connections, on as many goroutines as
+// the process may run at once, while the next message is read: net.FileConn
+// costs a dozen system calls per fd, and a thousand of them lie between the
+// previous worker's save and this one's restore.
+type converter struct {
+	wg    sync.WaitGroup
+	parts [][]Conn // one per message, in order; nil Conn where conversion failed
+}
+
+// convertPerGoroutine is the fewest fds worth a goroutine of their own.
+const convertPerGoroutine = 32
+
+func (cv *converter) add(fds []int, names []string) {
+	part := make([]Conn, len(fds))
+	cv.parts = append(cv.parts, part)
+	workers := max(1, min(runtime.GOMAXPROCS(0), len(fds)/convertPerGoroutine))
+	for k := range workers {
+		cv.wg.Add(1)
+		go func() {
+			defer cv.wg.Done()
+			for i := k; i < len(fds); i += workers {
+				if c, err := fdConn(fds[i], names[i]); err == nil {
+					part[i] = Conn{Name: names[i], Conn: c}
+				}
 			}
-			if c, err := fdConn(fd, name); err == nil {
-				conns = append(conns, Conn{Name: name, Conn: c})
+		}()
+	}
+}
+
+// wait returns the connections, in the order received, once every
+// conversion has finished.
+func (cv *converter) wait() []Conn {
+	cv.wg.Wait()
+	var conns []Conn
+	for _, part := range cv.parts {
+		for _, c := range part {
+			if c.Conn != nil {
+				conns = append(conns, c)
 			}
 		}
 	}
+	return conns
 }
 
 func parseRights(oob []byte) ([]int, error) {
@@ -126,9 +214,9 @@ func parseRights(oob []byte) ([]int, error) {
 	return fds, nil
 }
 
-// fdConn turns a received fd into a net.Conn; the fd is consumed.
+// fdConn turns a received fd into a net.Conn; the fd is consumed. It is
+// close-on-exec already: the net package receives with MSG_CMSG_CLOEXEC.
 func fdConn(fd int, name string) (net.Conn, error) {
-	unix.CloseOnExec(fd)
 	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
 	return net.FileConn(f)
@@ -162,106 +250,5 @@ func (w *Worker) passedConns() []Conn {
 func closeConns(conns []Conn) {
 	for _, c := range conns {
 		c.Close()
-	}
-}
-
-// StoreConn hands c to the supervisor's fd store under name (FDSTORE=1 with
-// FDNAME=name, as systemd's fd store), for the next worker. The name may not
-// contain ':' or whitespace. The worker keeps its own copy: close it after
-// HandoverSaved, or just exit.
-func (w *Worker) StoreConn(name string, c syscall.Conn) error {
-	if name == "" || strings.ContainsAny(name, ": \t\n") {
-		return fmt.Errorf("handoff: store %q: a name must be non-empty, without ':' or whitespace", name)
-	}
-	if w.notifyAddr == "" {
-		return errors.New("handoff: store: not supervised (no NOTIFY_SOCKET)")
-	}
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return fmt.Errorf("handoff: store %s: %w", name, err)
-	}
-	var sendErr error
-	err = rc.Control(func(fd uintptr) {
-		sendErr = w.notifyWithFDs(MsgFDStore+"\n"+MsgFDNameKey+name, int(fd))
-	})
-	if err == nil {
-		err = sendErr
-	}
-	if err != nil {
-		return fmt.Errorf("handoff: store %s: %w", name, err)
-	}
-	return nil
-}
-
-// HandoverSaved tells the supervisor that the snapshot is committed and
-// every connection stored: the next worker may restore. It returns once the
-// supervisor has processed that and every message before it (Barrier), so
-// the worker may exit without its exit overtaking a stored connection.
-func (w *Worker) HandoverSaved() error {
-	if err := w.Notify(MsgHandoverSaved); err != nil {
-		return err
-	}
-	return w.Barrier(notifyTimeout)
-}
-
-// Barrier waits, at most timeout, until the supervisor has processed every
-// notification sent before it, as sd_notify_barrier(3): it sends BARRIER=1
-// with the write end of a pipe, which the supervisor (or systemd) closes
-// once it got there. A no-op returning nil when not supervised.
-func (w *Worker) Barrier(timeout time.Duration) error {
-	if w.notifyAddr == "" {
-		return nil
-	}
-	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
-		return fmt.Errorf("handoff: barrier: %w", err)
-	}
-	defer unix.Close(p[0])
-	err := w.notifyWithFDs("BARRIER=1", p[1])
-	unix.Close(p[1])
-	if err != nil {
-		return fmt.Errorf("handoff: barrier: %w", err)
-	}
-	deadline := time.Now().Add(timeout)
-	for {
-		pfd := []unix.PollFd{{Fd: int32(p[0])}} // POLLHUP is always reported
-		n, err := unix.Poll(pfd, int(time.Until(deadline).Milliseconds())+1)
-		switch {
-		case err == unix.EINTR:
-		case err != nil:
-			return fmt.Errorf("handoff: barrier: %w", err)
-		case n > 0:
-			return nil
-		case time.Now().After(deadline):
-			return fmt.Errorf("handoff: barrier: the supervisor did not process it within %v", timeout)
-		}
-	}
-}
-
-// notifyWithFDs sends one notify datagram with fds attached. It reuses one
-// socket, since a handover stores thousands of connections; a send blocks at
-// most notifyTimeout when the supervisor's queue is full.
-func (w *Worker) notifyWithFDs(msg string, fds ...int) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.storeFD <= 0 {
-		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		tv := unix.NsecToTimeval(notifyTimeout.Nanoseconds())
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
-			unix.Close(fd)
-			return err
-		}
-		w.storeFD = fd
-	}
-	for {
-		err := unix.Sendmsg(w.storeFD, []byte(msg), unix.UnixRights(fds...), &unix.SockaddrUnix{Name: w.notifyAddr}, 0)
-		// A send with SO_SNDTIMEO is not restarted after a signal (signal(7)),
-		// and the Go runtime signals its threads (preemption): try again.
-		if err != unix.EINTR {
-			return err
-		}
 	}
 }

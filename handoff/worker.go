@@ -27,6 +27,7 @@ type Worker struct {
 	storeFD    int // StoreConn's socket for its many datagrams; 0 until used
 	watchdog   time.Duration
 	generation int
+	handedOver bool // AwaitHandover got GO
 
 	drain     *drainWatch
 	closeOnce sync.Once
@@ -241,7 +242,9 @@ func (w *Worker) Generation() int { return w.generation }
 func (w *Worker) Close() error {
 	var errs []error
 	w.closeOnce.Do(func() {
-		w.drain.stop()
+		if w.drain != nil {
+			w.drain.stop()
+		}
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		for _, s := range w.socks {

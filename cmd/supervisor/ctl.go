@@ -22,7 +22,8 @@ commands:
   status [--json]                   what runs: generations, worker PIDs, version, last upgrade
   upgrade [--wait] [--timeout D]    start an upgrade (as SIGHUP); with --wait, exit 0 only once the
                                     new generation is ready and serving, 1 with the reason if it failed
-  stop                              drain every worker and exit (as SIGTERM)
+  stop [--wait] [--timeout D]       drain every worker and exit (as SIGTERM); with --wait, return once
+                                    the supervisor is done (for systemd's ExecStop=)
 `
 
 // runCtl is `supervisor ctl ...`; it returns the exit status: 0 done, 1 the
@@ -57,7 +58,7 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 	}
 	flagUsed := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { flagUsed[f.Name] = true })
-	allowed := map[string][]string{"status": {"json"}, "upgrade": {"wait", "timeout"}, "stop": nil}
+	allowed := map[string][]string{"status": {"json"}, "upgrade": {"wait", "timeout"}, "stop": {"wait", "timeout"}}
 	for name := range flagUsed {
 		if name != "control" && name != "timeout" && !contains(allowed[cmd], name) {
 			fmt.Fprintf(stderr, "supervisor ctl %s: --%s is not a flag of %s (see supervisor ctl --help)\n", cmd, name, cmd)
@@ -70,7 +71,7 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 	}
 	req := control.Request{Cmd: cmd, Wait: *wait}
 	reqTimeout := *timeout
-	if !(cmd == control.CmdUpgrade && *wait) && !flagUsed["timeout"] {
+	if !*wait && !flagUsed["timeout"] {
 		reqTimeout = 10 * time.Second
 	}
 	resp, err := control.Do(path, req, reqTimeout)
@@ -92,6 +93,8 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "upgrade succeeded: generation %d is ready and serving\n", resp.Gen)
 	case cmd == control.CmdUpgrade:
 		fmt.Fprintln(stdout, "upgrade requested (supervisor ctl status shows its result)")
+	case cmd == control.CmdStop && *wait:
+		fmt.Fprintln(stdout, "stopped: every worker has drained")
 	case cmd == control.CmdStop:
 		fmt.Fprintln(stdout, "stopping: the workers are draining")
 	}

@@ -7,7 +7,7 @@ import (
 	"log"
 	"net"
 	"os"
-	"syscall"
+	"runtime/debug"
 	"time"
 
 	"github.com/procswitch/supervisor/handoff"
@@ -17,11 +17,14 @@ import (
 // stops with no next worker to hand them to.
 const goodbyeBound = 2 * time.Second
 
-// app is one worker's life: take over the state, serve, hand it over.
+// app is one worker's life: take over the state, serve, hand it over. The
+// state's moves (restore, autosave, handover) are handoff.State's, with the
+// game's restore and save as its hooks.
 type app struct {
 	cfg     config
 	log     *log.Logger
 	w       *handoff.Worker
+	st      *handoff.State
 	path    string // the snapshot; "" when nothing is saved
 	version string
 	pid     int
@@ -29,7 +32,13 @@ type app struct {
 	world    *world
 	srv      *server
 	restored *restored // nil when nothing was restored
-	autosave *autosaver
+
+	loaded  time.Duration   // how long reading the snapshot took
+	handing []sessionRecord // the sessions a handover saves
+	saveDur time.Duration   // how long the last handover or shutdown save took
+
+	autosaved uint64   // the world's change count last autosaved; the autosaves' own
+	spare     []player // the autosaves' copy of the player table, reused
 }
 
 // errCalledOff means the worker was stopped, or its handover called off,
@@ -50,6 +59,15 @@ func serve(cfg config, logger *log.Logger) error {
 	defer ln.Close()
 	a := &app{cfg: cfg, log: logger, w: w, version: cleanVersion(version), pid: os.Getpid()}
 	a.path = a.snapshotPath()
+	a.st = &handoff.State{
+		Worker:   w,
+		Path:     a.path,
+		Autosave: cfg.autosave,
+		Restore:  a.restore,
+		Resume:   a.resumeAll,
+		Save:     a.save,
+		Logf:     logger.Printf,
+	}
 	err = a.start()
 	if errors.Is(err, errCalledOff) {
 		logger.Printf("%v; exiting", err)
@@ -73,48 +91,29 @@ func (a *app) snapshotPath() string {
 	return p
 }
 
-// start takes over: it waits for the previous worker's handover (if this
-// one was started ahead of one), restores the snapshot and resumes the
-// handed-over sessions. It does not accept yet.
+// start takes over (handoff.State.Start): it waits for the previous
+// worker's handover, if this one was started ahead of one, then restores
+// the snapshot (restore) and resumes the handed-over sessions (resumeAll).
+// It does not accept yet. The drain signal and --handover-wait end the
+// wait.
 func (a *app) start() error {
-	handover := os.Getenv(handoff.EnvHandoverFD) != "" // AwaitHandover unsets it
-	conns, err := a.await()
-	if err != nil {
-		return err
-	}
-	began := time.Now()
-	if err := a.restore(); err != nil {
-		closeConns(conns)
-		return err
-	}
-	resumed := a.resume(conns)
-	a.logStart(handover, resumed, time.Since(began))
-	return nil
-}
-
-// await returns the connections handed over; see handoff.AwaitHandover.
-// The drain signal and --handover-wait end the wait.
-func (a *app) await() ([]handoff.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.handoverWait)
 	defer cancel()
-	go func() {
-		select {
-		case <-a.w.Draining():
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	conns, err := a.w.AwaitHandover(ctx)
+	// Nothing a restore allocates is garbage: it is the world and its
+	// sessions. Collecting while they grow (a cycle each time the heap
+	// doubles, from a few MB to the table's size) finds nothing to free, yet
+	// takes a fifth of the restore, which is all blackout. The collector
+	// runs again once the sessions serve; what is allocated meanwhile is
+	// bounded by the snapshot file's size and the connections' number.
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	err := a.st.Start(ctx)
 	switch {
-	case err == nil:
-		return conns, nil
-	case errors.Is(err, handoff.ErrHandoverAborted), errors.Is(err, context.Canceled):
+	case errors.Is(err, handoff.ErrHandoverAborted):
 		err = fmt.Errorf("%w: %w", errCalledOff, err)
 	case errors.Is(err, context.DeadlineExceeded):
 		err = fmt.Errorf("the previous worker did not hand over within --handover-wait %v", a.cfg.handoverWait)
 	}
-	closeConns(conns)
-	return nil, err
+	return err
 }
 
 func closeConns(conns []handoff.Conn) {
@@ -123,11 +122,28 @@ func closeConns(conns []handoff.Conn) {
 	}
 }
 
-// restore reads the snapshot, if there is one, into a new world.
-func (a *app) restore() error {
+// restore is the State's Restore hook: it reads the snapshot at path, if
+// there is one, into a new world. The State calls it while the connections
+// handed over are still being made ready.
+func (a *app) restore(path string) error {
+	began := time.Now()
+	err := a.load(path)
+	a.loaded = time.Since(began)
+	return err
+}
+
+// resumeAll is the State's Resume hook, and says what was restored.
+func (a *app) resumeAll(conns []handoff.Conn) {
+	began := time.Now()
+	resumed := a.resume(conns)
+	a.logStart(resumed, a.loaded, time.Since(began))
+}
+
+// load reads the snapshot at path, if there is one, into a new world.
+func (a *app) load(path string) error {
 	var snap snapshot
-	if a.path != "" {
-		res, err := readSnapshot(a.path)
+	if path != "" {
+		res, err := readSnapshot(path)
 		if err != nil {
 			return fmt.Errorf("restore: %w", err)
 		}
@@ -147,15 +163,24 @@ func (a *app) restore() error {
 // resume starts serving the handed-over connections, each where its
 // session stopped in the previous worker. A connection the snapshot does
 // not know (the newest snapshot was refused, and an older one restored) is
-// closed: its session's state is unknown.
+// closed: its session's state is unknown. Every connection is matched
+// first, and only then are the sessions started: once started, they run
+// their pending commands, and would contend for the world with the
+// matching.
 func (a *app) resume(conns []handoff.Conn) (resumed int) {
-	recs := make(map[string]sessionRecord)
+	recs := make(map[string]sessionRecord, len(conns))
 	if a.restored != nil {
 		for _, s := range a.restored.sessions {
 			recs[s.name] = s
 		}
 	}
+	type match struct {
+		conn net.Conn
+		rec  sessionRecord
+	}
+	matched := make([]match, 0, len(conns))
 	unknown := 0 // or whose peer left meanwhile
+	a.world.mu.Lock()
 	for _, c := range conns {
 		rec, ok := recs[c.Name]
 		if !ok || rec.remote == "" || rec.remote != remoteAddr(c) {
@@ -163,29 +188,34 @@ func (a *app) resume(conns []handoff.Conn) (resumed int) {
 			c.Close()
 			continue
 		}
-		if rec.player != "" && !a.world.has(rec.player) {
+		if _, ok := a.world.index[rec.player]; rec.player != "" && !ok {
 			rec.player = "" // cannot happen with an intact snapshot
 		}
-		a.srv.add(c.Conn, rec)
-		resumed++
+		matched = append(matched, match{c.Conn, rec})
+	}
+	a.world.mu.Unlock()
+	for _, m := range matched {
+		a.srv.add(m.conn, m.rec)
 	}
 	if unknown > 0 {
 		a.log.Printf("closed %d handed-over connections that the restored snapshot has no session for, or whose peer left", unknown)
 	}
-	return resumed
+	return len(matched)
 }
 
-// logStart says what was restored, from where, and how old it is.
-func (a *app) logStart(handover bool, conns int, took time.Duration) {
+// logStart says what was restored, from where, and how old it is; loaded
+// is the time the snapshot took, resumed the sessions'.
+func (a *app) logStart(conns int, loaded, resumed time.Duration) {
 	res := a.restored
 	switch {
 	case a.path == "":
 		a.log.Printf("no --snapshot: the game's state lives in memory only")
 	case res == nil:
 		a.log.Printf("no snapshot at %s: a first start, with no players and a stock of %d of each good", a.path, a.cfg.stock)
-	case handover:
-		a.log.Printf("handover: restored %d players and %d connections in %v (%s)",
-			len(res.players), conns, took.Round(time.Microsecond), describe(res))
+	case a.w.HandedOver():
+		a.log.Printf("handover: restored %d players and %d connections in %v (snapshot %v, sessions %v; %s)",
+			len(res.players), conns, (loaded + resumed).Round(time.Microsecond), loaded.Round(time.Microsecond),
+			resumed.Round(time.Microsecond), describe(res))
 	default:
 		a.log.Printf("restored %s from %s ago: %d players, %d connections resumed (%s)",
 			kindName(res.kind), age(res.header.Created), len(res.players), conns, describe(res))
@@ -210,7 +240,7 @@ func kindName(kind string) string {
 // run serves until the drain signal, then hands over (handover mode) or
 // shuts down.
 func (a *app) run(ln net.Listener) error {
-	if err := a.w.Ready(); err != nil {
+	if err := a.st.Ready(); err != nil {
 		return fmt.Errorf("notify ready: %w", err)
 	}
 	a.log.Printf("version %s (%s), pid %d: serving on %s (%s)", a.version, shopRule, a.pid, ln.Addr(), a.how())
@@ -220,20 +250,19 @@ func (a *app) run(ln net.Listener) error {
 			a.log.Printf("confirming the restored snapshot: %v", err)
 		}
 	}
-	a.autosave = a.startAutosave()
 	accepting := make(chan struct{})
 	go func() {
 		defer close(accepting)
 		a.srv.accept(ln)
 	}()
 	<-a.w.Draining()
+	drained := time.Now()
 	a.w.Stopping()
 	ln.Close() // the supervisor and the next worker keep the socket
 	<-accepting
-	a.autosave.stop()
 	sessions := a.srv.stop()
 	if a.w.HandoverMode() {
-		return a.handOver(sessions)
+		return a.handOver(sessions, time.Since(drained))
 	}
 	return a.shutdown(sessions)
 }
@@ -249,37 +278,22 @@ func (a *app) how() string {
 }
 
 // handOver saves the snapshot with every session, stores their connections
-// with the supervisor, and says so: the next worker restores from there.
-func (a *app) handOver(sessions []*session) error {
-	if a.path == "" {
-		return errors.New("handover: the supervisor named no snapshot path")
-	}
+// with the supervisor, and says so (handoff.State.HandOver): the next
+// worker restores from there. stopping is how long stopping them took.
+func (a *app) handOver(sessions []*session, stopping time.Duration) error {
 	began := time.Now()
-	recs := make([]sessionRecord, len(sessions))
+	a.handing = make([]sessionRecord, len(sessions))
+	conns := make([]handoff.Conn, len(sessions))
 	for i, s := range sessions {
-		recs[i] = s.record()
+		a.handing[i] = s.record()
+		conns[i] = handoff.Conn{Name: s.name, Conn: s.conn}
 	}
-	a.world.mu.Lock() // nothing else runs now; the lock says the data is ours
-	snap := &snapshot{kind: kindHandover, pid: a.pid, players: a.world.players, stock: a.world.stock, sessions: recs}
-	err := writeSnapshot(context.Background(), a.path, a.version, snap)
-	a.world.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("handover: saving the snapshot: %w; exiting without handing over: the next worker restores the last complete snapshot", err)
+	if err := a.st.HandOver(conns); err != nil {
+		return err // it says what it did not do
 	}
-	saved := time.Since(began)
-	stored := 0
-	for _, s := range sessions {
-		if err := a.w.StoreConn(s.name, s.conn.(syscall.Conn)); err != nil {
-			a.log.Printf("handover: %v", err)
-			continue
-		}
-		stored++
-	}
-	if err := a.w.HandoverSaved(); err != nil {
-		return fmt.Errorf("handover: %w", err)
-	}
-	a.log.Printf("handover: saved %d players and %d sessions in %v, stored %d connections; total %v",
-		len(snap.players), len(recs), saved.Round(time.Microsecond), stored, time.Since(began).Round(time.Microsecond))
+	a.log.Printf("handover: saved %d players and %d sessions in %v, stored %d connections; total %v (after %v stopping the sessions)",
+		len(a.world.players), len(a.handing), a.saveDur.Round(time.Microsecond), len(conns), time.Since(began).Round(time.Microsecond),
+		stopping.Round(time.Microsecond))
 	return nil
 }
 
@@ -288,18 +302,33 @@ func (a *app) handOver(sessions []*session) error {
 func (a *app) shutdown(sessions []*session) error {
 	goodbye(sessions, goodbyeBound)
 	if a.path == "" {
+		a.st.HandOver(nil) // stops the autosaves; nothing to save
 		a.log.Printf("stopped: %d players lost (no --snapshot)", len(a.world.players))
 		return nil
 	}
-	began := time.Now()
-	a.world.mu.Lock()
-	snap := &snapshot{kind: kindShutdown, pid: a.pid, players: a.world.players, stock: a.world.stock}
-	err := writeSnapshot(context.Background(), a.path, a.version, snap)
-	a.world.mu.Unlock()
-	if err != nil {
+	if err := a.st.HandOver(nil); err != nil {
 		return fmt.Errorf("shutdown: saving the snapshot: %w", err)
 	}
 	a.log.Printf("stopped: saved %d players to %s in %v, closed %d connections",
-		len(snap.players), a.path, time.Since(began).Round(time.Microsecond), len(sessions))
+		len(a.world.players), a.path, a.saveDur.Round(time.Microsecond), len(sessions))
 	return nil
+}
+
+// save is the State's Save hook. A handover or shutdown save runs once
+// nothing else does: the world's lock only says the data is ours.
+func (a *app) save(ctx context.Context, path string, kind handoff.SaveKind) error {
+	if kind == handoff.SaveAutosave {
+		return a.autosave(ctx, path)
+	}
+	began := time.Now()
+	snap := &snapshot{kind: kindShutdown, pid: a.pid}
+	if kind == handoff.SaveHandover {
+		snap.kind, snap.sessions = kindHandover, a.handing
+	}
+	a.world.mu.Lock()
+	snap.players, snap.stock = a.world.players, a.world.stock
+	err := writeSnapshot(ctx, path, a.version, snap)
+	a.world.mu.Unlock()
+	a.saveDur = time.Since(began)
+	return err
 }

@@ -99,6 +99,11 @@
 // Once it serves, it confirms the snapshot (Reader.Confirm), so that the
 // previous one is dropped only once the new one has been read back.
 //
+// The state's moves are handoff.State's: the game gives it its restore
+// (app.restore), its sessions' resumption (app.resumeAll) and its save
+// (app.save), and State runs them at start, on a ticker and on the drain
+// signal.
+//
 // Autosave (autosave.go): every --autosave, if anything changed, the data is
 // copied under the lock, which takes a memmove of the player table (bags
 // are copy-on-write, so the copy shares them safely), and written out after
@@ -113,30 +118,31 @@
 // # Handover
 //
 // A worker started ahead of a handover initialises (takes its listener, no
-// accepting, no restoring) and waits in handoff.AwaitHandover while the old
+// accepting, no restoring) and waits in handoff.State.Start while the old
 // worker still serves. The old worker, on the drain signal:
 //
 //  1. closes its copy of the listener (the supervisor keeps the socket, so
-//     new connections queue in the kernel) and stops the autosave, discarding
-//     a save in progress;
+//     new connections queue in the kernel);
 //  2. stops every session: deadlines in the past unblock each one's read or
 //     write; the command in progress is finished, and whatever of its reply
 //     could not be written is kept; bytes read but not yet run (pipelined
 //     commands, a partial line) are kept;
-//  3. saves the snapshot: players, stock, and per session its name, the
-//     client's address, the logged-in player, the unprocessed input, the
-//     unwritten output, and whether it was closing;
-//  4. stores each connection with the supervisor (handoff.StoreConn, named
-//     c0, c1, ...), says HANDOVER=saved (handoff.HandoverSaved waits until
-//     the supervisor has processed those messages: an sd_notify barrier),
-//     and exits 0.
+//  3. hands over (handoff.State.HandOver): the autosaves stop, a save in
+//     progress discarded; the snapshot is saved: players, stock, and per
+//     session its name (c0, c1, ...), the client's address, the logged-in
+//     player, the unprocessed input, the unwritten output, and whether it
+//     was closing; the connections are stored with the supervisor under
+//     those names, up to 253 a datagram (handoff.StoreConns), HANDOVER=saved
+//     is said, and State waits until the supervisor has processed it all
+//     (an sd_notify barrier); the worker exits 0.
 //
-// The new worker then restores, resumes each connection whose name and
-// client address match a saved session (first writing its unwritten output,
-// then running its unprocessed input, then reading on), sends READY=1, logs
-// "handover: restored N players and M connections in T", and accepts. So a
-// reply already written is never repeated, and a command is never run twice
-// nor lost. A rollback (the new build fails after the old one saved) starts
-// the old build cold with the same snapshot and connections: it resumes them
-// the same way.
+// The new worker then restores (the collector off meanwhile: all that a
+// restore allocates is kept), resumes each connection whose name and client
+// address match a saved session (first writing its unwritten output, then
+// running its unprocessed input, then reading on), sends READY=1, logs
+// "handover: restored N players and M connections in T (snapshot T1,
+// sessions T2; ...)", and accepts. So a reply already written is never
+// repeated, and a command is never run twice nor lost. A rollback (the new
+// build fails after the old one saved) starts the old build cold with the
+// same snapshot and connections: it resumes them the same way.
 package main

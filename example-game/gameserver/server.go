@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -89,24 +90,14 @@ func (srv *server) stop() []*session {
 	defer srv.mu.Unlock()
 	kept := make([]*session, 0, len(srv.sessions))
 	for s := range srv.sessions {
+		s.remote = remoteAddr(s.conn)
 		kept = append(kept, s)
 	}
-	slices.SortFunc(kept, func(a, b *session) int { return compareAddr(a.conn, b.conn) })
+	slices.SortFunc(kept, func(a, b *session) int { return strings.Compare(a.remote, b.remote) })
 	for i, s := range kept {
 		s.name = "c" + strconv.FormatInt(int64(i), 36)
 	}
 	return kept
-}
-
-func compareAddr(a, b net.Conn) int {
-	x, y := remoteAddr(a), remoteAddr(b)
-	switch {
-	case x < y:
-		return -1
-	case x > y:
-		return 1
-	}
-	return 0
 }
 
 // goodbye writes what each stopped session has not written yet, within

@@ -43,6 +43,7 @@ type session struct {
 	out     []byte // replies not yet written
 	closing bool   // close once out is written: after QUIT, or a line too long
 	name    string // under which it is handed over
+	remote  string // the peer's address, noted when the server stops
 }
 
 func newSession(srv *server, conn net.Conn, st sessionRecord) *session {
@@ -53,10 +54,10 @@ func newSession(srv *server, conn net.Conn, st sessionRecord) *session {
 	return s
 }
 
-// record is what the snapshot keeps of a stopped session.
+// record is what the snapshot keeps of a session the server stopped.
 func (s *session) record() sessionRecord {
 	return sessionRecord{
-		name: s.name, remote: remoteAddr(s.conn), player: s.player,
+		name: s.name, remote: s.remote, player: s.player,
 		in: s.buf[s.r:s.w], out: s.out, closing: s.closing,
 	}
 }

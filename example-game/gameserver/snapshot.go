@@ -10,6 +10,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/procswitch/supervisor/state"
@@ -243,11 +244,17 @@ type decoder struct {
 
 	schema     uint32
 	maxPlayers int
-	bags       []bagItem // players' bags are carved out of it, a chunk at a time
+	bags       []bagItem       // players' bags are carved out of it, a chunk at a time
+	ids        strings.Builder // players' ids are carved out of it, a chunk at a time
 }
 
-// bagChunk is how many bag entries the decoder allocates at once.
-const bagChunk = 4096
+// bagChunk is how many bag entries the decoder allocates at once, and
+// idChunk how many bytes of player ids: one allocation per chunk, not one
+// per player.
+const (
+	bagChunk = 4096
+	idChunk  = 64 << 10
+)
 
 var errShort = errors.New("record too short")
 
@@ -298,8 +305,29 @@ func (d *decoder) string() string {
 	return s
 }
 
+// id reads a player's id into the decoder's chunk of ids. A
+// strings.Builder only ever appends, so the strings taken from it before
+// stay as they are.
+func (d *decoder) id() string {
+	n := d.uvarint()
+	if d.err == nil && n > uint64(len(d.b)) {
+		d.err = errShort
+	}
+	if d.err != nil {
+		return ""
+	}
+	if d.ids.Cap()-d.ids.Len() < int(n) {
+		d.ids = strings.Builder{}
+		d.ids.Grow(max(idChunk, int(n)))
+	}
+	start := d.ids.Len()
+	d.ids.Write(d.b[:n])
+	d.b = d.b[n:]
+	return d.ids.String()[start:]
+}
+
 func (d *decoder) player() player {
-	p := player{id: d.string(), coin: d.varint(), level: 1}
+	p := player{id: d.id(), coin: d.varint(), level: 1}
 	if d.schema > schemaNoLevel {
 		p.level, p.exp = d.varint(), d.varint()
 	}

@@ -137,14 +137,6 @@ func (w *world) player(id string) *player {
 	return &w.players[len(w.players)-1]
 }
 
-// has says whether a player called id exists.
-func (w *world) has(id string) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	_, ok := w.index[id]
-	return ok
-}
-
 // copyOut copies the data under the lock, for an autosave to write while
 // the game goes on: a memmove of the player table (bags are copy-on-write,
 // so the copy shares them safely) and the few stock entries. It reuses dst.

@@ -10,6 +10,7 @@
 //	                                 -> {"ok":false,"error":"upgrade to generation 4 failed: ..."}
 //	{"cmd":"upgrade"}                -> {"ok":true}           at once: the upgrade was asked for
 //	{"cmd":"stop"}                   -> {"ok":true}           the drain has begun
+//	{"cmd":"stop","wait":true}       -> {"ok":true,"pid":N}, then end of file once every worker has drained
 //
 // Only root and the supervisor's own user may connect: the kernel's
 // credentials of the peer (SO_PEERCRED) decide, and a refusal is logged. A
@@ -38,6 +39,7 @@ type Response struct {
 	OK     bool               `json:"ok"`
 	Error  string             `json:"error,omitempty"`
 	Gen    int                `json:"gen,omitempty"` // the generation an upgrade started
+	PID    int                `json:"pid,omitempty"` // the supervisor's, in the answer to stop
 	Status *supervisor.Status `json:"status,omitempty"`
 }
 

@@ -18,7 +18,7 @@ import (
 
 // Limits on what a client may do to the server.
 const (
-	MaxRequest     = 4096            // bytes in a request line
+	MaxRequest     = 4096            // bytes in a request line, its newline not counted
 	RequestTimeout = 5 * time.Second // to send the whole request line
 	MaxConns       = 16              // connections served at once; more are turned away
 )
@@ -32,12 +32,13 @@ type Supervisor interface {
 
 // Server serves the control socket.
 type Server struct {
-	ln    *net.UnixListener
-	path  string
-	sup   Supervisor
-	log   zerolog.Logger
-	slots chan struct{}
-	wg    sync.WaitGroup
+	ln     *net.UnixListener
+	path   string
+	sup    Supervisor
+	log    zerolog.Logger
+	slots  chan struct{}
+	wg     sync.WaitGroup
+	closed chan struct{} // closed by Close: `stop --wait` clients learn the end
 
 	mu       sync.Mutex
 	keepFile bool // the socket file now belongs to a successor: do not remove it
@@ -74,7 +75,7 @@ func Listen(path string) (*net.UnixListener, error) {
 // passed on, until Close.
 func NewServer(ln *net.UnixListener, path string, sup Supervisor, log zerolog.Logger) *Server {
 	ln.SetUnlinkOnClose(false)
-	s := &Server{ln: ln, path: path, sup: sup, log: log, slots: make(chan struct{}, MaxConns)}
+	s := &Server{ln: ln, path: path, sup: sup, log: log, slots: make(chan struct{}, MaxConns), closed: make(chan struct{})}
 	s.wg.Add(1)
 	go s.serve()
 	return s
@@ -93,6 +94,11 @@ func (s *Server) HandOver() {
 // Close stops accepting and removes the socket file, unless it was handed
 // over. Connections being served (an upgrade --wait) are cut.
 func (s *Server) Close() error {
+	select {
+	case <-s.closed:
+	default:
+		close(s.closed)
+	}
 	err := s.ln.Close()
 	s.mu.Lock()
 	keep := s.keepFile
@@ -154,6 +160,12 @@ func (s *Server) handle(c *net.UnixConn) {
 	s.log.Info().Str("cmd", req.Cmd).Bool("wait", req.Wait).Int("uid", int(cred.Uid)).Int("pid", int(cred.Pid)).
 		Msg("control request")
 	writeResponse(c, s.answer(req, c))
+	if req.Cmd == CmdStop && req.Wait {
+		// The connection stays open until the supervisor is done: its end
+		// tells the client that every worker has drained.
+		c.SetDeadline(time.Time{})
+		<-s.closed
+	}
 }
 
 func (s *Server) answer(req Request, c *net.UnixConn) Response {
@@ -166,7 +178,7 @@ func (s *Server) answer(req Request, c *net.UnixConn) Response {
 		return Response{OK: true, Status: &st}
 	case CmdStop:
 		s.sup.Stop()
-		return Response{OK: true}
+		return Response{OK: true, PID: os.Getpid()}
 	case CmdUpgrade:
 		result := s.sup.Upgrade()
 		if !req.Wait {
@@ -183,25 +195,28 @@ func (s *Server) answer(req Request, c *net.UnixConn) Response {
 }
 
 // readRequest reads one bounded JSON request line within RequestTimeout.
+// Only a line ended by its newline counts: half a line at the deadline is
+// no request.
 func readRequest(c *net.UnixConn) (Request, error) {
 	c.SetReadDeadline(time.Now().Add(RequestTimeout))
 	r := bufio.NewReaderSize(c, 512)
 	var line []byte
 	for {
-		chunk, isPrefix, err := r.ReadLine()
+		chunk, err := r.ReadSlice('\n')
 		line = append(line, chunk...)
-		if len(line) > MaxRequest {
+		if len(bytes.TrimSuffix(line, []byte("\n"))) > MaxRequest {
 			return Request{}, fmt.Errorf("request longer than %d bytes", MaxRequest)
 		}
-		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				return Request{}, fmt.Errorf("no complete request within %v", RequestTimeout)
-			}
-			return Request{}, fmt.Errorf("reading the request: %w", err)
-		}
-		if !isPrefix {
+		if err == nil {
 			break
 		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return Request{}, fmt.Errorf("no complete request within %v", RequestTimeout)
+		}
+		return Request{}, fmt.Errorf("reading the request: %w (a request is one JSON line, ended by a newline)", err)
 	}
 	var req Request
 	dec := json.NewDecoder(bytes.NewReader(line))

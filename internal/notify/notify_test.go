@@ -187,6 +187,39 @@ func TestLargestMessage(t *testing.T) {
 	}
 }
 
+// TestMostFDs: the fullest FDSTORE=1 a worker sends (handoff.StoreConns),
+// 253 fds (the kernel's SCM_MAX_FD) and a list of their names filling
+// MaxMessage, arrives whole.
+func TestMostFDs(t *testing.T) {
+	s := listen(t)
+	const n = 253
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	fds := make([]int, n)
+	for i := range fds {
+		fds[i] = int(w.Fd()) // the same pipe, n times
+	}
+	prefix := "FDSTORE=1\nFDNAME="
+	names := make([]string, n)
+	each := (MaxMessage - len(prefix) - (n - 1)) / n
+	for i := range names {
+		names[i] = fmt.Sprintf("%0*d", each, i)
+	}
+	msg := prefix + strings.Join(names, ":")
+	msg += strings.Repeat("x", MaxMessage-len(msg)) // the last name takes the rest
+	send(t, s, msg, fds...)
+	got := read(t, s)
+	defer got.CloseFDs()
+	if len(got.FDs) != n || got.Vars["FDNAME"] != msg[len(prefix):] {
+		t.Fatalf("a datagram of %d bytes with %d fds arrived with %d fds and a %d-byte FDNAME",
+			len(msg), n, len(got.FDs), len(got.Vars["FDNAME"]))
+	}
+}
+
 // waitEOF waits, bounded, for EOF on r: it comes once every write end of
 // the pipe is closed, which proves that a received copy was closed.
 func waitEOF(t *testing.T, r *os.File) {

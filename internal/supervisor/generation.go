@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/procswitch/supervisor/handoff"
+	"github.com/procswitch/supervisor/internal/contract"
 	"github.com/procswitch/supervisor/internal/notify"
 	"github.com/procswitch/supervisor/internal/proc"
 	"github.com/procswitch/supervisor/internal/ready"
@@ -261,13 +261,13 @@ func (s *Supervisor) prepareLaunch(g *generation) (*launch, error) {
 				return nil, err
 			}
 			l.handover, l.childEnd = h, child
-			handoverFD = handoff.ListenFDsStart + len(l.files)
+			handoverFD = contract.ListenFDsStart + len(l.files)
 			l.files = append(l.files, child)
 		}
 		env = s.handoverEnv(env, handoverFD)
 	}
 	if g.exe != nil && !g.exe.at(g.binary) && !g.exe.script() {
-		env = append(env, proc.EnvExecFD+"="+strconv.Itoa(handoff.ListenFDsStart+len(l.files)))
+		env = append(env, proc.EnvExecFD+"="+strconv.Itoa(contract.ListenFDsStart+len(l.files)))
 		l.files = append(l.files, g.exe.fd)
 	}
 	l.env = env
@@ -285,14 +285,14 @@ func (s *Supervisor) workerEnv(g *generation, nfds int, names string) []string {
 	env := make([]string, 0, len(s.baseEnv)+8)
 	env = append(env, s.baseEnv...)
 	env = append(env,
-		handoff.EnvListenFDs+"="+strconv.Itoa(nfds),
-		handoff.EnvListenFDNames+"="+names,
-		handoff.EnvNotifySocket+"="+g.notify.Path(),
-		handoff.EnvDrainSignal+"="+unix.SignalName(s.cfg.DrainSignal),
-		handoff.EnvGeneration+"="+strconv.Itoa(g.n),
+		contract.EnvListenFDs+"="+strconv.Itoa(nfds),
+		contract.EnvListenFDNames+"="+names,
+		contract.EnvNotifySocket+"="+g.notify.Path(),
+		contract.EnvDrainSignal+"="+unix.SignalName(s.cfg.DrainSignal),
+		contract.EnvGeneration+"="+strconv.Itoa(g.n),
 	)
 	if s.cfg.Watchdog > 0 {
-		env = append(env, handoff.EnvWatchdogUSec+"="+strconv.FormatInt(s.cfg.Watchdog.Microseconds(), 10))
+		env = append(env, contract.EnvWatchdogUSec+"="+strconv.FormatInt(s.cfg.Watchdog.Microseconds(), 10))
 	}
 	return env
 }
@@ -300,10 +300,10 @@ func (s *Supervisor) workerEnv(g *generation, nfds int, names string) []string {
 // cleanEnv drops the variables systemd set for the supervisor itself, which
 // must not reach workers: they get their own.
 func cleanEnv(env []string) []string {
-	drop := []string{handoff.EnvListenFDs, handoff.EnvListenFDNames, handoff.EnvListenPID,
-		handoff.EnvNotifySocket, handoff.EnvWatchdogUSec, handoff.EnvWatchdogPID,
-		handoff.EnvDrainSignal, handoff.EnvGeneration, handoff.EnvMode, handoff.EnvSnapshot,
-		handoff.EnvHandoverFD, proc.EnvExecFD}
+	drop := []string{contract.EnvListenFDs, contract.EnvListenFDNames, contract.EnvListenPID,
+		contract.EnvNotifySocket, contract.EnvWatchdogUSec, contract.EnvWatchdogPID,
+		contract.EnvDrainSignal, contract.EnvGeneration, contract.EnvMode, contract.EnvSnapshot,
+		contract.EnvHandoverFD, proc.EnvExecFD}
 	out := make([]string, 0, len(env))
 next:
 	for _, kv := range env {

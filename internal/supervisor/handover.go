@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/procswitch/supervisor/handoff"
+	"github.com/procswitch/supervisor/internal/contract"
 	"golang.org/x/sys/unix"
 )
 
@@ -71,7 +71,7 @@ type handover struct {
 func (s *Supervisor) readWaiting(w *worker) {
 	buf := make([]byte, 256)
 	n, err := w.handover.conn.Read(buf)
-	if err == nil && strings.TrimSpace(string(buf[:n])) == handoff.HandoverWaiting {
+	if err == nil && strings.TrimSpace(string(buf[:n])) == contract.HandoverWaiting {
 		s.send(waitingEvent{w: w})
 	}
 }
@@ -81,6 +81,7 @@ func (s *Supervisor) onWaiting(w *worker) {
 	if w.gen != s.upgrading || w.slot.worker != w || s.handover != nil {
 		return
 	}
+	w.handover.growFDTable()
 	h := &handover{next: w, old: s.current, began: time.Now()}
 	if h.old != nil {
 		h.oldPIDs = h.old.pids()
@@ -95,6 +96,30 @@ func (s *Supervisor) onWaiting(w *worker) {
 	s.log.Info().Int("gen", w.gen.n).Int("old_gen", h.old.n).Ints("old_pids", h.old.pids()).
 		Msg("handover: new worker initialised, old one saving")
 	s.drain(h.old)
+}
+
+// fdTableRoom is how many fds growFDTable makes room for, at most: a
+// power of two, the sizes the kernel's table takes.
+const fdTableRoom = 1 << 16
+
+// growFDTable grows the supervisor's fd table before a handover, while the
+// old worker still serves, by duplicating the handover connection's fd to a
+// high number and closing it: the kernel grows a multithreaded process's
+// table only after an RCU grace period, milliseconds each time it doubles,
+// which would otherwise fall into the blackout as the stored connections
+// arrive. The table never shrinks: only the first handover pays. 64k
+// entries take 512 KiB.
+func (h *handoverConn) growFDTable() {
+	var lim unix.Rlimit
+	rc, err := h.conn.SyscallConn()
+	if err != nil || unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) != nil || lim.Cur < 2 {
+		return
+	}
+	rc.Control(func(fd uintptr) {
+		if high, err := unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, int(min(lim.Cur, fdTableRoom)-1)); err == nil {
+			unix.Close(high)
+		}
+	})
 }
 
 // onSaved: the old worker has committed its snapshot and stored its
@@ -149,7 +174,7 @@ func (s *Supervisor) sendGo(h *handover, note string) {
 	}
 	h.goSent = true
 	w := h.next
-	s.dropHungUp()
+	dropped := s.dropHungUp()
 	w.readyToken++ // the ready timeout counts again from GO
 	token := w.readyToken
 	time.AfterFunc(s.cfg.ReadyTimeout, func() { s.send(readyTimeoutEvent{w: w, token: token}) })
@@ -157,10 +182,14 @@ func (s *Supervisor) sendGo(h *handover, note string) {
 		s.log.Warn().Int("gen", w.gen.n).Str("note", note).Msg("handover: restoring")
 	}
 	store := append([]stored(nil), s.store...)
+	began := time.Now()
 	go func() {
 		if err := w.handover.sendStore(store); err != nil {
 			s.log.Error().Err(err).Int("gen", w.gen.n).Msg("handover: passing connections failed")
+			return
 		}
+		s.log.Info().Int("gen", w.gen.n).Int("connections", len(store)).Int("dropped", dropped).
+			Float64("pass_ms", ms(time.Since(began))).Msg("handover: connections passed, GO sent")
 	}()
 }
 
@@ -192,45 +221,82 @@ func (h *handoverConn) sendStore(store []stored) error {
 		for i, st := range batch {
 			names[i], fds[i] = st.name, st.fd
 		}
-		msg := handoff.HandoverFDsKey + strings.Join(names, ":")
+		msg := contract.HandoverFDsKey + strings.Join(names, ":")
 		if _, _, err := h.conn.WriteMsgUnix([]byte(msg), unix.UnixRights(fds...), nil); err != nil {
 			return err
 		}
 	}
-	_, err := h.conn.Write([]byte(handoff.HandoverGo))
+	_, err := h.conn.Write([]byte(contract.HandoverGo))
 	return err
 }
 
-// storeFDs adds the fds of an FDSTORE=1 message to the store.
-func (s *Supervisor) storeFDs(w *worker, name string, fds []int) {
-	if name == "" {
-		name = "stored"
+// defaultFDName is what systemd names a stored fd that came without a
+// valid FDNAME.
+const defaultFDName = "stored"
+
+// storeFDs adds the fds of an FDSTORE=1 message to the store (they arrive
+// close-on-exec: the net package receives with MSG_CMSG_CLOEXEC). FDNAME
+// names them all, as in systemd; or, the supervisor's extension, it lists
+// one name per fd, colon-separated: a name systemd refuses, as it refuses
+// every ':', so that it cannot be mistaken for one. A list of the wrong
+// length is refused as systemd refuses a bad name: the fds are stored under
+// the default name.
+func (s *Supervisor) storeFDs(w *worker, fdname string, fds []int) {
+	names := strings.Split(fdname, ":")
+	switch {
+	case fdname == "":
+		names = []string{defaultFDName}
+	case len(names) > 1 && len(names) != len(fds):
+		s.log.Warn().Int("pid", w.pid()).Int("fds", len(fds)).Int("names", len(names)).
+			Msg("FDSTORE=1 with a list of FDNAMEs not one per fd: stored under the default name")
+		names = []string{defaultFDName}
 	}
-	for _, fd := range fds {
-		unix.CloseOnExec(fd)
+	for i, fd := range fds {
+		name := names[min(i, len(names)-1)]
+		if name == "" {
+			name = defaultFDName
+		}
 		s.store = append(s.store, stored{name: name, fd: fd})
 	}
-	s.log.Debug().Int("pid", w.pid()).Str("name", name).Int("fds", len(fds)).Msg("fd stored")
+	s.log.Debug().Int("pid", w.pid()).Str("name", names[0]).Int("fds", len(fds)).Msg("fds stored")
 }
 
-// dropHungUp closes stored connections whose peer has hung up meanwhile:
-// nobody is there to play on them.
-func (s *Supervisor) dropHungUp() {
+// dropHungUp closes stored connections whose peer has hung up meanwhile
+// (nobody is there to play on them), found by one poll(2) over the whole
+// store, and returns how many it closed.
+func (s *Supervisor) dropHungUp() int {
+	if len(s.store) == 0 {
+		return 0
+	}
+	pfds := make([]unix.PollFd, len(s.store))
+	for i, st := range s.store {
+		pfds[i] = unix.PollFd{Fd: int32(st.fd), Events: unix.POLLRDHUP}
+	}
+	for {
+		_, err := unix.Poll(pfds, 0)
+		if err == nil {
+			break
+		}
+		if err != unix.EINTR {
+			s.log.Warn().Err(err).Msg("handover: cannot check the stored connections for peers that hung up; passing them all")
+			return 0
+		}
+	}
 	kept := s.store[:0]
-	dropped := 0
-	for _, st := range s.store {
-		pfd := []unix.PollFd{{Fd: int32(st.fd), Events: unix.POLLRDHUP}}
-		if n, err := unix.Poll(pfd, 0); err == nil && n > 0 && pfd[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+	for i, st := range s.store {
+		if pfds[i].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
 			unix.Close(st.fd)
-			dropped++
 			continue
 		}
 		kept = append(kept, st)
 	}
+	dropped := len(s.store) - len(kept)
+	clear(s.store[len(kept):])
 	s.store = kept
 	if dropped > 0 {
 		s.log.Info().Int("dropped", dropped).Msg("handover: dropped stored connections whose peer hung up")
 	}
+	return dropped
 }
 
 // clearStore closes the supervisor's copies once a generation is ready on
@@ -265,9 +331,9 @@ func (s *Supervisor) rollback(old *generation, reason string) {
 
 // handoverEnv adds the handover variables to a worker's environment.
 func (s *Supervisor) handoverEnv(env []string, handoverFD int) []string {
-	env = append(env, handoff.EnvMode+"="+handoff.ModeHandover, handoff.EnvSnapshot+"="+s.cfg.SnapshotPath)
+	env = append(env, contract.EnvMode+"="+contract.ModeHandover, contract.EnvSnapshot+"="+s.cfg.SnapshotPath)
 	if handoverFD >= 0 {
-		env = append(env, handoff.EnvHandoverFD+"="+strconv.Itoa(handoverFD))
+		env = append(env, contract.EnvHandoverFD+"="+strconv.Itoa(handoverFD))
 	}
 	return env
 }

@@ -16,9 +16,27 @@ import (
 
 // runCounter is a stateful worker for handover mode: one shared counter, its
 // state, saved to the snapshot; each "INC" line on any connection adds one
-// and answers "<count> <pid>". With failGen set, the worker of that
-// generation fails to restore.
-func runCounter(failGen string) int {
+// and answers "<count> <pid>", each "NAME" line answers "<name> <pid>": the
+// name the connection was handed over under ("new" when it was accepted
+// here). Options, comma-separated after "counter":
+//
+//	fail-gen=N    the worker of generation N fails to restore
+//	store=batch   store the connections with one StoreConns, a name each
+//	store=shared  store them with one StoreConns, all under one name, "conn"
+//	              (systemd's FDSTORE=1: several fds, one FDNAME)
+//
+// By default each connection is stored on its own (StoreConn), under the
+// name it came with, or conn<i> for the i-th accepted here.
+func runCounter(opts string) int {
+	var failGen, store string
+	for _, o := range strings.Split(strings.TrimPrefix(opts, ","), ",") {
+		if v, ok := strings.CutPrefix(o, "fail-gen="); ok {
+			failGen = v
+		}
+		if v, ok := strings.CutPrefix(o, "store="); ok {
+			store = v
+		}
+	}
 	w, err := handoff.New()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "counter:", err)
@@ -38,12 +56,12 @@ func runCounter(failGen string) int {
 		fmt.Fprintln(os.Stderr, "counter: cannot restore (on purpose)")
 		return 4
 	}
-	c := &counter{w: w}
+	c := &counter{w: w, store: store}
 	if b, err := os.ReadFile(w.SnapshotPath()); err == nil {
 		c.n, _ = strconv.Atoi(strings.TrimSpace(string(b)))
 	}
 	for _, conn := range conns {
-		c.serve(conn.Conn)
+		c.serve(conn.Conn, conn.Name)
 	}
 	w.Ready()
 	go func() {
@@ -52,7 +70,7 @@ func runCounter(failGen string) int {
 			if err != nil {
 				return
 			}
-			c.serve(conn)
+			c.serve(conn, "")
 		}
 	}()
 	<-w.Draining()
@@ -63,17 +81,21 @@ func runCounter(failGen string) int {
 
 type counter struct {
 	w     *handoff.Worker
+	store string // the store option
 	mu    sync.Mutex
 	n     int
-	conns []net.Conn
+	conns []handoff.Conn // Name "" when accepted here
 	wg    sync.WaitGroup
 	stop  bool
 }
 
-func (c *counter) serve(conn net.Conn) {
+func (c *counter) serve(conn net.Conn, name string) {
 	c.mu.Lock()
-	c.conns = append(c.conns, conn)
+	c.conns = append(c.conns, handoff.Conn{Name: name, Conn: conn})
 	c.mu.Unlock()
+	if name == "" {
+		name = "new"
+	}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -88,10 +110,13 @@ func (c *counter) serve(conn net.Conn) {
 				c.mu.Unlock()
 				return
 			}
-			c.n++
-			fmt.Fprintf(conn, "%d %d\n", c.n, os.Getpid())
+			if strings.TrimSpace(line) == "NAME" {
+				fmt.Fprintf(conn, "%s %d\n", name, os.Getpid())
+			} else {
+				c.n++
+				fmt.Fprintf(conn, "%d %d\n", c.n, os.Getpid())
+			}
 			c.mu.Unlock()
-			_ = line
 		}
 	}()
 }
@@ -108,10 +133,22 @@ func (c *counter) handOver() {
 	tmp := c.w.SnapshotPath() + ".tmp"
 	os.WriteFile(tmp, []byte(strconv.Itoa(c.n)), 0o600)
 	os.Rename(tmp, c.w.SnapshotPath())
-	for i, conn := range c.conns {
-		if err := c.w.StoreConn("conn"+strconv.Itoa(i), conn.(*net.TCPConn)); err != nil {
-			fmt.Fprintln(os.Stderr, "counter:", err)
+	for i := range c.conns {
+		switch {
+		case c.store == "shared":
+			c.conns[i].Name = "conn"
+		case c.conns[i].Name == "":
+			c.conns[i].Name = "conn" + strconv.Itoa(i)
 		}
+	}
+	if c.store == "" {
+		for _, conn := range c.conns {
+			if err := c.w.StoreConn(conn.Name, conn.Conn.(*net.TCPConn)); err != nil {
+				fmt.Fprintln(os.Stderr, "counter:", err)
+			}
+		}
+	} else if err := c.w.StoreConns(c.conns); err != nil {
+		fmt.Fprintln(os.Stderr, "counter:", err)
 	}
 	c.w.HandoverSaved()
 }

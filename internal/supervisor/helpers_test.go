@@ -51,7 +51,7 @@ func runHelper() int {
 		return 2
 	}
 	if gen, ok := strings.CutPrefix(string(mode), "counter"); ok {
-		return runCounter(strings.TrimPrefix(gen, ",fail-gen="))
+		return runCounter(gen)
 	}
 	switch string(mode) {
 	case "blocking":

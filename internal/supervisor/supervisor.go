@@ -190,6 +190,9 @@ func (s *Supervisor) handle(ev any) {
 		ev.reply <- s.status()
 	case versionEvent:
 		ev.gen.version = ev.version
+		if ev.gen == s.current {
+			s.observe(WorkersChanged) // the STATUS= line gains the version
+		}
 	case successorRequest:
 		s.onSuccessorRequest(ev.reply)
 	case resumeRequest:

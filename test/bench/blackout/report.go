@@ -28,8 +28,9 @@ func printSize(r *sizeResult) {
 		fmt.Printf("%s FAILED: %v\n", head, r.err)
 		return
 	}
-	fmt.Printf("%s (load %s) %d/%d upgrades ok; ms: blackout supervisor %s, clients median %s, clients max %s; save_ms %s; game save %s, fd store %s, restore %s\n",
-		head, loadAvg(), len(r.supBlackout), r.upgrades, list(r.supBlackout), list(r.cliMedian), list(r.cliMax), list(r.saveMS), list(r.gameSave), list(r.gameStore), list(r.gameRestore))
+	fmt.Printf("%s (load %s) %d/%d upgrades ok; ms: blackout supervisor %s, clients median %s, clients max %s; save_ms %s; game stop %s, save %s, fd store %s, restore %s (snapshot %s, sessions %s)\n",
+		head, loadAvg(), len(r.supBlackout), r.upgrades, list(r.supBlackout), list(r.cliMedian), list(r.cliMax), list(r.saveMS),
+		list(r.gameStop), list(r.gameSave), list(r.gameStore), list(r.gameRestore), list(r.gameSnap), list(r.gameResume))
 	if r.err != nil {
 		fmt.Printf("  stopped early: %v\n", r.err)
 	}
@@ -67,7 +68,7 @@ func report(results []*sizeResult, io *ioResult) (missed bool) {
 	fmt.Println("  interval = a connection's time between replies without upgrades (median over connections), for scale")
 	fmt.Println("  save_ms = from the drain signal to the old worker's HANDOVER=saved, as the supervisor logs it; game save,")
 	fmt.Println("      fd store, restore = the game's own log: writing the snapshot; storing the connections with the")
-	fmt.Println("      supervisor; restoring the snapshot with the sessions")
+	fmt.Println("      supervisor (up to 253 a datagram) and HANDOVER=saved; restoring the snapshot with the sessions")
 	fmt.Println("  cold start = ready_ms of the first worker, which restores the seeded players")
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "players\tconns\tok\tcold start\tsupervisor\tclient med\tclient max\tinterval\tsave_ms\tgame save\tfd store\trestore\t")

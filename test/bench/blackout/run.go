@@ -29,9 +29,12 @@ type sizeResult struct {
 	cliMedian   []float64 // per upgrade: median over connections of the client blackout
 	cliMax      []float64 // per upgrade: max over connections
 	saveMS      []float64 // supervisor's save_ms: drain signal to HANDOVER=saved
+	gameStop    []float64 // the game's own: stopping the sessions on the drain signal
 	gameSave    []float64 // the game's own: writing the snapshot
-	gameStore   []float64 // the game's own: storing the connections with the supervisor, one FDSTORE each
+	gameStore   []float64 // the game's own: storing the connections with the supervisor (up to 253 a datagram) and HANDOVER=saved
 	gameRestore []float64 // the game's own: restoring the snapshot and the sessions
+	gameSnap    []float64 // the game's own: of the restore, reading the snapshot
+	gameResume  []float64 // the game's own: of the restore, resuming the sessions
 	intervals   []float64 // steady state: median over connections of the time between replies
 	moved       []int     // connections in each upgrade's success line
 }
@@ -137,8 +140,8 @@ func cpuModel() string {
 
 var (
 	coldRe    = regexp.MustCompile(`gameserver\[(\d+)\]: (?:restored \S+(?: snapshot)? from \S+ ago: (\d+) players|no snapshot at)`)
-	savedRe   = regexp.MustCompile(`gameserver\[(\d+)\]: handover: saved (\d+) players and (\d+) sessions in (\S+), stored (\d+) connections; total (\S+)`)
-	restoreRe = regexp.MustCompile(`gameserver\[(\d+)\]: handover: restored (\d+) players and (\d+) connections in (\S+) `)
+	savedRe   = regexp.MustCompile(`gameserver\[(\d+)\]: handover: saved (\d+) players and (\d+) sessions in (\S+), stored (\d+) connections; total (\S+)(?: \(after (\S+) stopping)?`)
+	restoreRe = regexp.MustCompile(`gameserver\[(\d+)\]: handover: restored (\d+) players and (\d+) connections in (\S+) (?:\(snapshot (\S+), sessions ([^;]+);)?`)
 )
 
 // measureSize runs one size: seed, start, connect, load, upgrade.
@@ -283,10 +286,17 @@ func upgradeOnce(s *supervisor, ld *load, bin string, done int, r *sizeResult, t
 	if m, err := s.findRe(savedRe); err == nil {
 		r.gameSave = append(r.gameSave, durMS(m[4]))
 		r.gameStore = append(r.gameStore, durMS(m[6])-durMS(m[4]))
+		if m[7] != "" {
+			r.gameStop = append(r.gameStop, durMS(m[7]))
+		}
 	}
 	s.at = from
 	if m, err := s.findRe(restoreRe); err == nil {
 		r.gameRestore = append(r.gameRestore, durMS(m[4]))
+		if m[5] != "" {
+			r.gameSnap = append(r.gameSnap, durMS(m[5]))
+			r.gameResume = append(r.gameResume, durMS(m[6]))
+		}
 	}
 	// Every client must reach the new worker.
 	if err := ld.waitAll("moved to the new worker", s.wait, func(_ int, c *client) bool {

@@ -1,0 +1,52 @@
+// Package contract is the worker contract's wire names: the environment a
+// worker is started with and the messages it sends, as package handoff
+// documents them. Package handoff exports them under the same names; the
+// supervisor takes them from here, so that its binary, which every worker
+// start runs as the exec shim, does not link handoff and with it net/http.
+package contract
+
+// The environment a worker is started with: systemd's names, plus ours.
+const (
+	EnvListenFDs     = "LISTEN_FDS"              // number of passed fds, starting at fd 3
+	EnvListenFDNames = "LISTEN_FDNAMES"          // colon-separated names, one per fd
+	EnvListenPID     = "LISTEN_PID"              // the PID the fds are meant for
+	EnvNotifySocket  = "NOTIFY_SOCKET"           // datagram socket for sd_notify messages
+	EnvWatchdogUSec  = "WATCHDOG_USEC"           // ping interval bound, in microseconds
+	EnvWatchdogPID   = "WATCHDOG_PID"            // the PID the watchdog setting is meant for
+	EnvDrainSignal   = "SUPERVISOR_DRAIN_SIGNAL" // the signal that tells a worker to drain
+	EnvGeneration    = "SUPERVISOR_GENERATION"   // the worker's generation number, 1 for the first
+)
+
+// ListenFDsStart is the first passed file descriptor (SD_LISTEN_FDS_START).
+const ListenFDsStart = 3
+
+// sd_notify messages, as the wire carries them.
+const (
+	MsgReady     = "READY=1"
+	MsgStopping  = "STOPPING=1"
+	MsgWatchdog  = "WATCHDOG=1"
+	MsgStatusKey = "STATUS="
+)
+
+// DefaultListenFDName is the name systemd gives a passed fd when
+// LISTEN_FDNAMES is not set.
+const DefaultListenFDName = "unknown"
+
+// Handover mode (--mode handover).
+const (
+	EnvMode       = "SUPERVISOR_MODE"        // "handover" in handover mode
+	EnvSnapshot   = "SUPERVISOR_SNAPSHOT"    // the snapshot file's path
+	EnvHandoverFD = "SUPERVISOR_HANDOVER_FD" // the handover connection of a worker started ahead
+
+	ModeHandover = "handover"
+
+	// Messages on NOTIFY_SOCKET from the worker handing over.
+	MsgFDStore       = "FDSTORE=1" // with FDNAME= and the fds (SCM_RIGHTS), as systemd's fd store
+	MsgFDNameKey     = "FDNAME="
+	MsgHandoverSaved = "HANDOVER=saved" // the snapshot is committed and every connection stored
+
+	// Messages on the handover connection.
+	HandoverWaiting = "WAITING" // worker → supervisor: initialised, waiting for the state
+	HandoverFDsKey  = "FDS "    // supervisor → worker: "FDS name:name:…" with those fds attached
+	HandoverGo      = "GO"      // supervisor → worker: the snapshot is written; restore and serve
+)
