@@ -322,3 +322,30 @@ func noFailures(t *testing.T, what string, res *loadgen.Result) {
 		t.Errorf("%s load: no requests were made", what)
 	}
 }
+
+// startSupervisorFrom is startSupervisor with the supervisor binary bin in
+// place of the one TestMain built: a test that replaces the supervisor's
+// own binary (a self-upgrade to a broken build) runs a copy of its own.
+func startSupervisorFrom(t *testing.T, bin string, cfg supervisorConfig) *supervisor {
+	t.Helper()
+	built := supervisorBin
+	supervisorBin = bin // tests do not run in parallel
+	defer func() { supervisorBin = built }()
+	return startSupervisor(t, cfg)
+}
+
+// publicTempDir is a temporary directory that every user may enter, for a
+// socket or a binary that a client of another uid uses; it is removed at the
+// end of the test. Its path is short, as a unix socket's must be.
+func publicTempDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}

@@ -17,6 +17,10 @@ import (
 // inherits; the successor unsets it, so no worker sees it.
 const envManifest = "SUPERVISOR_SUCCESSOR_MANIFEST"
 
+// tableflipMark is the variable by which tableflip tells a process it
+// started that it has a parent.
+const tableflipMark = "TABLEFLIP_HAS_PARENT_7DIU3"
+
 // manifest says what the passed files are.
 type manifest struct {
 	ParentPID int            `json:"parent_pid"`
@@ -81,11 +85,12 @@ func takeInheritance(upg *tableflip.Upgrader) (*inheritance, error) {
 	return in, nil
 }
 
-func deref(g *supervisor.GenStatus) supervisor.GenStatus {
-	if g == nil {
-		return supervisor.GenStatus{}
+// parent is the PID of the supervisor this one replaced; 0 for none.
+func (in *inheritance) parent() int {
+	if in == nil {
+		return 0
 	}
-	return *g
+	return in.parentPID
 }
 
 func (in *inheritance) base() int {

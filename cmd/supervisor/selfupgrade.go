@@ -200,9 +200,7 @@ func (u *selfUpgrade) pass(conns []supervisor.StoredConn) (*connChannel, error) 
 	}
 	m := manifest{ParentPID: os.Getpid(), Control: u.ctl != nil}
 	if st, ok := u.sup.Status(); ok {
-		for _, g := range append(st.Draining, deref(st.Current), deref(st.Upgrading)) {
-			m.LastGen = max(m.LastGen, g.Gen)
-		}
+		m.LastGen = st.LastGen
 	}
 	for _, s := range u.sockets.Sockets {
 		m.Sockets = append(m.Sockets, manifestSock{Name: s.Name, OwnsPath: s.OwnsPath})

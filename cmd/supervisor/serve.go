@@ -38,6 +38,10 @@ func serve(opts *options, log zerolog.Logger) error {
 		return fmt.Errorf("self-upgrade: %w", err)
 	}
 	defer upg.Stop()
+	// tableflip's mark for a child it started; it sets it again for each
+	// successor. Workers must not see it: one using tableflip itself would
+	// take its sockets for tableflip's pipes.
+	os.Unsetenv(tableflipMark)
 	inherited, err := takeInheritance(upg)
 	if err != nil {
 		return err
@@ -114,7 +118,7 @@ func serve(opts *options, log zerolog.Logger) error {
 
 	self := &selfUpgrade{upg: upg, opts: opts, sockets: sockets, ctl: ctl, sup: sup, sd: sd, log: log, reporter: r}
 	go self.whenReady(inherited != nil)
-	go r.watchdog(os.Getppid(), sup)
+	go r.watchdog(inherited.parent(), sup)
 	go func() {
 		for sig := range signals {
 			switch {

@@ -26,6 +26,9 @@ func Do(path string, req Request, timeout time.Duration) (Response, error) {
 		case errors.Is(err, os.ErrNotExist):
 			return Response{}, fmt.Errorf("no control socket at %s: is the supervisor running, with this --control path?", path)
 		case errors.Is(err, syscall.ECONNREFUSED):
+			if fi, serr := os.Stat(path); serr == nil && fi.Mode().Type() != os.ModeSocket {
+				return Response{}, fmt.Errorf("%s is not a socket: give the --control path the supervisor was started with", path)
+			}
 			return Response{}, fmt.Errorf("nobody listens on %s: the supervisor is not running (a stale socket file)", path)
 		case errors.Is(err, os.ErrPermission):
 			return Response{}, fmt.Errorf("%s: permission denied: run as root or as the supervisor's user", path)

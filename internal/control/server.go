@@ -92,7 +92,8 @@ func (s *Server) HandOver() {
 }
 
 // Close stops accepting and removes the socket file, unless it was handed
-// over. Connections being served (an upgrade --wait) are cut.
+// over. A `stop --wait` connection learns the end; others being served (an
+// upgrade --wait) end when their answer is written.
 func (s *Server) Close() error {
 	select {
 	case <-s.closed:

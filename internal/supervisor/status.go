@@ -15,7 +15,8 @@ import (
 // and systemd's STATUS= line sums it up.
 type Status struct {
 	PID         int            `json:"pid"`
-	Mode        string         `json:"mode"` // overlap or handover
+	Mode        string         `json:"mode"`     // overlap or handover
+	LastGen     int            `json:"last_gen"` // the highest generation number used, failed ones included
 	Current     *GenStatus     `json:"current,omitempty"`
 	Upgrading   *GenStatus     `json:"upgrading,omitempty"`
 	Draining    []GenStatus    `json:"draining,omitempty"`
@@ -117,7 +118,7 @@ func (s *Supervisor) Status() (st Status, ok bool) {
 
 // status builds the Status; it runs on the loop.
 func (s *Supervisor) status() Status {
-	st := Status{PID: os.Getpid(), Mode: "overlap", LastUpgrade: s.lastUpgrade, Stopping: s.stopping}
+	st := Status{PID: os.Getpid(), Mode: "overlap", LastGen: s.lastGen, LastUpgrade: s.lastUpgrade, Stopping: s.stopping}
 	if s.cfg.Handover {
 		st.Mode = "handover"
 	}

@@ -1,0 +1,241 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/procswitch/supervisor/internal/control"
+	"github.com/procswitch/supervisor/internal/supervisor"
+	"github.com/rs/zerolog"
+)
+
+// ctlRun runs `supervisor ctl args...` in process and returns its exit
+// status and output.
+func ctlRun(args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = runCtl(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// oneLine fails the test unless s is exactly one line, and returns it.
+func oneLine(t *testing.T, s string) string {
+	t.Helper()
+	if !strings.HasSuffix(s, "\n") || strings.Count(s, "\n") != 1 {
+		t.Errorf("want exactly one line, got %q", s)
+	}
+	return strings.TrimSuffix(s, "\n")
+}
+
+func TestCtlUsageErrors(t *testing.T) {
+	t.Setenv("RUNTIME_DIRECTORY", "")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "no command"},
+		{[]string{"--control", "/run/x/control"}, "no command"},
+		{[]string{"reboot"}, `unknown command "reboot"`},
+		{[]string{"Status"}, `unknown command "Status"`},
+		{[]string{"--bogus", "status"}, "unknown flag --bogus"},
+		{[]string{"--json", "status"}, "unknown flag --json"},
+		{[]string{"--control"}, "--control needs a PATH"},
+		{[]string{"status", "--wait"}, "--wait is not a flag of status"},
+		{[]string{"upgrade", "--json"}, "--json is not a flag of upgrade"},
+		{[]string{"stop", "--json"}, "--json is not a flag of stop"},
+		{[]string{"status", "--bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"upgrade", "--timeout"}, "flag needs an argument: -timeout"},
+		{[]string{"upgrade", "--timeout", "soon"}, "invalid value"},
+		{[]string{"upgrade", "--wait", "--timeout", "0"}, "--timeout must be positive"},
+		{[]string{"upgrade", "--timeout", "-1s"}, "--timeout must be positive"},
+		{[]string{"upgrade", "--wait=maybe"}, "invalid boolean value"},
+		{[]string{"status", "now"}, `unexpected "now"`},
+		{[]string{"upgrade", "--wait", "now"}, `unexpected "now"`},
+		{[]string{"status", "stop"}, `unexpected "stop"`},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			code, stdout, stderr := ctlRun(tc.args...)
+			if code != 2 || stdout != "" {
+				t.Errorf("exit %d, stdout %q; want 2 and nothing", code, stdout)
+			}
+			line := oneLine(t, stderr)
+			if !strings.HasPrefix(line, "supervisor ctl") || !strings.Contains(line, tc.want) {
+				t.Errorf("error %q, want one from supervisor ctl saying %q", line, tc.want)
+			}
+		})
+	}
+}
+
+func TestCtlHelp(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"--control", "/x", "--help"}, {"status", "--help"}, {"upgrade", "-h"}} {
+		code, stdout, stderr := ctlRun(args...)
+		if code != 0 || stderr != "" || !strings.HasPrefix(stdout, "usage: supervisor ctl") {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want 0 and the usage on stdout", args, code, stdout, stderr)
+		}
+	}
+}
+
+func TestParseCtlArgs(t *testing.T) {
+	for _, tc := range []struct {
+		env        string // RUNTIME_DIRECTORY
+		args       []string
+		path, cmd  string
+		rest       []string
+		wantErrMsg string
+	}{
+		{"", []string{"status"}, "", "status", []string{}, ""},
+		{"/run/app", []string{"status", "--json"}, "/run/app/control", "status", []string{"--json"}, ""},
+		{"/run/app:/run/other", []string{"stop"}, "/run/app/control", "stop", []string{}, ""},
+		{"/run/app", []string{"--control", "/tmp/c", "upgrade", "--wait"}, "/tmp/c", "upgrade", []string{"--wait"}, ""},
+		{"", []string{"-control", "/tmp/c", "upgrade"}, "/tmp/c", "upgrade", []string{}, ""},
+		{"", []string{"--control=/tmp/c", "status"}, "/tmp/c", "status", []string{}, ""},
+		{"", []string{"-control=/tmp/c", "status", "--control", "/tmp/d"}, "/tmp/c", "status", []string{"--control", "/tmp/d"}, ""},
+		{"", []string{"--control", "/a", "--control", "/b", "stop"}, "/b", "stop", []string{}, ""},
+	} {
+		t.Setenv("RUNTIME_DIRECTORY", tc.env)
+		path, cmd, rest, err := parseCtlArgs(tc.args)
+		if err != nil || path != tc.path || cmd != tc.cmd || strings.Join(rest, " ") != strings.Join(tc.rest, " ") {
+			t.Errorf("RUNTIME_DIRECTORY=%q %q: %q %q %q %v; want %q %q %q", tc.env, tc.args, path, cmd, rest, err, tc.path, tc.cmd, tc.rest)
+		}
+	}
+}
+
+// fakeSupervisor is what the control server drives in these tests.
+type fakeSupervisor struct {
+	status   supervisor.Status
+	upgrades chan chan supervisor.Result
+	stops    chan struct{}
+}
+
+func (f *fakeSupervisor) Status() (supervisor.Status, bool) { return f.status, true }
+func (f *fakeSupervisor) Stop()                             { f.stops <- struct{}{} }
+func (f *fakeSupervisor) Upgrade() <-chan supervisor.Result {
+	r := make(chan supervisor.Result, 1)
+	f.upgrades <- r
+	return r
+}
+
+// serveFake serves a control socket at dir/control on a fake supervisor.
+func serveFake(t *testing.T, dir string) (string, *fakeSupervisor) {
+	t.Helper()
+	path := filepath.Join(dir, "control")
+	ln, err := control.Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 11, 22, 5, 46, 8, 0, time.UTC)
+	f := &fakeSupervisor{
+		status: supervisor.Status{PID: 4242, Mode: "overlap",
+			Current: &supervisor.GenStatus{Gen: 3, Phase: "serving", Binary: "/srv/app", Version: "0123456789ab", ReadyMS: 8.3,
+				Workers: []supervisor.WorkerStatus{{PID: 4300, Ready: true, Status: "serving"}, {PID: 4301, Ready: true, Restarts: 2}}},
+			LastUpgrade: &supervisor.UpgradeStatus{Gen: 4, OK: false, Reason: "upgrade to generation 4 failed: worker 77 exited before it was ready: exit status 1", At: at},
+		},
+		upgrades: make(chan chan supervisor.Result, 8),
+		stops:    make(chan struct{}, 8),
+	}
+	srv := control.NewServer(ln, path, f, zerolog.Nop())
+	t.Cleanup(func() { srv.Close() })
+	return path, f
+}
+
+// TestCtlTalksToSupervisor runs the commands against a control server on a
+// fake supervisor: what they print, and their exit status.
+func TestCtlTalksToSupervisor(t *testing.T) {
+	dir := t.TempDir()
+	path, f := serveFake(t, dir)
+	t.Setenv("RUNTIME_DIRECTORY", "")
+
+	code, stdout, stderr := ctlRun("--control", path, "status")
+	if code != 0 || stderr != "" {
+		t.Fatalf("status: exit %d, stderr %q", code, stderr)
+	}
+	for _, want := range []string{
+		"supervisor pid 4242, mode overlap\n",
+		"serving: generation 3 (serving), binary /srv/app, version 0123456789ab, ready in 8.3 ms\n",
+		"  worker pid 4300 ready: serving\n",
+		"  worker pid 4301 ready, 2 restarts\n",
+		"last upgrade: FAILED at 2026-11-22T05:46:08Z: upgrade to generation 4 failed: worker 77 exited before it was ready: exit status 1\n",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("status does not say %q:\n%s", want, stdout)
+		}
+	}
+
+	// --json: one line, the status as the server has it; the flag may follow
+	// the command, and so may --control.
+	code, stdout, stderr = ctlRun("status", "--json", "--control", path)
+	var st supervisor.Status
+	if code != 0 || stderr != "" || json.Unmarshal([]byte(oneLine(t, stdout)), &st) != nil ||
+		st.PID != 4242 || st.Current.Gen != 3 || len(st.Current.Workers) != 2 || st.LastUpgrade.OK {
+		t.Errorf("status --json: exit %d, %q, stderr %q", code, stdout, stderr)
+	}
+
+	// The default path: $RUNTIME_DIRECTORY/control.
+	t.Setenv("RUNTIME_DIRECTORY", dir)
+	if code, _, stderr := ctlRun("status"); code != 0 {
+		t.Errorf("status at $RUNTIME_DIRECTORY/control: exit %d, %q", code, stderr)
+	}
+	t.Setenv("RUNTIME_DIRECTORY", "")
+
+	// upgrade --wait: exit 0 on success, 1 with the reason on failure.
+	for _, tc := range []struct {
+		result supervisor.Result
+		code   int
+		out    string
+	}{
+		{supervisor.Result{Gen: 5}, 0, "upgrade succeeded: generation 5 is ready and serving\n"},
+		{supervisor.Result{Gen: 6, Err: errors.New("upgrade to generation 6 failed: worker 99 not ready within 1s (ready probe: notify)")}, 1,
+			"supervisor ctl upgrade: upgrade to generation 6 failed: worker 99 not ready within 1s (ready probe: notify)\n"},
+	} {
+		done := make(chan struct{})
+		var code int
+		var stdout, stderr string
+		go func() {
+			defer close(done)
+			code, stdout, stderr = ctlRun("--control", path, "upgrade", "--wait")
+		}()
+		(<-f.upgrades) <- tc.result
+		<-done
+		got := stdout
+		if tc.code != 0 {
+			got = stderr
+			if stdout != "" {
+				t.Errorf("failed upgrade --wait printed %q on stdout", stdout)
+			}
+		}
+		if code != tc.code || got != tc.out {
+			t.Errorf("upgrade --wait with %+v: exit %d, %q; want %d, %q", tc.result, code, got, tc.code, tc.out)
+		}
+	}
+
+	// upgrade without --wait: exit 0 once asked.
+	if code, stdout, _ := ctlRun("--control", path, "upgrade"); code != 0 || !strings.Contains(stdout, "upgrade requested") {
+		t.Errorf("upgrade: exit %d, %q", code, stdout)
+	}
+	<-f.upgrades
+	if code, stdout, _ := ctlRun("--control", path, "stop"); code != 0 || !strings.Contains(stdout, "stopping") || len(f.stops) != 1 {
+		t.Errorf("stop: exit %d, %q, %d stops", code, stdout, len(f.stops))
+	}
+}
+
+// TestCtlUnreachable: without a supervisor, one line and exit 1.
+func TestCtlUnreachable(t *testing.T) {
+	t.Setenv("RUNTIME_DIRECTORY", "")
+	missing := filepath.Join(t.TempDir(), "control")
+	for _, args := range [][]string{
+		{"--control", missing, "status"},
+		{"--control", missing, "upgrade", "--wait"},
+		{"--control", missing, "stop"},
+		{"status"}, // no path at all
+	} {
+		code, stdout, stderr := ctlRun(args...)
+		line := oneLine(t, stderr)
+		if code != 1 || stdout != "" || !strings.HasPrefix(line, "supervisor ctl") {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want 1 and one line", args, code, stdout, stderr)
+		}
+	}
+}
