@@ -337,6 +337,9 @@ func TestCtlStatusUpgradeStop(t *testing.T) {
 	addr := s.waitListening("http")
 	first := s.waitReady(1)
 	url := pathURL(t, addr)
+	// The PID file is written, and the binary hashed, just after the ready.
+	s.waitFor(0, waitBound, "supervisor ready", msg("supervisor ready", []string{"pid"}))
+	s.waitFor(0, waitBound, "generation 1 version", msg("generation version", []string{"gen", "version"}, genIs(1)))
 	checkControlSocket(t, control)
 	if b, err := os.ReadFile(pidFile); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(s.PID) {
 		t.Errorf("pid file: %q, %v; want %d", b, err, s.PID)
@@ -389,6 +392,7 @@ func TestCtlStatusUpgradeStop(t *testing.T) {
 	if rec := probe(t, url); !contains(next, rec.PID) || rec.Version != "v2" {
 		t.Errorf("after upgrade --wait: answered by pid %d version %q, want one of %v, v2", rec.PID, rec.Version, next)
 	}
+	s.waitFor(mark, waitBound, "generation 2 version", msg("generation version", []string{"gen", "version"}, genIs(2)))
 	if st = statusOf(t, control); st.Current.Version != v2 || len(st.Draining) != 0 {
 		t.Errorf("status after the drain: current version %q, draining %+v; want %s, none", st.Current.Version, st.Draining, v2)
 	}

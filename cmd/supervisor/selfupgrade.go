@@ -76,6 +76,7 @@ func (u *selfUpgrade) whenReady(replacing bool) {
 	if err := u.sd.Send(lines...); err != nil {
 		u.log.Warn().Err(err).Msg("cannot notify systemd")
 	}
+	u.log.Info().Int("pid", os.Getpid()).Str("pid_file", u.opts.pidFile).Bool("systemd", u.sd.Enabled()).Msg("supervisor ready")
 	if err := u.upg.Ready(); err != nil {
 		u.log.Warn().Err(err).Msg("self-upgrade: cannot tell the previous supervisor that this one is ready")
 	}

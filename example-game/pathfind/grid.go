@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Limits on a map's size. A search keeps 12 bytes per cell, and the largest
@@ -27,13 +28,20 @@ func (p Point) String() string { return fmt.Sprintf("(%d,%d)", p.X, p.Y) }
 //
 // Cells are stored row by row with a blocked border one cell wide, so that a
 // search steps to a neighbour by adding an offset, without bounds checks.
+//
+// Connected components are kept per run of free cells, in cell order: each
+// run by its first cell and its component's label. A label per cell would
+// be four times the size of free, all of it written at every worker's start
+// (the page faults alone cost more than decoding the map), for two lookups
+// per query.
 type Grid struct {
-	w, h  int
-	pw    int     // padded width, w+2
-	free  []bool  // (w+2)*(h+2) cells, border blocked
-	comp  []int32 // connected-component label per padded cell, 0 if blocked
-	sizes []int   // sizes[label] is the number of cells in that component
-	nfree int
+	w, h     int
+	pw       int     // padded width, w+2
+	free     []bool  // (w+2)*(h+2) cells, border blocked
+	runStart []int32 // first cell of each run of free cells, ascending
+	runComp  []int32 // component label of each run, from 1
+	sizes    []int   // sizes[label] is the number of cells in that component
+	nfree    int
 }
 
 // NewGrid builds a w×h grid from blocked, which reports whether the cell at
@@ -95,7 +103,38 @@ func (g *Grid) Connected(a, b Point) bool {
 	if !g.Free(a) || !g.Free(b) {
 		return false
 	}
-	return g.comp[g.index(a.X, a.Y)] == g.comp[g.index(b.X, b.Y)]
+	return g.component(g.index(a.X, a.Y)) == g.component(g.index(b.X, b.Y))
+}
+
+// component is the label of free cell i: that of the last run starting at
+// or before it.
+func (g *Grid) component(i int32) int32 {
+	k, found := slices.BinarySearch(g.runStart, i)
+	if !found {
+		k--
+	}
+	return g.runComp[k]
+}
+
+// labels returns a label per cell, 0 for blocked ones.
+func (g *Grid) labels() []int32 {
+	comp := make([]int32, len(g.free))
+	for k, start := range g.runStart {
+		end := int32(len(g.free))
+		if k+1 < len(g.runStart) {
+			end = g.runStart[k+1]
+		}
+		for i := start; i < end && g.free[i]; i++ {
+			comp[i] = g.runComp[k]
+		}
+	}
+	return comp
+}
+
+// addRun records free cells from start on as a run in component label.
+func (g *Grid) addRun(start int32, label int32) {
+	g.runStart = append(g.runStart, start)
+	g.runComp = append(g.runComp, label)
 }
 
 // LargestComponent is the number of free cells in the largest set of
@@ -119,26 +158,31 @@ func (g *Grid) point(i int32) Point {
 // cells beside it are free, so two cells are connected exactly when they are
 // connected by straight steps: a 4-neighbour flood fill finds the components.
 func (g *Grid) label() {
-	g.comp = make([]int32, len(g.free))
+	comp := make([]int32, len(g.free))
 	g.sizes = []int{0}
 	offsets := [4]int32{1, -1, int32(g.pw), -int32(g.pw)}
 	var queue []int32
 	for start := range g.free {
-		if !g.free[start] || g.comp[start] != 0 {
+		if !g.free[start] || comp[start] != 0 {
 			continue
 		}
 		label := int32(len(g.sizes))
-		g.comp[start] = label
+		comp[start] = label
 		queue = append(queue[:0], int32(start))
 		for head := 0; head < len(queue); head++ {
 			for _, off := range offsets {
 				n := queue[head] + off
-				if g.free[n] && g.comp[n] == 0 {
-					g.comp[n] = label
+				if g.free[n] && comp[n] == 0 {
+					comp[n] = label
 					queue = append(queue, n)
 				}
 			}
 		}
 		g.sizes = append(g.sizes, len(queue))
+	}
+	for i := range comp {
+		if comp[i] != 0 && (i == 0 || comp[i-1] != comp[i]) {
+			g.addRun(int32(i), comp[i])
+		}
 	}
 }

@@ -16,7 +16,10 @@ import (
 
 // The test binary doubles as every process the tests start: TestMain runs the
 // exec shim for ShimArg, as the supervisor's main does, and otherwise
-// dispatches on helperEnv to a named helper.
+// dispatches on helperEnv to a named helper. In a build with the shim's fast
+// path (shim_cgo.go), that path runs before TestMain and execs the worker
+// without it; the "goshim" helper runs RunShim itself, so that the tests can
+// run each case through both.
 //
 // Helpers talk to the test through the fds Start passes: fd 3 is the write
 // end of a report pipe, fd 4 (when given) the read end of a hold pipe whose
@@ -30,6 +33,7 @@ const (
 	codeEnv   = "PROC_TEST_CODE"       // "exit": the status to exit with
 	nextEnv   = "PROC_TEST_GRANDCHILD" // "spawn", "pdeath": the helper the grandchild runs
 	thenEnv   = "PROC_TEST_THEN"       // "spawn": "exit" at once, or "wait" on fd 4
+	shimEnv   = "PROC_TEST_SHIM"       // set to "go" by RunShim's callers here, for the worker to report
 )
 
 // waitTimeout bounds every wait for a process, a report line or a reap.
@@ -43,10 +47,12 @@ var helpers = map[string]func() error{
 	"spawn":    helperSpawn,
 	"pdeath":   helperPdeath,
 	"printpid": helperPrintPID,
+	"goshim":   helperGoShim,
 }
 
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == ShimArg {
+		os.Setenv(shimEnv, "go")
 		os.Exit(RunShim(os.Args[2:]))
 	}
 	name := os.Getenv(helperEnv)
@@ -195,9 +201,46 @@ func grandchildEnviron() []string {
 	return env
 }
 
+// helperPrintPID reports what the shim gave it: the PID variables, its own
+// PID and arguments, which shim ran ("go" for RunShim, "" for the fast path),
+// whether SUPERVISOR_EXEC_FD reached it and whether it holds its own
+// executable open at some fd.
 func helperPrintPID() error {
-	return report("LISTEN_PID=%s WATCHDOG_PID=%s pid=%d args=%q",
-		os.Getenv("LISTEN_PID"), os.Getenv("WATCHDOG_PID"), os.Getpid(), os.Args[1:])
+	execFD, ok := os.LookupEnv(EnvExecFD)
+	if !ok {
+		execFD = "unset"
+	}
+	return report("LISTEN_PID=%s WATCHDOG_PID=%s pid=%d args=%q shim=%q %s=%s holdsexe=%v",
+		os.Getenv("LISTEN_PID"), os.Getenv("WATCHDOG_PID"), os.Getpid(), os.Args[1:],
+		os.Getenv(shimEnv), EnvExecFD, execFD, holdsOwnExecutable())
+}
+
+// holdsOwnExecutable says whether one of this process's fds is its
+// executable.
+func holdsOwnExecutable() bool {
+	var exe unix.Stat_t
+	if unix.Stat("/proc/self/exe", &exe) != nil {
+		return false
+	}
+	ents, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range ents {
+		var st unix.Stat_t
+		if unix.Stat("/proc/self/fd/"+e.Name(), &st) == nil && st.Dev == exe.Dev && st.Ino == exe.Ino {
+			return true
+		}
+	}
+	return false
+}
+
+// helperGoShim is shim mode through RunShim whatever the build: its
+// arguments are the worker's command line, and the worker runs the helper
+// nextEnv names.
+func helperGoShim() error {
+	os.Setenv(helperEnv, os.Getenv(nextEnv))
+	os.Unsetenv(nextEnv)
+	os.Setenv(shimEnv, "go")
+	os.Exit(RunShim(os.Args[1:]))
+	return nil
 }
 
 // --- the test side ---

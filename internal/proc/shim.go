@@ -27,6 +27,10 @@ func ShimCommand(shim string, argv []string) (path string, args []string) {
 // shim, already running as that PID, sets LISTEN_PID (and WATCHDOG_PID) to
 // its own PID and execs the worker, which keeps the PID. It returns only on
 // failure, with the exit status to use.
+//
+// Where the C library allows (cgo with glibc), shim_cgo.go does the same
+// before the Go runtime starts, and RunShim runs only when that could not:
+// it is the reference, and reports the failures.
 func RunShim(argv []string) int {
 	if len(argv) == 0 {
 		fmt.Fprintln(os.Stderr, "supervisor: "+ShimArg+" is the supervisor's internal exec shim; run supervisor -- WORKER instead")

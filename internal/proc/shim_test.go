@@ -31,48 +31,132 @@ func TestShimCommand(t *testing.T) {
 	}
 }
 
+// shimPath is a way into shim mode: "fast" is how the supervisor starts a
+// worker (ShimArg first), which the fast path of shim_cgo.go serves when the
+// build has it; "go" is RunShim itself, the reference and the fallback.
+type shimPath string
+
+var shimPaths = []shimPath{"fast", "go"}
+
+// command is the Command that starts worker (the test binary running helper
+// printpid) with argv through path, with env added and files as fds 3, 4, ….
+func (sp shimPath) command(t *testing.T, argv []string, files []int, env ...string) *Command {
+	t.Helper()
+	exe := executable(t)
+	if sp == "go" {
+		return &Command{Path: exe, Args: append([]string{exe}, argv...), Files: files,
+			Env: append(helperEnviron("goshim"), append(env, nextEnv+"=printpid")...)}
+	}
+	path, args := ShimCommand(exe, argv)
+	return &Command{Path: path, Args: args, Env: append(helperEnviron("printpid"), env...), Files: files}
+}
+
+// ran is what the worker reports as the shim that started it.
+func (sp shimPath) ran() string {
+	if sp == "fast" && fastShim {
+		return ""
+	}
+	return "go"
+}
+
+// runShim starts c, waits for the worker's report line and its exit status 0,
+// and returns the line and the PID.
+func runShim(t *testing.T, c *Command, rep *pipe) (string, int) {
+	t.Helper()
+	r := newReaper(t)
+	lines := reportLines(rep)
+	p, err := r.Start(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := nextLine(t, lines)
+	if ws := waitDone(t, p); !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Errorf("status %s", Describe(ws))
+	}
+	return line, p.Pid
+}
+
 // The shim sets LISTEN_PID (and WATCHDOG_PID) to its own PID and execs the
 // worker, which keeps that PID: the worker finds LISTEN_PID equal to its own
 // PID, as go-systemd and sd_listen_fds check.
 func TestShimSetsListenPIDToWorkerPID(t *testing.T) {
-	r := newReaper(t)
-	rep := newPipe(t)
-	lines := reportLines(rep)
-	exe := executable(t)
-	path, args := ShimCommand(exe, []string{exe, "-worker-flag", "x"})
-	env := append(helperEnviron("printpid"),
-		"LISTEN_FDS=1", "LISTEN_FDNAMES=report", "LISTEN_PID=1", // a stale value is replaced
-		"WATCHDOG_USEC=1000000")
-	p, err := r.Start(&Command{Path: path, Args: args, Env: env, Files: []int{rep.wfd()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := fmt.Sprintf("LISTEN_PID=%d WATCHDOG_PID=%d pid=%d args=%q", p.Pid, p.Pid, p.Pid, []string{"-worker-flag", "x"})
-	if got := nextLine(t, lines); got != want {
-		t.Errorf("worker reported %q, want %q", got, want)
-	}
-	if ws := waitDone(t, p); !ws.Exited() || ws.ExitStatus() != 0 {
-		t.Errorf("status %s", Describe(ws))
+	for _, sp := range shimPaths {
+		t.Run(string(sp), func(t *testing.T) {
+			rep := newPipe(t)
+			exe := executable(t)
+			c := sp.command(t, []string{exe, "-worker-flag", "x"}, []int{rep.wfd()},
+				"LISTEN_FDS=1", "LISTEN_FDNAMES=report", "LISTEN_PID=1", // a stale value is replaced
+				"WATCHDOG_USEC=1000000")
+			got, pid := runShim(t, c, rep)
+			want := fmt.Sprintf("LISTEN_PID=%d WATCHDOG_PID=%d pid=%d args=%q shim=%q %s=unset holdsexe=false",
+				pid, pid, pid, []string{"-worker-flag", "x"}, sp.ran(), EnvExecFD)
+			if got != want {
+				t.Errorf("worker reported\n%s\nwant\n%s", got, want)
+			}
+		})
 	}
 }
 
 // Without LISTEN_FDS and WATCHDOG_USEC there is nothing to claim: the shim
-// adds neither variable.
+// adds neither variable. Set but empty counts as not set.
 func TestShimWithoutSockets(t *testing.T) {
-	r := newReaper(t)
-	rep := newPipe(t)
-	lines := reportLines(rep)
-	exe := executable(t)
-	path, args := ShimCommand(exe, []string{exe})
-	p, err := r.Start(&Command{Path: path, Args: args, Env: helperEnviron("printpid"), Files: []int{rep.wfd()}})
-	if err != nil {
-		t.Fatal(err)
+	for _, sp := range shimPaths {
+		for _, env := range [][]string{nil, {"LISTEN_FDS=", "WATCHDOG_USEC="}} {
+			t.Run(fmt.Sprintf("%s/%q", sp, env), func(t *testing.T) {
+				rep := newPipe(t)
+				exe := executable(t)
+				got, pid := runShim(t, sp.command(t, []string{exe}, []int{rep.wfd()}, env...), rep)
+				want := fmt.Sprintf("LISTEN_PID= WATCHDOG_PID= pid=%d args=[] shim=%q %s=unset holdsexe=false", pid, sp.ran(), EnvExecFD)
+				if got != want {
+					t.Errorf("worker reported\n%s\nwant\n%s", got, want)
+				}
+			})
+		}
 	}
-	want := fmt.Sprintf("LISTEN_PID= WATCHDOG_PID= pid=%d args=[]", p.Pid)
-	if got := nextLine(t, lines); got != want {
-		t.Errorf("worker reported %q, want %q", got, want)
+}
+
+// With SUPERVISOR_EXEC_FD the shim executes the file open at that fd, not
+// the path in argv[0] (a new build may have replaced it since), and neither
+// the variable nor the fd reaches the worker.
+func TestShimExecFD(t *testing.T) {
+	for _, sp := range shimPaths {
+		t.Run(string(sp), func(t *testing.T) {
+			rep := newPipe(t)
+			f, err := os.Open(executable(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			gone := filepath.Join(t.TempDir(), "replaced-worker")
+			c := sp.command(t, []string{gone, "-x"}, []int{rep.wfd(), int(f.Fd())}, "LISTEN_FDS=1", EnvExecFD+"=4")
+			got, pid := runShim(t, c, rep)
+			want := fmt.Sprintf("LISTEN_PID=%d WATCHDOG_PID= pid=%d args=%q shim=%q %s=unset holdsexe=false",
+				pid, pid, []string{"-x"}, sp.ran(), EnvExecFD)
+			if got != want {
+				t.Errorf("worker reported\n%s\nwant\n%s", got, want)
+			}
+		})
 	}
-	waitDone(t, p)
+}
+
+// A SUPERVISOR_EXEC_FD that is not an fd above stdio is ignored: the worker
+// runs from its path. The fast path leaves such values to RunShim.
+func TestShimExecFDIgnored(t *testing.T) {
+	for _, sp := range shimPaths {
+		for _, v := range []string{"", "2", "x4", "4x", "99999999999999999999"} {
+			t.Run(fmt.Sprintf("%s/%q", sp, v), func(t *testing.T) {
+				rep := newPipe(t)
+				exe := executable(t)
+				c := sp.command(t, []string{exe}, []int{rep.wfd()}, EnvExecFD+"="+v)
+				got, pid := runShim(t, c, rep)
+				// Only RunShim runs for these; it leaves the variable set.
+				want := fmt.Sprintf("LISTEN_PID= WATCHDOG_PID= pid=%d args=[] shim=%q %s=%s holdsexe=false", pid, "go", EnvExecFD, v)
+				if got != want {
+					t.Errorf("worker reported\n%s\nwant\n%s", got, want)
+				}
+			})
+		}
+	}
 }
 
 // shimRun runs the shim with exec.Cmd (no Reaper is live in this test, so

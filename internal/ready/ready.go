@@ -11,8 +11,6 @@ package ready
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"net/url"
 	"strings"
 	"time"
 )
@@ -38,6 +36,7 @@ type Probe struct {
 const pollInterval = 5 * time.Millisecond
 
 // Parse reads `notify`, `tcp`, `http://HOST:PORT/PATH` or `delay:DURATION`.
+// The http probe is plain HTTP/1.1: https is refused.
 func Parse(s string) (Probe, error) {
 	switch {
 	case s == "notify":
@@ -45,9 +44,8 @@ func Parse(s string) (Probe, error) {
 	case s == "tcp":
 		return Probe{Mode: TCP}, nil
 	case strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://"):
-		u, err := url.Parse(s)
-		if err != nil || u.Host == "" {
-			return Probe{}, fmt.Errorf("ready: %q is not a URL: want http://HOST:PORT/PATH", s)
+		if _, err := parseHTTP(s); err != nil {
+			return Probe{}, err
 		}
 		return Probe{Mode: HTTP, URL: s}, nil
 	case strings.HasPrefix(s, "delay:"):
@@ -94,7 +92,11 @@ func (p Probe) Await(ctx context.Context, t Target) error {
 	case TCP:
 		return poll(ctx, func() bool { return Accepting(t.PID, t.Sockets) })
 	case HTTP:
-		return poll(ctx, func() bool { return httpOK(ctx, p.URL) })
+		t, err := parseHTTP(p.URL)
+		if err != nil {
+			return err
+		}
+		return poll(ctx, func() bool { return t.ok(ctx) })
 	}
 	return nil
 }
@@ -110,22 +112,4 @@ func poll(ctx context.Context, ok func() bool) error {
 		}
 	}
 	return nil
-}
-
-var probeClient = &http.Client{
-	Timeout:   time.Second,
-	Transport: &http.Transport{DisableKeepAlives: true},
-}
-
-func httpOK(ctx context.Context, u string) bool {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return false
-	}
-	resp, err := probeClient.Do(req)
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode >= 200 && resp.StatusCode < 300
 }

@@ -21,7 +21,7 @@ func TestParse(t *testing.T) {
 		{in: "http://127.0.0.1:8080/healthz", want: Probe{Mode: HTTP, URL: "http://127.0.0.1:8080/healthz"}},
 		{in: "http://[::1]:80/", want: Probe{Mode: HTTP, URL: "http://[::1]:80/"}},
 		{in: "http://localhost", want: Probe{Mode: HTTP, URL: "http://localhost"}},
-		{in: "https://example.com/ready?x=1", want: Probe{Mode: HTTP, URL: "https://example.com/ready?x=1"}},
+		{in: "http://user:pw@127.0.0.1:8080/ready?x=1", want: Probe{Mode: HTTP, URL: "http://user:pw@127.0.0.1:8080/ready?x=1"}},
 		{in: "delay:500ms", want: Probe{Mode: Delay, Delay: 500 * time.Millisecond}},
 		{in: "delay:2s", want: Probe{Mode: Delay, Delay: 2 * time.Second}},
 		{in: "delay:1m30s", want: Probe{Mode: Delay, Delay: 90 * time.Second}},
@@ -50,7 +50,8 @@ func TestParse(t *testing.T) {
 func TestParseErrors(t *testing.T) {
 	for _, in := range []string{
 		"", "NOTIFY", "Tcp", "udp", "tcp:8080", "127.0.0.1:8080", "ftp://x/",
-		"http://", "http:///path", "https://", "http://%zz/",
+		"http://", "http:///path", "https://", "http://%zz/", "http://:8080/",
+		"https://example.com/ready", // the probe speaks plain HTTP only
 		"delay", "delay:", "delay:abc", "delay:500", "delay:-1s", "delay: 1s",
 		"HTTP://127.0.0.1/",
 	} {

@@ -141,7 +141,6 @@ func (s *Supervisor) newGenerationFrom(binary string, exe *executable) (*generat
 		return nil, err
 	}
 	g.notify = sock
-	s.hashBinary(g)
 	g.slots = make([]*slot, s.cfg.Workers)
 	for i := range g.slots {
 		g.slots[i] = &slot{index: i}

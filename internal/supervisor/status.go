@@ -103,7 +103,16 @@ type statusRequest struct{ reply chan Status }
 // versionEvent carries the hash of a generation's binary, computed off the loop.
 type versionEvent struct {
 	gen     *generation
+	id      fileID
 	version string
+}
+
+// fileID identifies a binary's content well enough not to hash it twice:
+// a new build installed by rename is a new inode.
+type fileID struct {
+	dev, ino uint64
+	size     int64
+	mtime    unix.Timespec
 }
 
 // Status returns what the supervisor runs now; ok is false once Run has
@@ -164,9 +173,16 @@ func (s *Supervisor) recordUpgrade(r Result, readyMS float64) {
 }
 
 // hashBinary computes g's version off the loop, from a duplicate of the
-// held binary's fd (the loop may close its own meanwhile).
+// held binary's fd (the loop may close its own meanwhile), once the
+// generation is ready; a binary hashed before is not hashed again.
 func (s *Supervisor) hashBinary(g *generation) {
-	if g.exe == nil {
+	if g.exe == nil || g.version != "" {
+		return
+	}
+	st := g.exe.st
+	id := fileID{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim}
+	if v, ok := s.versions[id]; ok {
+		g.version = v
 		return
 	}
 	fd, err := unix.FcntlInt(uintptr(g.exe.fd), unix.F_DUPFD_CLOEXEC, 0)
@@ -180,6 +196,6 @@ func (s *Supervisor) hashBinary(g *generation) {
 		if _, err := io.Copy(h, io.NewSectionReader(f, 0, 1<<40)); err != nil {
 			return
 		}
-		s.send(versionEvent{gen: g, version: hex.EncodeToString(h.Sum(nil))[:12]})
+		s.send(versionEvent{gen: g, id: id, version: hex.EncodeToString(h.Sum(nil))[:12]})
 	}()
 }

@@ -51,8 +51,9 @@ type Supervisor struct {
 	requested   bool          // an upgrade is pending
 	handover    *handover     // a handover past the new worker's WAITING
 	lastUpgrade *UpgradeStatus
-	succ        *successorSave // a self-upgrade's save, in handover mode
-	store       []stored       // the fd store: connections handed over
+	succ        *successorSave    // a self-upgrade's save, in handover mode
+	versions    map[fileID]string // binaries hashed so far
+	store       []stored          // the fd store: connections handed over
 	stopping    bool
 }
 
@@ -63,11 +64,12 @@ func New(cfg Config) (*Supervisor, error) {
 		return nil, err
 	}
 	s := &Supervisor{
-		cfg:     cfg,
-		log:     cfg.Log,
-		events:  make(chan any), // unbuffered: once Run returns, send fails at once
-		done:    make(chan struct{}),
-		readyCh: make(chan struct{}),
+		cfg:      cfg,
+		log:      cfg.Log,
+		events:   make(chan any), // unbuffered: once Run returns, send fails at once
+		done:     make(chan struct{}),
+		readyCh:  make(chan struct{}),
+		versions: map[fileID]string{},
 	}
 	env := cfg.Env
 	if env == nil {
@@ -190,6 +192,8 @@ func (s *Supervisor) handle(ev any) {
 		ev.reply <- s.status()
 	case versionEvent:
 		ev.gen.version = ev.version
+		s.versions[ev.id] = ev.version
+		s.log.Info().Int("gen", ev.gen.n).Str("binary", ev.gen.binary).Str("version", ev.version).Msg("generation version")
 		if ev.gen == s.current {
 			s.observe(WorkersChanged) // the STATUS= line gains the version
 		}

@@ -74,6 +74,7 @@ func (s *Supervisor) generationReady(g *generation) {
 	g.readyTime = time.Since(g.started)
 	g.everReady = true
 	g.phase = serving
+	s.hashBinary(g) // now, not while it starts: it would compete with its start-up
 	s.log.Info().Int("gen", g.n).Ints("pids", g.pids()).Str("binary", g.binary).
 		Float64("ready_ms", ms(g.readyTime)).Msg("generation ready")
 	if g != s.upgrading {

@@ -67,6 +67,10 @@ func printUpgrades(w io.Writer, ms []modeResult, o map[string]any) {
 	})
 	col("supervisor ready_ms median", "", func(m modeResult) string { return fmt.Sprintf("%.1f ms", m.ReadyMedianMS) })
 	col("switch - ready_ms, median", "", func(m modeResult) string { return fmt.Sprintf("%.1f ms", m.BeyondReadyMedianMS) })
+	col("  SIGHUP to \"upgrade started\", median", "", func(m modeResult) string { return fmt.Sprintf("%.1f ms", m.SignalMedianMS) })
+	col("  \"upgrade succeeded\" (drain) to new answer, median", "", func(m modeResult) string {
+		return fmt.Sprintf("%.1f ms", m.DrainToNewMedianMS)
+	})
 	col("upgrades ok / new gen answered", "", func(m modeResult) string {
 		return fmt.Sprintf("%d/%d, %d/%d", m.UpgradesOK, len(m.Upgrades), m.UpgradesOK-m.NoNewAnswer, m.UpgradesOK)
 	})

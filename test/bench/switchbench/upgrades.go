@@ -32,6 +32,13 @@ type upgradeRecord struct {
 	Pids     []int   `json:"pids"`
 	ReadyMS  float64 `json:"ready_ms"`
 	SwitchMS float64 `json:"switch_ms"` // SIGHUP to the first answer from pids; -1 when none came
+	// The switch time's parts, by the timestamps of the supervisor's log
+	// lines: SIGHUP to "upgrade started"; ReadyMS (start to ready); and from
+	// "upgrade succeeded", after which the old generation is told to drain,
+	// to the first answer from pids, negative when the new generation
+	// answered before the drain (it accepts beside the old one once ready).
+	SignalMS     float64 `json:"signal_ms"`
+	DrainToNewMS float64 `json:"drain_to_new_ms"`
 }
 
 // modeResult is the upgrades phase in one client mode.
@@ -53,6 +60,9 @@ type modeResult struct {
 	SwitchMedianMS float64         `json:"switch_median_ms"`
 	SwitchP90MS    float64         `json:"switch_p90_ms"`
 	ReadyMedianMS  float64         `json:"ready_median_ms"`
+	// Medians of the switch time's parts (see upgradeRecord).
+	SignalMedianMS     float64 `json:"signal_median_ms"`
+	DrainToNewMedianMS float64 `json:"drain_to_new_median_ms"`
 	// The part of the switch time after the new generation was ready by the
 	// supervisor's clock: switch_ms - ready_ms, per upgrade, median.
 	BeyondReadyMedianMS float64 `json:"switch_minus_ready_median_ms"`
@@ -99,12 +109,13 @@ func runUpgrades(ctx context.Context, env *env, mode loadgen.Mode) modeResult {
 	if err != nil {
 		res.Error = err.Error()
 	}
-	res.fill(result, ups, steadyFrom, o.window)
+	res.fill(result, ups, sup.Log.All(), steadyFrom, o.window)
 	return res
 }
 
-// fill computes the figures from the load's records and the upgrades.
-func (res *modeResult) fill(r *loadgen.Result, ups []procwatch.Upgrade, steadyFrom time.Time, window time.Duration) {
+// fill computes the figures from the load's records, the upgrades and the
+// supervisor's log.
+func (res *modeResult) fill(r *loadgen.Result, ups []procwatch.Upgrade, log []procwatch.Entry, steadyFrom time.Time, window time.Duration) {
 	res.Seconds = r.End.Sub(r.Start).Seconds()
 	res.Requests, res.Failed = len(r.Records), r.Failed()
 	res.OKPerSecond = r.Throughput()
@@ -129,7 +140,7 @@ func (res *modeResult) fill(r *loadgen.Result, ups []procwatch.Upgrade, steadyFr
 	if res.Steady.P99MS > 0 {
 		res.P99Ratio = res.AfterUpgrade.P99MS / res.Steady.P99MS
 	}
-	res.switchTimes(r, ups)
+	res.switchTimes(r, ups, log)
 }
 
 // nearUpgrade says whether rec was under way at some time within window
@@ -146,8 +157,9 @@ func nearUpgrade(rec loadgen.Record, ups []procwatch.Upgrade, window time.Durati
 
 // switchTimes finds, for each upgrade, the first answer from a worker of the
 // new generation: the new PIDs from the supervisor's log, or else the first
-// PID not seen before the SIGHUP.
-func (res *modeResult) switchTimes(r *loadgen.Result, ups []procwatch.Upgrade) {
+// PID not seen before the SIGHUP. It splits the switch time at the times of
+// the supervisor's log lines.
+func (res *modeResult) switchTimes(r *loadgen.Result, ups []procwatch.Upgrade, log []procwatch.Entry) {
 	first := make(map[int]time.Time) // pid -> its first answer
 	for _, rec := range r.Records {
 		if rec.Class != loadgen.OK {
@@ -158,7 +170,7 @@ func (res *modeResult) switchTimes(r *loadgen.Result, ups []procwatch.Upgrade) {
 			first[rec.PID] = at
 		}
 	}
-	var switches, ready, beyond []float64
+	var switches, ready, beyond, signal, drainToNew []float64
 	for _, u := range ups {
 		ur := upgradeRecord{Gen: u.Gen, OK: u.OK, Reason: u.Reason, Pids: u.PIDs, ReadyMS: u.ReadyMS, SwitchMS: -1}
 		if u.OK {
@@ -168,10 +180,19 @@ func (res *modeResult) switchTimes(r *loadgen.Result, ups []procwatch.Upgrade) {
 			if len(pids) == 0 {
 				pids = newPIDs(first, u.Sent)
 			}
+			started, succeeded, logged := logTimes(log, u)
+			if logged {
+				ur.SignalMS = ms(started.Sub(u.Sent))
+				signal = append(signal, ur.SignalMS)
+			}
 			if t, ok := earliest(first, pids, u.Sent); ok {
 				ur.SwitchMS = ms(t.Sub(u.Sent))
 				switches = append(switches, ur.SwitchMS)
 				beyond = append(beyond, ur.SwitchMS-u.ReadyMS)
+				if logged {
+					ur.DrainToNewMS = ms(t.Sub(succeeded))
+					drainToNew = append(drainToNew, ur.DrainToNewMS)
+				}
 			} else {
 				res.NoNewAnswer++
 			}
@@ -180,6 +201,18 @@ func (res *modeResult) switchTimes(r *loadgen.Result, ups []procwatch.Upgrade) {
 	}
 	res.SwitchMedianMS, res.SwitchP90MS = median(switches), quantile(switches, 0.9)
 	res.ReadyMedianMS, res.BeyondReadyMedianMS = median(ready), median(beyond)
+	res.SignalMedianMS, res.DrainToNewMedianMS = median(signal), median(drainToNew)
+}
+
+// logTimes are the times of u's "upgrade started" and outcome lines, by the
+// supervisor's clock; ok is false when the log does not have them.
+func logTimes(log []procwatch.Entry, u procwatch.Upgrade) (started, outcome time.Time, ok bool) {
+	if u.Start < 0 || u.End >= len(log) || u.Start > u.End {
+		return started, outcome, false
+	}
+	started, err1 := time.Parse(time.RFC3339Nano, log[u.Start].Str("time"))
+	outcome, err2 := time.Parse(time.RFC3339Nano, log[u.End].Str("time"))
+	return started, outcome, err1 == nil && err2 == nil
 }
 
 // newPIDs are the PIDs whose first answer came after t.
