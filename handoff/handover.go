@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/procswitch/supervisor/internal/fdbatch"
 	"golang.org/x/sys/unix"
 )
 
@@ -131,7 +132,7 @@ func growFDTable(fd int) {
 // cv to be made connections.
 func receiveStore(uc *net.UnixConn, cv *converter) error {
 	buf := make([]byte, 64*1024)
-	oob := make([]byte, unix.CmsgSpace(4*maxStoreFDs))
+	oob := make([]byte, fdbatch.OOBSize())
 	for {
 		n, oobn, _, _, err := uc.ReadMsgUnix(buf, oob)
 		if errors.Is(err, io.EOF) || err == nil && n == 0 && oobn == 0 {
@@ -144,9 +145,9 @@ func receiveStore(uc *net.UnixConn, cv *converter) error {
 		if msg == HandoverGo {
 			return nil
 		}
-		fds, err := parseRights(oob[:oobn])
+		fds, err := fdbatch.Rights(oob[:oobn])
 		if err != nil {
-			return err
+			return fmt.Errorf("handoff: handover: %w", err)
 		}
 		names := strings.Split(strings.TrimPrefix(msg, HandoverFDsKey), ":")
 		for len(names) < len(fds) {
@@ -198,20 +199,6 @@ func (cv *converter) wait() []Conn {
 		}
 	}
 	return conns
-}
-
-func parseRights(oob []byte) ([]int, error) {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return nil, fmt.Errorf("handoff: handover: %w", err)
-	}
-	var fds []int
-	for _, m := range msgs {
-		if got, err := unix.ParseUnixRights(&m); err == nil {
-			fds = append(fds, got...)
-		}
-	}
-	return fds, nil
 }
 
 // fdConn turns a received fd into a net.Conn; the fd is consumed. It is

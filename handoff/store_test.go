@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/procswitch/supervisor/internal/fdbatch"
 	"golang.org/x/sys/unix"
 )
 
@@ -50,7 +51,7 @@ func (r *storeReader) read() storeMsg {
 	if flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
 		r.t.Fatalf("datagram of %d bytes truncated (flags %#x): over the supervisor's limits", n, flags)
 	}
-	fds, err := parseRights(oob[:oobn])
+	fds, err := fdbatch.Rights(oob[:oobn])
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -224,7 +225,7 @@ func TestStoreConnsSurvivesSignals(t *testing.T) {
 			if err != nil {
 				return
 			}
-			fds, _ := parseRights(oob[:oobn])
+			fds, _ := fdbatch.Rights(oob[:oobn])
 			for _, fd := range fds {
 				unix.Close(fd)
 			}

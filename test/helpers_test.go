@@ -95,14 +95,22 @@ func helperFDs() int {
 		ListenPID:     os.Getenv("LISTEN_PID"),
 		NotifySocket:  os.Getenv("NOTIFY_SOCKET"),
 	}
+	return serveReport("fds", report)
+}
+
+// serveReport is a helper worker's whole life after it gathered its report:
+// it serves the report as JSON on its first socket (X-Worker-Version names
+// the helper), says READY=1, and ends on SIGTERM.
+func serveReport(name string, report any) int {
 	body, _ := json.Marshal(report)
 	ln, err := passedListener(0)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "helper fds: %v\n", err)
+		fmt.Fprintf(os.Stderr, "helper %s: %v\n", name, err)
 		return 1
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("X-Worker-Pid", strconv.Itoa(report.PID))
+		w.Header().Set("X-Worker-Pid", strconv.Itoa(os.Getpid()))
+		w.Header().Set("X-Worker-Version", name)
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(body)
 	})}
@@ -113,11 +121,11 @@ func helperFDs() int {
 		srv.Close() // nothing runs under load here
 	}()
 	if err := sdNotify("READY=1"); err != nil {
-		fmt.Fprintf(os.Stderr, "helper fds: %v\n", err)
+		fmt.Fprintf(os.Stderr, "helper %s: %v\n", name, err)
 		return 1
 	}
 	if err := srv.Serve(ln); err != http.ErrServerClosed {
-		fmt.Fprintf(os.Stderr, "helper fds: %v\n", err)
+		fmt.Fprintf(os.Stderr, "helper %s: %v\n", name, err)
 		return 1
 	}
 	return 0

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -48,33 +47,7 @@ func (r envReport) get(key string) (string, bool) {
 }
 
 func helperEnvReport() int {
-	body, _ := json.Marshal(envReport{PID: os.Getpid(), Env: os.Environ(), FDs: startFDs})
-	ln, err := passedListener(0)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "helper env: %v\n", err)
-		return 1
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("X-Worker-Pid", strconv.Itoa(os.Getpid()))
-		w.Header().Set("X-Worker-Version", "env")
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(body)
-	})}
-	drain := make(chan os.Signal, 1)
-	signal.Notify(drain, syscall.SIGTERM)
-	go func() {
-		<-drain
-		srv.Close() // nothing runs under load here
-	}()
-	if err := sdNotify("READY=1"); err != nil {
-		fmt.Fprintf(os.Stderr, "helper env: %v\n", err)
-		return 1
-	}
-	if err := srv.Serve(ln); err != http.ErrServerClosed {
-		fmt.Fprintf(os.Stderr, "helper env: %v\n", err)
-		return 1
-	}
-	return 0
+	return serveReport("env", envReport{PID: os.Getpid(), Env: os.Environ(), FDs: startFDs})
 }
 
 // fetchEnv asks the env helper at addr for its report.

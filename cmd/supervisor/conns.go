@@ -6,24 +6,22 @@ import (
 	"io"
 	"net"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/cloudflare/tableflip"
+	"github.com/procswitch/supervisor/internal/contract"
+	"github.com/procswitch/supervisor/internal/fdbatch"
 	"github.com/procswitch/supervisor/internal/supervisor"
 	"golang.org/x/sys/unix"
 )
 
 // The stored connections of a self-upgrade in handover mode travel to the
 // successor on their own seqpacket socket, passed as tableflip's "conns"
-// file: a datagram per batch of at most connBatch fds, its text "C" and the
-// connections' names, one per line; then end of file. A socket of our own,
+// file, in the handover's own messages (package fdbatch: "FDS name:name:…"
+// with the fds), then end of file. A socket of our own,
 // rather than a tableflip file per connection, because tableflip keeps what
 // it is given until an upgrade succeeds: after a failed one, its copies
 // would hold the players' connections open.
-
-// connBatch stays under the kernel's SCM_MAX_FD (253).
-const connBatch = 250
 
 // connChannel is the sending side. Sending runs while the successor starts,
 // since the socket queues only a few datagrams.
@@ -62,31 +60,17 @@ func sendConns(upg *tableflip.Upgrader, conns []supervisor.StoredConn) (*connCha
 		closeStored(conns)
 		return nil, err
 	}
-	// Each batch's fds are duplicated into the message when it is sent;
-	// ours are closed then.
-	batches := make([][]supervisor.StoredConn, 0, len(conns)/connBatch+1)
-	for len(conns) > 0 {
-		n := min(len(conns), connBatch)
-		batches = append(batches, conns[:n])
-		conns = conns[n:]
+	// The messages carry duplicates of the fds; ours are closed once sent.
+	names := make([]string, len(conns))
+	connFDs := make([]int, len(conns))
+	for i, c := range conns {
+		names[i], connFDs[i] = c.Name, c.FD
 	}
 	ch := &connChannel{recvEnd: recv, sent: make(chan error, 1)}
 	go func() {
 		defer send.Close()
-		var err error
-		for i, b := range batches {
-			if err == nil {
-				names := make([]string, len(b))
-				fds := make([]int, len(b))
-				for j, c := range b {
-					names[j], fds[j] = c.Name, c.FD
-				}
-				if _, _, err = send.WriteMsgUnix([]byte("C\n"+strings.Join(names, "\n")), unix.UnixRights(fds...), nil); err != nil {
-					err = fmt.Errorf("batch %d: %w", i, err)
-				}
-			}
-			closeStored(b)
-		}
+		err := fdbatch.Send(send, contract.HandoverFDsKey, names, connFDs)
+		fdbatch.Close(connFDs)
 		ch.sent <- err
 	}()
 	return ch, nil
@@ -126,16 +110,14 @@ func (ch *connChannel) abort() error {
 func drainConns(c *net.UnixConn, deadline time.Time) {
 	c.SetReadDeadline(deadline)
 	buf := make([]byte, 64<<10)
-	oob := make([]byte, unix.CmsgSpace(connBatch*4))
+	oob := make([]byte, fdbatch.OOBSize())
 	for {
 		n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
 		if err != nil || n == 0 && oobn == 0 {
 			return
 		}
-		fds, _ := parseRights(oob[:oobn])
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
+		fds, _ := fdbatch.Rights(oob[:oobn])
+		fdbatch.Close(fds)
 	}
 }
 
@@ -159,28 +141,21 @@ func receiveConns(upg *tableflip.Upgrader) ([]supervisor.StoredConn, error) {
 	uc.SetReadDeadline(time.Now().Add(30 * time.Second))
 	var conns []supervisor.StoredConn
 	buf := make([]byte, 64<<10)
-	oob := make([]byte, unix.CmsgSpace(connBatch*4))
+	oob := make([]byte, fdbatch.OOBSize())
 	for {
 		n, oobn, flags, _, err := uc.ReadMsgUnix(buf, oob)
 		if n == 0 && oobn == 0 && (err == nil || errors.Is(err, io.EOF)) {
 			return conns, nil // end of file
 		}
-		if err != nil {
-			closeStored(conns)
-			return nil, err
+		if err == nil && flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
+			err = errors.New("a truncated message")
 		}
-		fds, err := parseRights(oob[:oobn])
-		if err == nil && (flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 || n < 2 || string(buf[:2]) != "C\n") {
-			err = errors.New("malformed batch")
-		}
-		names := strings.Split(string(buf[2:n]), "\n")
-		if err == nil && len(names) != len(fds) {
-			err = fmt.Errorf("a batch of %d fds with %d names", len(fds), len(names))
+		var names []string
+		var fds []int
+		if err == nil {
+			names, fds, err = fdbatch.Parse(contract.HandoverFDsKey, buf[:n], oob[:oobn])
 		}
 		if err != nil {
-			for _, fd := range fds {
-				unix.Close(fd)
-			}
 			closeStored(conns)
 			return nil, err
 		}
@@ -188,20 +163,6 @@ func receiveConns(upg *tableflip.Upgrader) ([]supervisor.StoredConn, error) {
 			conns = append(conns, supervisor.StoredConn{Name: names[i], FD: fd})
 		}
 	}
-}
-
-func parseRights(oob []byte) ([]int, error) {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return nil, err
-	}
-	var fds []int
-	for _, m := range msgs {
-		if f, err := unix.ParseUnixRights(&m); err == nil {
-			fds = append(fds, f...)
-		}
-	}
-	return fds, nil
 }
 
 func closeStored(conns []supervisor.StoredConn) {

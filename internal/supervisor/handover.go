@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/procswitch/supervisor/internal/contract"
+	"github.com/procswitch/supervisor/internal/fdbatch"
 	"golang.org/x/sys/unix"
 )
 
@@ -23,9 +24,6 @@ import (
 //     GO: it restores from the snapshot and sends READY=1. The blackout ends.
 //  4. If the new worker fails after GO, the old binary is started again,
 //     cold, with the same snapshot and connections: a rollback.
-
-// maxFDsPerMessage stays under the kernel's SCM_MAX_FD (253).
-const maxFDsPerMessage = 250
 
 // stored is a connection in the fd store.
 type stored struct {
@@ -213,18 +211,13 @@ func (s *Supervisor) handoverFailed(reason string) string {
 // until a generation is ready on them; the worker gets duplicates.
 func (h *handoverConn) sendStore(store []stored) error {
 	h.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
-	for len(store) > 0 {
-		batch := store[:min(len(store), maxFDsPerMessage)]
-		store = store[len(batch):]
-		names := make([]string, len(batch))
-		fds := make([]int, len(batch))
-		for i, st := range batch {
-			names[i], fds[i] = st.name, st.fd
-		}
-		msg := contract.HandoverFDsKey + strings.Join(names, ":")
-		if _, _, err := h.conn.WriteMsgUnix([]byte(msg), unix.UnixRights(fds...), nil); err != nil {
-			return err
-		}
+	names := make([]string, len(store))
+	fds := make([]int, len(store))
+	for i, st := range store {
+		names[i], fds[i] = st.name, st.fd
+	}
+	if err := fdbatch.Send(h.conn, contract.HandoverFDsKey, names, fds); err != nil {
+		return err
 	}
 	_, err := h.conn.Write([]byte(contract.HandoverGo))
 	return err

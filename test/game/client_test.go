@@ -309,3 +309,21 @@ func (tm *team) waitPast(t *testing.T, marks []int64, n int64) {
 		}
 	}
 }
+
+// startPlaying logs in a probe and n bots on the buggy build, with a fresh
+// ledger, and has the bots play until each has done 5 commands. The bots
+// stop at the end of the test, if not before.
+func startPlaying(t *testing.T, addr string, n int) (*ledger, *era, *bot, []*bot, *team) {
+	t.Helper()
+	l, e := newLedger(bigStock), &era{}
+	e.set(build{known: true, version: buggyVersion})
+	probe := newBot(t, addr, "probe", l, e, buggyVersion)
+	bots := make([]*bot, n)
+	for i := range bots {
+		bots[i] = newBot(t, addr, fmt.Sprintf("bot%03d", i), l, e, buggyVersion)
+	}
+	tm := startTeam(bots)
+	t.Cleanup(func() { tm.halt() })
+	tm.waitPast(t, tm.marks(), 5)
+	return l, e, probe, bots, tm
+}

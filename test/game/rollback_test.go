@@ -33,16 +33,7 @@ func TestRollback(t *testing.T) {
 		workerArgs: []string{"--autosave", "1s", "--stock", fmt.Sprint(bigStock)},
 	})
 	_, pid := s.ready(t)
-	ledger, era := newLedger(bigStock), &era{}
-	era.set(build{known: true, version: buggyVersion})
-	probe := newBot(t, s.addr, "probe", ledger, era, buggyVersion)
-	bots := make([]*bot, nbots)
-	for i := range bots {
-		bots[i] = newBot(t, s.addr, fmt.Sprintf("bot%03d", i), ledger, era, buggyVersion)
-	}
-	tm := startTeam(bots)
-	defer tm.halt()
-	tm.waitPast(t, tm.marks(), 5)
+	ledger, era, probe, bots, tm := startPlaying(t, s.addr, nbots)
 
 	// fail installs the helper, upgrades to it, and checks the rollback to
 	// the build b that ran before.

@@ -27,16 +27,7 @@ func TestSelfUpgradeKeepsPlayers(t *testing.T) {
 		workerArgs: []string{"--autosave", "500ms", "--stock", fmt.Sprint(bigStock)},
 	})
 	_, pid := s.ready(t)
-	ledger, era := newLedger(bigStock), &era{}
-	era.set(build{known: true, version: buggyVersion})
-	probe := newBot(t, s.addr, "probe", ledger, era, buggyVersion)
-	bots := make([]*bot, nbots)
-	for i := range bots {
-		bots[i] = newBot(t, s.addr, fmt.Sprintf("bot%03d", i), ledger, era, buggyVersion)
-	}
-	tm := startTeam(bots)
-	defer tm.halt()
-	tm.waitPast(t, tm.marks(), 5)
+	ledger, _, probe, bots, tm := startPlaying(t, s.addr, nbots)
 
 	supervisorPID := s.pid
 	var last *procwatch.ExitWatch
