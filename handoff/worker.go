@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/procswitch/supervisor/internal/contract"
 	"golang.org/x/sys/unix"
 )
 
@@ -96,52 +96,23 @@ func unsetEnv() {
 	}
 }
 
-// socketsFromEnv checks LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES and takes
-// the fds they describe.
+// socketsFromEnv reads LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES strictly,
+// as sd_listen_fds_with_names(3) does, and takes the fds they describe.
 func socketsFromEnv(fdStart int) ([]*socket, error) {
-	pidStr, ok := os.LookupEnv(EnvListenPID)
-	if !ok {
-		return nil, nil
+	passed, err := contract.ParseListenFDs(os.LookupEnv, os.Getpid(), contract.Strict)
+	if err != nil {
+		return nil, fmt.Errorf("handoff: %w", err)
 	}
-	pid, err := strconv.Atoi(pidStr)
-	if err != nil || pid <= 0 {
-		return nil, fmt.Errorf("handoff: %s=%q: not a process id", EnvListenPID, pidStr)
-	}
-	if pid != os.Getpid() {
-		return nil, nil
-	}
-	countStr, ok := os.LookupEnv(EnvListenFDs)
-	if !ok {
-		return nil, nil
-	}
-	n, err := strconv.Atoi(countStr)
-	if err != nil || n < 0 {
-		return nil, fmt.Errorf("handoff: %s=%q: not a count of fds", EnvListenFDs, countStr)
-	}
-	if n == 0 {
-		return nil, nil
-	}
-	var names []string
-	if v, ok := os.LookupEnv(EnvListenFDNames); ok {
-		names = strings.Split(v, ":")
-		if len(names) != n {
-			return nil, fmt.Errorf("handoff: %s has %d names for %s=%d", EnvListenFDNames, len(names), EnvListenFDs, n)
-		}
-	}
+	n := passed.Count
 	// Check every fd before taking any.
 	for fd := fdStart; fd < fdStart+n; fd++ {
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
-			return nil, fmt.Errorf("handoff: %s=%d but fd %d is not usable: %w", EnvListenFDs, n, fd, err)
+			return nil, fmt.Errorf("handoff: %s=%d but fd %d is not usable: %w", contract.EnvListenFDs, n, fd, err)
 		}
 	}
 	socks := make([]*socket, n)
 	for i := range socks {
-		name := DefaultListenFDName
-		if names != nil {
-			name = names[i]
-		}
-		fd := fdStart + i
-		socks[i] = &socket{name: name, fd: fd, held: true}
+		socks[i] = &socket{name: passed.Name(i), fd: fdStart + i, held: true}
 	}
 	return socks, nil
 }
@@ -189,38 +160,16 @@ func generationFromEnv() (int, error) {
 	return g, nil
 }
 
-// drainSignalFromEnv parses SUPERVISOR_DRAIN_SIGNAL: a name with or without
-// the SIG prefix, in any case ("SIGUSR1", "usr1"), or a number.
+// drainSignalFromEnv parses SUPERVISOR_DRAIN_SIGNAL
+// (contract.ParseDrainSignal); SIGTERM when unset.
 func drainSignalFromEnv() (syscall.Signal, error) {
 	s := os.Getenv(EnvDrainSignal)
 	if s == "" {
 		return syscall.SIGTERM, nil
 	}
-	sig, err := parseSignal(s)
+	sig, err := contract.ParseDrainSignal(s)
 	if err != nil {
 		return 0, fmt.Errorf("handoff: %s=%q: %w", EnvDrainSignal, s, err)
-	}
-	return sig, nil
-}
-
-func parseSignal(s string) (syscall.Signal, error) {
-	var sig syscall.Signal
-	if n, err := strconv.Atoi(s); err == nil {
-		sig = syscall.Signal(n)
-		if n <= 0 || unix.SignalName(sig) == "" {
-			return 0, errors.New("no such signal")
-		}
-	} else {
-		name := strings.ToUpper(s)
-		if !strings.HasPrefix(name, "SIG") {
-			name = "SIG" + name
-		}
-		if sig = unix.SignalNum(name); sig == 0 {
-			return 0, errors.New("unknown signal name")
-		}
-	}
-	if sig == syscall.SIGKILL || sig == syscall.SIGSTOP {
-		return 0, errors.New("that signal cannot be caught")
 	}
 	return sig, nil
 }

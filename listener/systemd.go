@@ -5,8 +5,8 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"strings"
 
+	"github.com/procswitch/supervisor/internal/contract"
 	"golang.org/x/sys/unix"
 )
 
@@ -17,38 +17,32 @@ type inheritedFD struct {
 	used bool
 }
 
+// maxSystemdFDs bounds LISTEN_FDS: more sockets than this from systemd is
+// a mistake, not a configuration.
+const maxSystemdFDs = 4096
+
 // takeSystemdFDs returns the sockets systemd passed to this process
 // (LISTEN_FDS, with LISTEN_PID equal to our PID) and unsets the variables so
-// that no child inherits them. Without LISTEN_FDS it returns nothing.
+// that no child inherits them. Without LISTEN_FDS it returns nothing. It
+// reads them leniently (contract.Lenient): the supervisor may find variables
+// that something above it left behind, and takes what it can.
 func takeSystemdFDs() ([]*inheritedFD, error) {
-	count, pid, names := os.Getenv("LISTEN_FDS"), os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDNAMES")
-	os.Unsetenv("LISTEN_FDS")
-	os.Unsetenv("LISTEN_PID")
-	os.Unsetenv("LISTEN_FDNAMES")
-	if count == "" {
-		return nil, nil
+	passed, err := contract.ParseListenFDs(os.LookupEnv, os.Getpid(), contract.Lenient)
+	count := os.Getenv(contract.EnvListenFDs)
+	for _, k := range []string{contract.EnvListenFDs, contract.EnvListenPID, contract.EnvListenFDNames} {
+		os.Unsetenv(k)
 	}
-	if pid != strconv.Itoa(os.Getpid()) {
-		// Meant for another process (our parent's child, say): not ours.
-		return nil, nil
+	if err != nil {
+		return nil, fmt.Errorf("listener: from systemd: %w", err)
 	}
-	n, err := strconv.Atoi(count)
-	if err != nil || n < 0 || n > 4096 {
-		return nil, fmt.Errorf("listener: LISTEN_FDS=%q from systemd is not a count of sockets", count)
+	if passed.Count > maxSystemdFDs {
+		return nil, fmt.Errorf("listener: %s=%q from systemd: more than %d sockets", contract.EnvListenFDs, count, maxSystemdFDs)
 	}
-	var nameList []string
-	if names != "" {
-		nameList = strings.Split(names, ":")
-	}
-	fds := make([]*inheritedFD, n)
+	fds := make([]*inheritedFD, passed.Count)
 	for i := range fds {
-		fd := 3 + i
+		fd := contract.ListenFDsStart + i
 		unix.CloseOnExec(fd)
-		name := "unknown" // what sd_listen_fds_with_names reports without names
-		if i < len(nameList) && nameList[i] != "" {
-			name = nameList[i]
-		}
-		fds[i] = &inheritedFD{fd: fd, name: name}
+		fds[i] = &inheritedFD{fd: fd, name: passed.Name(i)}
 	}
 	return fds, nil
 }

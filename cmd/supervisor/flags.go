@@ -12,11 +12,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/procswitch/supervisor/internal/contract"
 	"github.com/procswitch/supervisor/internal/control"
 	"github.com/procswitch/supervisor/internal/ready"
 	"github.com/procswitch/supervisor/internal/supervisor"
 	"github.com/procswitch/supervisor/listener"
-	"golang.org/x/sys/unix"
 )
 
 const usage = `usage: supervisor [flags] -- WORKER [ARGS...]
@@ -67,16 +67,16 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		o.ready, err = ready.Parse(s)
 		return err
 	})
-	fs.DurationVar(&o.readyTimeout, "ready-timeout", supervisor.DefaultReadyTimeout, "how long a new worker may take to become ready before it is killed")
+	durationVar(fs, &o.readyTimeout, "ready-timeout", supervisor.DefaultReadyTimeout, "the `duration` a new worker may take to become ready before it is killed")
 	fs.Func("drain-signal", "the `SIGNAL` that tells an old worker to drain (default SIGTERM)", func(s string) (err error) {
-		o.drainSignal, err = parseSignal(s)
+		o.drainSignal, err = parseDrainSignal(s)
 		return err
 	})
-	fs.DurationVar(&o.drainTimeout, "drain-timeout", supervisor.DefaultDrainTimeout, "how long a draining worker may take before it is killed")
-	fs.IntVar(&o.workers, "workers", 1, "worker processes per generation, all on the same sockets")
-	fs.DurationVar(&o.restartMin, "restart-min", supervisor.DefaultRestartMin, "delay before restarting a crashed worker; doubles with each consecutive crash")
-	fs.DurationVar(&o.restartMax, "restart-max", supervisor.DefaultRestartMax, "cap of the restart delay; a worker that runs this long counts as healthy again")
-	fs.DurationVar(&o.watchdog, "watchdog", 0, "a ready worker that sends no WATCHDOG=1 for this long is hung and replaced (0: off)")
+	durationVar(fs, &o.drainTimeout, "drain-timeout", supervisor.DefaultDrainTimeout, "the `duration` a draining worker may take before it is killed")
+	countVar(fs, &o.workers, "workers", 1, "the `number` of worker processes per generation, all on the same sockets")
+	durationVar(fs, &o.restartMin, "restart-min", supervisor.DefaultRestartMin, "the `duration` to wait before restarting a crashed worker; doubles with each consecutive crash")
+	durationVar(fs, &o.restartMax, "restart-max", supervisor.DefaultRestartMax, "the restart delay's cap, a `duration`; a worker that runs this long counts as healthy again")
+	durationVar(fs, &o.watchdog, "watchdog", 0, "a ready worker that sends no WATCHDOG=1 for this `duration` is hung and replaced (0: off)")
 	fs.StringVar(&o.logFormat, "log-format", "", "`json` or console (default: console on a terminal, json otherwise)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.mode, "mode", "overlap", "`overlap` (stateless: old and new serve side by side) or handover (stateful: the old worker\nsaves a snapshot and hands its connections to the new one)")
@@ -91,9 +91,6 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 			fs.SetOutput(stderr)
 			fs.PrintDefaults()
 			return nil, err
-		}
-		if strings.Contains(err.Error(), "parse error") {
-			return nil, fmt.Errorf("%w: durations look like 30s or 500ms, counts are whole numbers (see supervisor --help)", err)
 		}
 		return nil, fmt.Errorf("%w (see supervisor --help)", err)
 	}
@@ -146,18 +143,16 @@ func resolveWorker(name string) (string, error) {
 	return abs, supervisor.CheckExecutable(abs)
 }
 
-func parseSignal(s string) (syscall.Signal, error) {
-	name := strings.ToUpper(s)
-	if !strings.HasPrefix(name, "SIG") {
-		name = "SIG" + name
+// parseDrainSignal is contract.ParseDrainSignal with a hint of what to use.
+func parseDrainSignal(s string) (syscall.Signal, error) {
+	sig, err := contract.ParseDrainSignal(s)
+	switch {
+	case errors.Is(err, contract.ErrUncatchableSignal):
+		return 0, fmt.Errorf("%w, so a worker could not drain: use SIGTERM, SIGQUIT or SIGINT", err)
+	case err != nil:
+		return 0, fmt.Errorf("%w: use a name such as SIGTERM, SIGQUIT or SIGINT", err)
 	}
-	if sig := unix.SignalNum(name); sig != 0 {
-		if sig == unix.SIGKILL || sig == unix.SIGSTOP {
-			return 0, fmt.Errorf("%s cannot be caught, so a worker could not drain: use SIGTERM, SIGQUIT or SIGINT", name)
-		}
-		return sig, nil
-	}
-	return 0, fmt.Errorf("unknown signal %q: use a name such as SIGTERM, SIGQUIT or SIGINT", s)
+	return sig, nil
 }
 
 // checkHandover fills in the snapshot path for handover mode.

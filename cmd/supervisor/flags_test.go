@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -30,6 +31,9 @@ func TestParseFlagsRejectsBadInputWithOneClearLine(t *testing.T) {
 		{[]string{"--ready", "ping", "--", exe}, "unknown probe"},
 		{[]string{"--drain-signal", "SIGKILL", "--", exe}, "cannot be caught"},
 		{[]string{"--drain-signal", "NOPE", "--", exe}, "unknown signal"},
+		{[]string{"--drain-signal", "9", "--", exe}, "SIGKILL cannot be caught, so a worker could not drain"},
+		{[]string{"--watchdog", "often", "--", exe}, "durations look like 30s"},
+		{[]string{"--workers", "1.5", "--", exe}, "counts are whole numbers"},
 		{[]string{"--watchdog", "1ns", "--", exe}, "at least 1ms"},
 		{[]string{"--log-format", "xml", "--", exe}, "want json or console"},
 		{[]string{"--restart-min", "2s", "--restart-max", "1s", "--", exe}, "0 < min <= max"},
@@ -72,5 +76,18 @@ func TestParseFlagsDefaultsAndNames(t *testing.T) {
 	}
 	if len(o.command) != 2 || o.command[1] != "-x" {
 		t.Errorf("command %q", o.command)
+	}
+}
+
+// The drain signal is read as the worker reads SUPERVISOR_DRAIN_SIGNAL
+// (contract.ParseDrainSignal): a name in any case, with or without SIG, or
+// a number.
+func TestParseFlagsDrainSignal(t *testing.T) {
+	exe, _ := os.Executable()
+	for _, in := range []string{"SIGUSR2", "usr2", "SigUsr2", "12"} {
+		o, err := parseFlags([]string{"--drain-signal", in, "--", exe}, io.Discard)
+		if err != nil || o.drainSignal != syscall.SIGUSR2 {
+			t.Errorf("--drain-signal %s: %v, %v; want SIGUSR2", in, o, err)
+		}
 	}
 }

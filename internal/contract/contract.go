@@ -1,8 +1,11 @@
-// Package contract is the worker contract's wire names: the environment a
-// worker is started with and the messages it sends, as package handoff
-// documents them. Package handoff exports them under the same names; the
-// supervisor takes them from here, so that its binary, which every worker
-// start runs as the exec shim, does not link handoff and with it net/http.
+// Package contract is the worker contract on the wire: the environment a
+// worker is started with, the messages it sends, and the one parser of each
+// variable that both sides read (ParseListenFDs, ParseDrainSignal). Package
+// handoff documents the protocol for worker authors and speaks it for Go
+// workers; the supervisor and package listener take it from here.
+//
+// Keep it small: the supervisor binary, which every worker start runs as the
+// exec shim, links it, and must not link handoff and with it net/http.
 package contract
 
 // The environment a worker is started with: systemd's names, plus ours.
