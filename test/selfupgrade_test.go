@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	engine "github.com/procswitch/supervisor/internal/supervisor"
 	"github.com/procswitch/supervisor/test/procwatch"
 )
 
@@ -115,7 +116,7 @@ func (c *chain) usr2() {
 		// A supervisor that took over refuses SIGUSR2 until it has seen its
 		// predecessor exit, which it does just after the test has.
 		reason := e.Str("reason")
-		if try < usr2Tries && (strings.Contains(reason, "still draining") || strings.Contains(reason, "parent hasn't exited")) {
+		if try < usr2Tries && e.Str("kind") == string(engine.KindRefused) {
 			t.Logf("SIGUSR2 %d to %d refused: %s", try, old, reason)
 			continue
 		}
@@ -317,8 +318,9 @@ func TestSelfUpgradeBrokenBinary(t *testing.T) {
 		}
 		e, _ := s.waitFor(mark, waitBound, "self-upgrade failed", msg("self-upgrade failed: this supervisor goes on serving", []string{"reason"}))
 		t.Logf("a supervisor binary that %s: %s", b.name, e.Str("reason"))
-		if e.Str("reason") == "" || e.Str("result") != "failed" {
-			t.Errorf("self-upgrade failed with reason %q, result %q", e.Str("reason"), e.Str("result"))
+		if e.Str("reason") == "" || e.Str("result") != "failed" || e.Str("kind") != string(engine.KindSuccessor) {
+			t.Errorf("self-upgrade failed with reason %q, result %q, kind %q; want a reason, failed, %s",
+				e.Str("reason"), e.Str("result"), e.Str("kind"), engine.KindSuccessor)
 		}
 		if !s.running() {
 			t.Fatalf("supervisor exited after a failed self-upgrade: %v", s.Err())

@@ -80,7 +80,11 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if !resp.OK {
-		fmt.Fprintf(stderr, "supervisor ctl %s: %s\n", cmd, resp.Error)
+		kind := ""
+		if resp.Kind != "" {
+			kind = " (" + resp.Kind + ")"
+		}
+		fmt.Fprintf(stderr, "supervisor ctl %s: %s%s\n", cmd, resp.Error, kind)
 		return 1
 	}
 	switch {
@@ -143,7 +147,11 @@ func printStatus(w io.Writer, st *supervisor.Status) {
 	if st == nil {
 		return
 	}
-	fmt.Fprintf(w, "supervisor pid %d, mode %s\n", st.PID, st.Mode)
+	fmt.Fprintf(w, "supervisor pid %d, mode %s", st.PID, st.Mode)
+	if st.State != "" {
+		fmt.Fprintf(w, ", state %s", st.State)
+	}
+	fmt.Fprintln(w)
 	printGen := func(label string, g *supervisor.GenStatus) {
 		fmt.Fprintf(w, "%s: generation %d (%s), binary %s", label, g.Gen, g.Phase, g.Binary)
 		if g.Version != "" {
@@ -183,12 +191,27 @@ func printStatus(w io.Writer, st *supervisor.Status) {
 		if u.OK {
 			fmt.Fprintf(w, "last upgrade: generation %d succeeded at %s\n", u.Gen, u.At.Format(time.RFC3339))
 		} else {
-			fmt.Fprintf(w, "last upgrade: FAILED at %s: %s\n", u.At.Format(time.RFC3339), u.Reason)
+			fmt.Fprintf(w, "last upgrade: FAILED at %s: %s%s\n", u.At.Format(time.RFC3339), u.Reason, kindNote(u))
 		}
 	} else {
 		fmt.Fprintln(w, "last upgrade: none yet")
 	}
+	if u := st.LastSelfUpgrade; u != nil {
+		if u.OK {
+			fmt.Fprintf(w, "last self-upgrade: succeeded at %s\n", u.At.Format(time.RFC3339))
+		} else {
+			fmt.Fprintf(w, "last self-upgrade: FAILED at %s: %s%s\n", u.At.Format(time.RFC3339), u.Reason, kindNote(u))
+		}
+	}
 	if st.Stopping {
 		fmt.Fprintln(w, "stopping: draining")
 	}
+}
+
+// kindNote is the failure's kind, in parentheses, for the text status.
+func kindNote(u *supervisor.UpgradeStatus) string {
+	if u.Kind == "" {
+		return ""
+	}
+	return " (" + u.Kind + ")"
 }

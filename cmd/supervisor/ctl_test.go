@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -129,10 +128,11 @@ func serveFake(t *testing.T, dir string) (string, *fakeSupervisor) {
 	}
 	at := time.Date(2026, 11, 22, 5, 46, 8, 0, time.UTC)
 	f := &fakeSupervisor{
-		status: supervisor.Status{PID: 4242, Mode: "overlap",
+		status: supervisor.Status{PID: 4242, Mode: "overlap", State: "serving",
 			Current: &supervisor.GenStatus{Gen: 3, Phase: "serving", Binary: "/srv/app", Version: "0123456789ab", ReadyMS: 8.3,
 				Workers: []supervisor.WorkerStatus{{PID: 4300, Ready: true, Status: "serving"}, {PID: 4301, Ready: true, Restarts: 2}}},
-			LastUpgrade: &supervisor.UpgradeStatus{Gen: 4, OK: false, Reason: "upgrade to generation 4 failed: worker 77 exited before it was ready: exit status 1", At: at},
+			LastUpgrade: &supervisor.UpgradeStatus{Gen: 4, OK: false, Kind: string(supervisor.KindExited),
+				Reason: "upgrade to generation 4 failed: worker 77 exited before it was ready: exit status 1", At: at},
 		},
 		upgrades: make(chan chan supervisor.Result, 8),
 		stops:    make(chan struct{}, 8),
@@ -154,11 +154,11 @@ func TestCtlTalksToSupervisor(t *testing.T) {
 		t.Fatalf("status: exit %d, stderr %q", code, stderr)
 	}
 	for _, want := range []string{
-		"supervisor pid 4242, mode overlap\n",
+		"supervisor pid 4242, mode overlap, state serving\n",
 		"serving: generation 3 (serving), binary /srv/app, version 0123456789ab, ready in 8.3 ms\n",
 		"  worker pid 4300 ready: serving\n",
 		"  worker pid 4301 ready, 2 restarts\n",
-		"last upgrade: FAILED at 2026-11-22T05:46:08Z: upgrade to generation 4 failed: worker 77 exited before it was ready: exit status 1\n",
+		"last upgrade: FAILED at 2026-11-22T05:46:08Z: upgrade to generation 4 failed: worker 77 exited before it was ready: exit status 1 (exited-before-ready)\n",
 	} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("status does not say %q:\n%s", want, stdout)
@@ -170,7 +170,8 @@ func TestCtlTalksToSupervisor(t *testing.T) {
 	code, stdout, stderr = ctlRun("status", "--json", "--control", path)
 	var st supervisor.Status
 	if code != 0 || stderr != "" || json.Unmarshal([]byte(oneLine(t, stdout)), &st) != nil ||
-		st.PID != 4242 || st.Current.Gen != 3 || len(st.Current.Workers) != 2 || st.LastUpgrade.OK {
+		st.PID != 4242 || st.State != "serving" || st.Current.Gen != 3 || len(st.Current.Workers) != 2 || st.LastUpgrade.OK ||
+		st.LastUpgrade.Kind != string(supervisor.KindExited) {
 		t.Errorf("status --json: exit %d, %q, stderr %q", code, stdout, stderr)
 	}
 
@@ -188,8 +189,8 @@ func TestCtlTalksToSupervisor(t *testing.T) {
 		out    string
 	}{
 		{supervisor.Result{Gen: 5}, 0, "upgrade succeeded: generation 5 is ready and serving\n"},
-		{supervisor.Result{Gen: 6, Err: errors.New("upgrade to generation 6 failed: worker 99 not ready within 1s (ready probe: notify)")}, 1,
-			"supervisor ctl upgrade: upgrade to generation 6 failed: worker 99 not ready within 1s (ready probe: notify)\n"},
+		{supervisor.Result{Gen: 6, Err: &supervisor.UpgradeError{Gen: 6, Kind: supervisor.KindNotReady, Reason: "worker 99 not ready within 1s (ready probe: notify)"}}, 1,
+			"supervisor ctl upgrade: upgrade to generation 6 failed: worker 99 not ready within 1s (ready probe: notify) (not-ready-in-time)\n"},
 	} {
 		done := make(chan struct{})
 		var code int

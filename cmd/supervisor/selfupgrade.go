@@ -7,10 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
-	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/cloudflare/tableflip"
 	"github.com/procswitch/supervisor/internal/control"
@@ -37,34 +34,29 @@ import (
 // stored connections (conns.go); and the manifest, in the environment that
 // the successor inherits (inherit.go).
 
-// selfUpgrade runs SIGUSR2 upgrades for one supervisor process.
-type selfUpgrade struct {
+// successor starts successor supervisors for the engine (it is its
+// supervisor.Successor): the state of a self-upgrade is the engine's; this
+// is the process work, through tableflip.
+type successor struct {
 	upg      *tableflip.Upgrader
 	opts     *options
 	sockets  *listener.Set
 	ctl      *control.Server
-	sup      *supervisor.Supervisor
-	sd       *sdnotify.Notifier
 	log      zerolog.Logger
 	reporter *reporter
 
-	passed bool // the sockets and control socket are with tableflip
+	passed bool // the sockets and control socket are with tableflip; Start only
 
-	mu         sync.Mutex
-	running    bool
-	ready      atomic.Bool // this supervisor's first generation is ready
+	ready      atomic.Bool // tableflip was told that this supervisor is ready
 	parentGone atomic.Bool // the supervisor this one replaced has exited (or there was none)
-	done       atomic.Bool // handed over to a successor
 }
-
-func (u *selfUpgrade) retired() bool { return u.done.Load() }
 
 // whenReady reports readiness once the first generation is ready: to
 // systemd (READY=1, and MAINPID= when this process replaces another), to
 // the PID file, and to the predecessor, which then drains and exits.
-func (u *selfUpgrade) whenReady(replacing bool) {
-	<-u.sup.Ready()
-	st, _ := u.sup.Status()
+func (u *successor) whenReady(sup *supervisor.Supervisor, replacing bool) {
+	<-sup.Ready()
+	st, _ := sup.Status()
 	lines := []string{"READY=1", sdnotify.Status(st.Summary())}
 	if replacing {
 		lines = append([]string{"MAINPID=" + strconv.Itoa(os.Getpid())}, lines...)
@@ -73,10 +65,10 @@ func (u *selfUpgrade) whenReady(replacing bool) {
 	if err := writePIDFile(u.opts.pidFile); err != nil {
 		u.log.Error().Err(err).Msg("cannot write the PID file")
 	}
-	if err := u.sd.Send(lines...); err != nil {
+	if err := u.reporter.sd.Send(lines...); err != nil {
 		u.log.Warn().Err(err).Msg("cannot notify systemd")
 	}
-	u.log.Info().Int("pid", os.Getpid()).Str("pid_file", u.opts.pidFile).Bool("systemd", u.sd.Enabled()).Msg("supervisor ready")
+	u.log.Info().Int("pid", os.Getpid()).Str("pid_file", u.opts.pidFile).Bool("systemd", u.reporter.sd.Enabled()).Msg("supervisor ready")
 	if err := u.upg.Ready(); err != nil {
 		u.log.Warn().Err(err).Msg("self-upgrade: cannot tell the previous supervisor that this one is ready")
 	}
@@ -89,93 +81,54 @@ func (u *selfUpgrade) whenReady(replacing bool) {
 	u.parentGone.Store(true)
 }
 
-// run is one SIGUSR2: pass everything to a new supervisor process and, once
-// it is ready, drain this one's workers and exit.
-func (u *selfUpgrade) run() {
-	u.mu.Lock()
-	if u.running {
-		u.mu.Unlock()
-		u.log.Warn().Msg("self-upgrade already running: SIGUSR2 ignored")
-		return
-	}
-	u.running = true
-	u.mu.Unlock()
-	defer func() { u.mu.Lock(); u.running = false; u.mu.Unlock() }()
-
+// Prepare says why no successor can start now.
+func (u *successor) Prepare() error {
 	switch {
 	case !u.ready.Load():
-		u.failed(errors.New("this supervisor's first generation is not ready yet: send SIGUSR2 again once it is"))
-		return
+		return errors.New("this supervisor's first generation is not ready yet: send SIGUSR2 again once it is")
 	case !u.parentGone.Load():
-		u.failed(errors.New("the supervisor this one replaced is still draining its workers: send SIGUSR2 again once it has exited"))
-		return
+		return errors.New("the supervisor this one replaced is still draining its workers: send SIGUSR2 again once it has exited")
 	}
+	return nil
+}
+
+// Start passes everything to a new supervisor process and returns once it
+// serves (nil), or why it did not. It runs off the engine's loop.
+func (u *successor) Start(conns []supervisor.StoredConn, lastGen int) error {
 	exe, _ := os.Executable()
-	u.log.Info().Str("binary", os.Args[0]).Str("running", exe).Msg("self-upgrade started")
-	u.sd.Send(append(sdnotify.Reloading(), sdnotify.Status("upgrading the supervisor itself"))...)
-	// Handover mode: the worker saves and stores its connections first;
-	// the successor's first generation restores them.
-	conns, err := u.sup.SaveForSuccessor()
+	u.log.Info().Str("binary", os.Args[0]).Str("running", exe).Int("connections", len(conns)).
+		Msg("self-upgrade: starting the new supervisor")
+	ch, err := u.pass(conns, lastGen) // takes the conns' fds over
 	if err != nil {
-		u.failed(err)
-		return
+		return err
 	}
-	began := time.Now()
-	ch, err := u.pass(conns) // takes the conns' fds over
-	if err == nil {
-		// The successor inherits our environment: its WATCHDOG_PID check
-		// accepts its parent.
-		os.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
-		err = u.upg.Upgrade()
-		os.Unsetenv(envManifest)
-		if err != nil {
-			if sendErr := ch.abort(); sendErr != nil { // closes what the dead successor did not take
-				err = fmt.Errorf("%w (passing the stored connections: %v)", err, sendErr)
-			}
-		} else if sendErr := ch.close(); sendErr != nil {
-			u.log.Error().Err(sendErr).Msg("self-upgrade: passing the stored connections")
-		}
-	}
+	// The successor inherits our environment: its WATCHDOG_PID check
+	// accepts its parent.
+	os.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
+	err = u.upg.Upgrade()
+	os.Unsetenv(envManifest)
 	if err != nil {
-		if u.opts.mode == "handover" {
-			u.sup.Resume(err.Error())
+		if sendErr := ch.abort(); sendErr != nil { // closes what the dead successor did not take
+			err = fmt.Errorf("%w (passing the stored connections: %v)", err, sendErr)
 		}
-		u.failed(err)
-		return
+		return err
 	}
-	if u.opts.mode == "handover" {
-		u.sup.Release()
-		u.log.Info().Int("connections", len(conns)).Float64("successor_ready_ms", float64(time.Since(began).Microseconds())/1000).
-			Msg("self-upgrade: the new supervisor's worker restored the snapshot and connections")
+	if sendErr := ch.close(); sendErr != nil {
+		u.log.Error().Err(sendErr).Msg("self-upgrade: passing the stored connections")
 	}
-	u.done.Store(true)
 	u.reporter.quiet.Store(true)
 	u.sockets.HandedOn()
 	if u.ctl != nil {
 		u.ctl.HandOver()
 		u.ctl.Close()
 	}
-	u.log.Info().Str("result", "ok").Msg("self-upgrade succeeded: the new supervisor serves; draining this one's workers")
-	u.sup.Stop()
-}
-
-func (u *selfUpgrade) failed(err error) {
-	reason := err.Error()
-	if strings.Contains(reason, "no child processes") {
-		// The reaper collected it first; its exit status is logged as "reaped orphan".
-		reason = "the new supervisor exited before it was ready: its own output says why"
-	}
-	u.log.Error().Str("reason", reason).Str("result", "failed").
-		Msg("self-upgrade failed: this supervisor goes on serving")
-	st, _ := u.sup.Status()
-	u.sd.Send("MAINPID="+strconv.Itoa(os.Getpid()), "READY=1",
-		sdnotify.Status(st.Summary()+"; supervisor self-upgrade FAILED: "+reason))
+	return nil
 }
 
 // pass prepares what the successor needs: the files (once), the stored
 // connections' channel, and the manifest in our environment. The returned
 // channel is nil outside handover mode.
-func (u *selfUpgrade) pass(conns []supervisor.StoredConn) (*connChannel, error) {
+func (u *successor) pass(conns []supervisor.StoredConn, lastGen int) (*connChannel, error) {
 	if !u.passed {
 		defer func() {
 			if !u.passed {
@@ -199,10 +152,7 @@ func (u *selfUpgrade) pass(conns []supervisor.StoredConn) (*connChannel, error) 
 		}
 		u.passed = true
 	}
-	m := manifest{ParentPID: os.Getpid(), Control: u.ctl != nil}
-	if st, ok := u.sup.Status(); ok {
-		m.LastGen = st.LastGen
-	}
+	m := manifest{ParentPID: os.Getpid(), Control: u.ctl != nil, LastGen: lastGen}
 	for _, s := range u.sockets.Sockets {
 		m.Sockets = append(m.Sockets, manifestSock{Name: s.Name, OwnsPath: s.OwnsPath})
 	}

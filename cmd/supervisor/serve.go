@@ -33,35 +33,17 @@ func serve(opts *options, log zerolog.Logger) error {
 		return err
 	}
 	defer sd.Close()
-	upg, err := tableflip.New(tableflip.Options{UpgradeTimeout: opts.readyTimeout*time.Duration(opts.workers) + 10*time.Second})
-	if err != nil {
-		return fmt.Errorf("self-upgrade: %w", err)
-	}
-	defer upg.Stop()
-	// tableflip's mark for a child it started; it sets it again for each
-	// successor. Workers must not see it: one using tableflip itself would
-	// take its sockets for tableflip's pipes.
-	os.Unsetenv(tableflipMark)
-	inherited, err := takeInheritance(upg)
+	upg, inherited, err := startTableflip(opts)
 	if err != nil {
 		return err
 	}
-
-	var sockets *listener.Set
-	if inherited != nil {
-		sockets, err = listener.Inherit(opts.listen, inherited.sockets)
-	} else {
-		sockets, err = listener.Open(opts.listen)
-	}
+	defer upg.Stop()
+	sockets, err := openSockets(opts, inherited, log)
 	if err != nil {
 		inherited.close()
 		return err
 	}
 	defer sockets.Close()
-	for _, s := range sockets.Sockets {
-		log.Info().Str("name", s.Name).Str("network", s.Network).Str("addr", s.Addr.String()).
-			Bool("inherited", s.Inherited).Msg("listening")
-	}
 	runtimeDir, cleanup, err := makeRuntimeDir(opts.runtimeDir)
 	if err != nil {
 		inherited.close()
@@ -70,7 +52,67 @@ func serve(opts *options, log zerolog.Logger) error {
 	defer cleanup()
 
 	r := &reporter{sd: sd, log: log}
-	sup, err := supervisor.New(supervisor.Config{
+	succ := &successor{upg: upg, opts: opts, sockets: sockets, reporter: r, log: log}
+	sup, err := supervisor.New(engineConfig(opts, sockets, runtimeDir, inherited, succ, r, log))
+	if err != nil {
+		inherited.close()
+		return err
+	}
+	if succ.ctl, err = openControl(opts, inherited, sup, log); err != nil {
+		return err
+	}
+	if succ.ctl != nil {
+		defer succ.ctl.Close()
+	}
+	logStarted(opts, inherited, log)
+	go succ.whenReady(sup, inherited != nil)
+	go r.watchdog(inherited.parent(), sup)
+	go handleSignals(signals, sup, log)
+	return wait(sup, opts, log)
+}
+
+// startTableflip makes the upgrader that a self-upgrade forks through, and
+// reads what a predecessor passed on, if any.
+func startTableflip(opts *options) (*tableflip.Upgrader, *inheritance, error) {
+	upg, err := tableflip.New(tableflip.Options{UpgradeTimeout: opts.readyTimeout*time.Duration(opts.workers) + 10*time.Second})
+	if err != nil {
+		return nil, nil, fmt.Errorf("self-upgrade: %w", err)
+	}
+	// tableflip's mark for a child it started; it sets it again for each
+	// successor. Workers must not see it: one using tableflip itself would
+	// take its sockets for tableflip's pipes.
+	os.Unsetenv(tableflipMark)
+	inherited, err := takeInheritance(upg)
+	if err != nil {
+		upg.Stop()
+		return nil, nil, err
+	}
+	return upg, inherited, nil
+}
+
+// openSockets binds the --listen sockets, or takes them over from a
+// predecessor or from systemd.
+func openSockets(opts *options, inherited *inheritance, log zerolog.Logger) (*listener.Set, error) {
+	var sockets *listener.Set
+	var err error
+	if inherited != nil {
+		sockets, err = listener.Inherit(opts.listen, inherited.sockets)
+	} else {
+		sockets, err = listener.Open(opts.listen)
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range sockets.Sockets {
+		log.Info().Str("name", s.Name).Str("network", s.Network).Str("addr", s.Addr.String()).
+			Bool("inherited", s.Inherited).Msg("listening")
+	}
+	return sockets, nil
+}
+
+func engineConfig(opts *options, sockets *listener.Set, runtimeDir string, inherited *inheritance,
+	succ *successor, r *reporter, log zerolog.Logger) supervisor.Config {
+	return supervisor.Config{
 		Path:         opts.command[0],
 		Args:         opts.command[1:],
 		Workers:      opts.workers,
@@ -88,59 +130,61 @@ func serve(opts *options, log zerolog.Logger) error {
 		Shim:         "/proc/self/exe",
 		Stored:       inherited.storedConns(),
 		LastGen:      inherited.base(),
+		Successor:    succ,
 		Log:          log,
 		Observe:      r.observe,
-	})
-	if err != nil {
-		inherited.close()
-		return err
 	}
+}
 
-	var ctl *control.Server
+// openControl serves the control socket: the predecessor's, or a new one
+// at --control; nil when there is none.
+func openControl(opts *options, inherited *inheritance, sup *supervisor.Supervisor, log zerolog.Logger) (*control.Server, error) {
 	if ln := inherited.controlListener(); ln != nil {
-		ctl = control.NewServer(ln, opts.control, sup, log)
-	} else if opts.control != "" {
-		ln, err := control.Listen(opts.control)
-		if err != nil {
-			return err
-		}
-		ctl = control.NewServer(ln, opts.control, sup, log)
+		return control.NewServer(ln, opts.control, sup, log), nil
 	}
-	if ctl != nil {
-		defer ctl.Close()
+	if opts.control == "" {
+		return nil, nil
 	}
+	ln, err := control.Listen(opts.control)
+	if err != nil {
+		return nil, err
+	}
+	return control.NewServer(ln, opts.control, sup, log), nil
+}
+
+func logStarted(opts *options, inherited *inheritance, log zerolog.Logger) {
 	ev := log.Info().Int("pid", os.Getpid()).Str("worker", opts.command[0]).Int("workers", opts.workers).
 		Str("ready", opts.ready.String()).Str("mode", opts.mode).Str("control", opts.control)
 	if inherited != nil {
 		ev = ev.Int("replacing_pid", inherited.parentPID)
 	}
 	ev.Msg("supervisor started")
+}
 
-	self := &selfUpgrade{upg: upg, opts: opts, sockets: sockets, ctl: ctl, sup: sup, sd: sd, log: log, reporter: r}
-	go self.whenReady(inherited != nil)
-	go r.watchdog(inherited.parent(), sup)
-	go func() {
-		for sig := range signals {
-			switch {
-			case self.retired():
-				log.Warn().Str("signal", sig.String()).
-					Msg("ignored: this supervisor has handed over to its successor and is only draining its workers")
-			case sig == syscall.SIGHUP:
-				log.Info().Msg("SIGHUP: upgrading")
-				sup.Upgrade()
-			case sig == syscall.SIGUSR2:
-				log.Info().Msg("SIGUSR2: upgrading the supervisor itself")
-				go self.run()
-			default:
-				log.Info().Str("signal", sig.String()).Msg("stop requested")
-				sup.Stop()
-			}
+// handleSignals turns signals into requests; the engine answers each
+// (refusals included) in its log.
+func handleSignals(signals <-chan os.Signal, sup *supervisor.Supervisor, log zerolog.Logger) {
+	for sig := range signals {
+		switch sig {
+		case syscall.SIGHUP:
+			log.Info().Msg("SIGHUP: upgrading")
+			sup.Upgrade()
+		case syscall.SIGUSR2:
+			log.Info().Msg("SIGUSR2: upgrading the supervisor itself")
+			sup.SelfUpgrade()
+		default:
+			log.Info().Str("signal", sig.String()).Msg("stop requested")
+			sup.Stop()
 		}
-	}()
+	}
+}
+
+// wait runs the engine until it returns.
+func wait(sup *supervisor.Supervisor, opts *options, log zerolog.Logger) error {
 	if err := sup.Run(); err != nil {
 		return err
 	}
-	if self.retired() {
+	if sup.Retired() {
 		log.Info().Msg("stopped: the successor supervisor serves")
 		return nil
 	}
@@ -170,6 +214,15 @@ func (r *reporter) observe(c supervisor.Change, st supervisor.Status) {
 		lines = []string{"STOPPING=1", sdnotify.Status(st.Summary())}
 	case supervisor.WorkersChanged:
 		lines = []string{sdnotify.Status(st.Summary())}
+	case supervisor.SelfUpgradeStarted:
+		lines = append(sdnotify.Reloading(), sdnotify.Status("upgrading the supervisor itself"))
+	case supervisor.SelfUpgradeFinished:
+		u := st.LastSelfUpgrade
+		if u == nil || u.OK {
+			return // the successor reports now
+		}
+		lines = []string{"MAINPID=" + strconv.Itoa(os.Getpid()), "READY=1",
+			sdnotify.Status(st.Summary() + "; supervisor self-upgrade FAILED: " + u.Reason)}
 	case supervisor.FirstReady:
 		return // whenReady says READY=1, after the PID file is written
 	}

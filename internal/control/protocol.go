@@ -7,7 +7,7 @@
 //
 //	{"cmd":"status"}                 -> {"ok":true,"status":{...}}
 //	{"cmd":"upgrade","wait":true}    -> {"ok":true,"gen":4}   once generation 4 is ready and serving
-//	                                 -> {"ok":false,"error":"upgrade to generation 4 failed: ..."}
+//	                                 -> {"ok":false,"error":"upgrade to generation 4 failed: ...","kind":"exited-before-ready"}
 //	{"cmd":"upgrade"}                -> {"ok":true}           at once: the upgrade was asked for
 //	{"cmd":"stop"}                   -> {"ok":true}           the drain has begun
 //	{"cmd":"stop","wait":true}       -> {"ok":true,"pid":N}, then end of file once every worker has drained
@@ -38,8 +38,9 @@ type Request struct {
 type Response struct {
 	OK     bool               `json:"ok"`
 	Error  string             `json:"error,omitempty"`
-	Gen    int                `json:"gen,omitempty"` // the generation an upgrade started
-	PID    int                `json:"pid,omitempty"` // the supervisor's, in the answer to stop
+	Kind   string             `json:"kind,omitempty"` // of a failed upgrade: supervisor.Kind
+	Gen    int                `json:"gen,omitempty"`  // the generation an upgrade started
+	PID    int                `json:"pid,omitempty"`  // the supervisor's, in the answer to stop
 	Status *supervisor.Status `json:"status,omitempty"`
 }
 

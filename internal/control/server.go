@@ -188,7 +188,7 @@ func (s *Server) answer(req Request, c *net.UnixConn) Response {
 		c.SetDeadline(time.Time{})
 		r := <-result
 		if r.Err != nil {
-			return Response{Gen: r.Gen, Error: r.Err.Error()}
+			return Response{Gen: r.Gen, Error: r.Err.Error(), Kind: string(supervisor.KindOf(r.Err))}
 		}
 		return Response{OK: true, Gen: r.Gen}
 	}

@@ -54,6 +54,12 @@ func (r *Reaper) Start(c *Command) (*Process, error) {
 	return p, nil
 }
 
+// PID is the process's id.
+func (p *Process) PID() int { return p.Pid }
+
+// StartTime is when it was started.
+func (p *Process) StartTime() time.Time { return p.Started }
+
 // Done is closed when the process has exited and been reaped.
 func (p *Process) Done() <-chan struct{} { return p.done }
 

@@ -26,6 +26,7 @@ type Reaper struct {
 	mu       sync.Mutex // held across fork and across wait, so no pid is reaped before it is known
 	children map[int]*Process
 	onOrphan func(pid int, status unix.WaitStatus)
+	holds    int // HoldOrphans calls not yet released
 	sigs     chan os.Signal
 	stop     chan struct{}
 	done     chan struct{}
@@ -69,6 +70,10 @@ func (r *Reaper) loop() {
 func (r *Reaper) reap() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.holds > 0 {
+		r.reapChildren()
+		return
+	}
 	for {
 		var ws unix.WaitStatus
 		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
@@ -85,6 +90,44 @@ func (r *Reaper) reap() {
 		} else if r.onOrphan != nil {
 			r.onOrphan(pid, ws)
 		}
+	}
+}
+
+// reapChildren collects the processes this Reaper started that have
+// exited, and nothing else.
+func (r *Reaper) reapChildren() {
+	for pid, p := range r.children {
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		for errors.Is(err, unix.EINTR) {
+			got, err = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		}
+		if err == nil && got == pid {
+			delete(r.children, pid)
+			p.status = ws
+			close(p.done)
+		}
+	}
+}
+
+// HoldOrphans makes the Reaper leave alone every process it did not start,
+// until release is called: code that starts and waits for a child of its
+// own (tableflip, for a successor supervisor) then gets its exit status,
+// instead of "no child processes". Orphans that exit meanwhile stay zombies
+// until the release, which reaps them. release may be called more than
+// once.
+func (r *Reaper) HoldOrphans() (release func()) {
+	r.mu.Lock()
+	r.holds++
+	r.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			r.mu.Lock()
+			r.holds--
+			r.mu.Unlock()
+			r.reap()
+		})
 	}
 }
 

@@ -44,12 +44,33 @@ type Config struct {
 	RuntimeDir string // where the notify sockets live; must exist and be private to us
 	Shim       string // the supervisor's own executable, run in shim mode to exec workers
 
+	// Successor starts a successor supervisor on SIGUSR2 (SelfUpgrade);
+	// nil refuses self-upgrades.
+	Successor Successor
+
 	Log zerolog.Logger
 
 	// Observe, when set, is told of every change worth reporting (to
 	// systemd, say), with the status after it. It runs on the supervisor's
 	// loop: it must return quickly.
 	Observe func(Change, Status)
+
+	processes processes // tests: fake processes; nil means the real ones
+}
+
+// Successor starts a new supervisor process that takes over from this one
+// (SIGUSR2): package main's tableflip upgrade.
+type Successor interface {
+	// Prepare says why no successor can start now, or nil. It runs on the
+	// supervisor's loop: it must return at once.
+	Prepare() error
+	// Start starts the successor on the listening sockets and, in handover
+	// mode, on conns, the stored connections (their fds are Start's to
+	// close), numbering its generations on from lastGen. It returns nil
+	// once the successor serves and everything has been handed to it; then
+	// this supervisor's workers drain and Run returns. Otherwise it says
+	// why, and this supervisor goes on serving. It runs off the loop.
+	Start(conns []StoredConn, lastGen int) error
 }
 
 func (c *Config) setDefaults() error {

@@ -4,8 +4,14 @@ import "github.com/procswitch/supervisor/internal/notify"
 
 // Requests and events the loop handles.
 type (
-	upgradeRequest    struct{ reply chan Result }
-	stopRequest       struct{}
+	upgradeRequest     struct{ reply chan Result }
+	selfUpgradeRequest struct{ reply chan Result }
+	stopRequest        struct{}
+	successorEvent     struct{ err error } // the successor supervisor serves (nil), or failed
+	passFailedEvent    struct {
+		w   *worker
+		err error
+	}
 	exitEvent         struct{ w *worker }
 	probeReadyEvent   struct{ w *worker }
 	waitingEvent      struct{ w *worker }

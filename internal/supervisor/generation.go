@@ -65,7 +65,7 @@ type slot struct {
 type worker struct {
 	gen      *generation
 	slot     *slot
-	proc     *proc.Process
+	proc     process
 	ready    bool
 	readyAt  time.Time
 	lastPing time.Time
@@ -73,12 +73,11 @@ type worker struct {
 	cancel   context.CancelFunc // stops the readiness probe and the watchdog
 
 	handover   *handoverConn // handover mode: the connection of a worker started ahead
-	saved      bool          // handover mode: it said HANDOVER=saved
 	readyToken int           // which ready timeout counts: handover mode re-arms it at GO
 	readyTimer *time.Timer
 }
 
-func (w *worker) pid() int { return w.proc.Pid }
+func (w *worker) pid() int { return w.proc.PID() }
 
 // pids lists the generation's live worker PIDs.
 func (g *generation) pids() []int {
@@ -196,7 +195,7 @@ func (s *Supervisor) startWorker(g *generation, sl *slot) error {
 	}
 	argv := append([]string{g.binary}, s.cfg.Args...)
 	path, args := proc.ShimCommand(s.cfg.Shim, argv)
-	p, err := s.reaper.Start(&proc.Command{Path: path, Args: args, Env: l.env, Files: l.files})
+	p, err := s.procs.Start(&proc.Command{Path: path, Args: args, Env: l.env, Files: l.files})
 	if l.childEnd >= 0 {
 		unix.Close(l.childEnd)
 	}
@@ -209,7 +208,7 @@ func (s *Supervisor) startWorker(g *generation, sl *slot) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &worker{gen: g, slot: sl, proc: p, cancel: cancel, handover: l.handover}
 	sl.worker = w
-	s.log.Debug().Int("gen", g.n).Int("slot", sl.index).Int("pid", p.Pid).Str("binary", g.binary).Msg("worker started")
+	s.log.Debug().Int("gen", g.n).Int("slot", sl.index).Int("pid", p.PID()).Str("binary", g.binary).Msg("worker started")
 	go func() {
 		<-p.Done()
 		if w.handover != nil {
@@ -217,7 +216,7 @@ func (s *Supervisor) startWorker(g *generation, sl *slot) error {
 		}
 		// The exit reaches the loop behind whatever the worker sent before
 		// it exited (FDSTORE=1, HANDOVER=saved), through the same queue.
-		if g.notify.Send(exitedKey+"="+strconv.Itoa(p.Pid)) != nil {
+		if g.notify.Send(exitedKey+"="+strconv.Itoa(p.PID())) != nil {
 			s.send(exitEvent{w: w})
 		}
 	}()
@@ -245,7 +244,7 @@ type launch struct {
 func (s *Supervisor) prepareLaunch(g *generation) (*launch, error) {
 	l := &launch{files: s.cfg.Sockets.FDs(), childEnd: -1}
 	names := []string{s.cfg.Sockets.Names()}
-	if s.cfg.Handover && g != s.upgrading {
+	if s.cfg.Handover && g != s.next {
 		for _, st := range s.store {
 			l.files = append(l.files, st.fd)
 			names = append(names, st.name)
@@ -254,7 +253,7 @@ func (s *Supervisor) prepareLaunch(g *generation) (*launch, error) {
 	env := s.workerEnv(g, len(l.files), strings.Join(names, ":"))
 	if s.cfg.Handover {
 		handoverFD := -1
-		if g == s.upgrading {
+		if g == s.next {
 			h, child, err := newHandoverConn()
 			if err != nil {
 				return nil, err

@@ -56,11 +56,10 @@ func newHandoverConn() (*handoverConn, int, error) {
 // handover is an upgrade in handover mode past the new worker's WAITING.
 type handover struct {
 	next   *worker     // the new worker, started ahead
-	old    *generation // the generation handing over; nil when none ran
+	old    *generation // the generation handing over
 	began  time.Time   // the old one was told to save: the blackout begins
 	saved  bool        // the old one said HANDOVER=saved, or died trying
 	goSent bool
-	failed string // the new worker failed before the old one finished: roll back once it has
 
 	oldPIDs []int // the old generation's workers, for the log
 }
@@ -76,19 +75,16 @@ func (s *Supervisor) readWaiting(w *worker) {
 
 // onWaiting: the new worker is initialised; tell the old one to hand over.
 func (s *Supervisor) onWaiting(w *worker) {
-	if w.gen != s.upgrading || w.slot.worker != w || s.handover != nil {
+	if s.state != stateUpgrading || w.gen != s.next || w.slot.worker != w {
 		return
 	}
 	w.handover.growFDTable()
-	h := &handover{next: w, old: s.current, began: time.Now()}
-	if h.old != nil {
-		h.oldPIDs = h.old.pids()
-	}
+	h := &handover{next: w, old: s.current, began: time.Now(), oldPIDs: s.current.pids()}
 	s.handover = h
+	s.setState(stateSaving)
 	w.readyToken++ // saving is bounded by the drain timeout; GO re-arms the ready timeout
-	if h.old == nil || h.old.alive() == 0 {
-		h.saved = true
-		s.sendGo(h, "no worker was running: the snapshot is restored as it is")
+	if h.old.alive() == 0 {
+		s.onSaved(h.old, "no worker was running: the snapshot is restored as it is")
 		return
 	}
 	s.log.Info().Int("gen", w.gen.n).Int("old_gen", h.old.n).Ints("old_pids", h.old.pids()).
@@ -120,49 +116,30 @@ func (h *handoverConn) growFDTable() {
 	})
 }
 
-// onSaved: the old worker has committed its snapshot and stored its
-// connections.
-func (s *Supervisor) onSaved(from *worker) {
-	if s.succ != nil && from.gen == s.succ.old {
-		s.succSaved("")
-		return
+// onWorkerSaved: a worker said HANDOVER=saved.
+func (s *Supervisor) onWorkerSaved(from *worker) {
+	if h := s.handover; h != nil && from.gen == h.old && !h.saved {
+		s.log.Info().Int("gen", h.next.gen.n).Int("stored_fds", len(s.store)).
+			Float64("save_ms", ms(time.Since(h.began))).Msg("handover: snapshot saved")
 	}
-	h := s.handover
-	if h == nil || from.gen != h.old || h.saved {
-		return
-	}
-	h.saved = true
-	s.log.Info().Int("gen", h.next.gen.n).Int("stored_fds", len(s.store)).
-		Float64("save_ms", ms(time.Since(h.began))).Msg("handover: snapshot saved")
-	s.afterSave(h, "")
+	s.onSaved(from.gen, "")
 }
 
-// onHandingWorkerExit: the old worker exited during a handover without
-// saying it saved: its torn snapshot never replaced the last complete one,
-// which is restored instead.
+// onHandingWorkerExit: a worker of a draining generation exited. If it was
+// saving and had not said it saved, its torn snapshot never replaced the
+// last complete one, which is restored instead.
 func (s *Supervisor) onHandingWorkerExit(old *worker) {
-	if s.succ != nil && old.gen == s.succ.old && !s.succ.done {
-		s.succSaved(s.snapshotAge())
+	saving := s.handover != nil && old.gen == s.handover.old && !s.handover.saved ||
+		s.self != nil && old.gen == s.self.old && !s.self.saved
+	if !saving {
 		return
 	}
-	h := s.handover
-	if h == nil || old.gen != h.old || h.saved {
-		return
-	}
-	h.saved = true
 	age := s.snapshotAge()
-	s.log.Error().Int("gen", old.gen.n).Int("pid", old.pid()).Str("snapshot_age", age).
-		Msg("handover: old worker died while saving; using the last complete snapshot")
-	s.afterSave(h, age)
-}
-
-func (s *Supervisor) afterSave(h *handover, note string) {
-	if h.failed != "" {
-		s.handover = nil
-		s.rollback(h.old, h.failed)
-		return
+	if s.handover != nil {
+		s.log.Error().Int("gen", old.gen.n).Int("pid", old.pid()).Str("snapshot_age", age).
+			Msg("handover: old worker died while saving; using the last complete snapshot")
 	}
-	s.sendGo(h, note)
+	s.onSaved(old.gen, age)
 }
 
 // sendGo passes the stored connections to the new worker and says GO.
@@ -183,7 +160,7 @@ func (s *Supervisor) sendGo(h *handover, note string) {
 	began := time.Now()
 	go func() {
 		if err := w.handover.sendStore(store); err != nil {
-			s.log.Error().Err(err).Int("gen", w.gen.n).Msg("handover: passing connections failed")
+			s.send(passFailedEvent{w: w, err: err})
 			return
 		}
 		s.log.Info().Int("gen", w.gen.n).Int("connections", len(store)).Int("dropped", dropped).
@@ -191,20 +168,13 @@ func (s *Supervisor) sendGo(h *handover, note string) {
 	}()
 }
 
-// handoverFailed handles a new worker that failed during a handover: once
-// the old one has saved, the old binary starts again on its state.
-func (s *Supervisor) handoverFailed(reason string) string {
-	h := s.handover
-	if !h.saved {
-		h.failed = reason
-		return reason + "; the previous binary restarts once the old worker has saved"
+// onPassFailed: the connections could not be passed to the new worker: the
+// upgrade fails at once, rather than at the ready timeout.
+func (s *Supervisor) onPassFailed(w *worker, err error) {
+	if w.gen != s.next || w.slot.worker != w {
+		return
 	}
-	s.handover = nil
-	if h.old == nil {
-		return reason
-	}
-	s.rollback(h.old, reason)
-	return reason + "; rolled back to the previous binary with the same snapshot and connections"
+	s.onNextFailed(w.gen, KindPassFailed, "passing the connections to worker "+strconv.Itoa(w.pid())+": "+err.Error())
 }
 
 // sendStore writes the fds in batches, then GO. The store's fds are ours
@@ -302,7 +272,7 @@ func (s *Supervisor) clearStore() {
 }
 
 // rollback starts the old binary again, cold, on the same snapshot and the
-// stored connections, as the current generation.
+// stored connections, as the current generation (state rolling-back).
 func (s *Supervisor) rollback(old *generation, reason string) {
 	g, err := s.newGenerationFrom(old.binary, old.exe)
 	if err != nil {

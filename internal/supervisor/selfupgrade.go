@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -25,136 +24,96 @@ func (s *Supervisor) adoptStored(conns []StoredConn) {
 	}
 }
 
-// A self-upgrade in handover mode: the current worker saves and hands its
-// connections to the fd store, as for an upgrade, but no new worker of this
-// supervisor takes them; the successor supervisor does. If the successor
-// fails, Resume rolls back: the same binary starts again, cold, on the same
-// snapshot and connections.
+// A self-upgrade (SIGUSR2) starts a successor supervisor through
+// Config.Successor. In handover mode the current worker first saves and
+// hands its connections to the fd store, as for an upgrade, but no new
+// worker of this supervisor takes them: the successor's first generation
+// does. If the successor fails, the same binary starts again, cold, on the
+// same snapshot and connections (rolling-back).
 
-// successorSave is a self-upgrade's save in progress.
-type successorSave struct {
-	reply chan successorResult
-	old   *generation
-	began time.Time
-	done  bool
+// selfUpgrade is a self-upgrade in progress.
+type selfUpgrade struct {
+	reply     chan Result
+	old       *generation
+	began     time.Time
+	saved     bool // handover mode: the worker saved, or died trying
+	conns     int  // connections passed to the successor
+	stopAfter bool // a stop came meanwhile
 }
 
-type successorResult struct {
-	conns []StoredConn
-	err   error
-}
-
-type (
-	successorRequest struct{ reply chan successorResult }
-	resumeRequest    struct{ reason string }
-	releaseRequest   struct{ done chan struct{} }
-)
-
-// SaveForSuccessor, in handover mode, tells the current worker to save its
-// state and store its connections, and returns duplicates of the stored
-// connections to pass to the successor once the worker has saved (or died
-// trying: then the last complete snapshot serves). Every other request
-// waits meanwhile. Outside handover mode it returns nothing at once. After a
-// successful call, call Resume or Release.
-func (s *Supervisor) SaveForSuccessor() ([]StoredConn, error) {
-	if !s.cfg.Handover {
-		return nil, nil
-	}
-	reply := make(chan successorResult, 1)
-	if !s.send(successorRequest{reply: reply}) {
-		return nil, ErrStopping
-	}
-	r := <-reply
-	return r.conns, r.err
-}
-
-// Resume rolls back after a failed self-upgrade in handover mode: the saved
-// worker's binary starts again on the snapshot and stored connections.
-func (s *Supervisor) Resume(reason string) { s.send(resumeRequest{reason: reason}) }
-
-// Release forgets the stored connections: the successor has them.
-func (s *Supervisor) Release() {
-	done := make(chan struct{})
-	if s.send(releaseRequest{done: done}) {
-		<-done
-	}
-}
-
-func (s *Supervisor) onSuccessorRequest(reply chan successorResult) {
+func (s *Supervisor) startSelfUpgrade(reply chan Result) {
 	g := s.current
-	switch {
-	case s.stopping:
-		reply <- successorResult{err: ErrStopping}
-		return
-	case s.upgrading != nil || s.handover != nil || s.succ != nil:
-		reply <- successorResult{err: errors.New("an upgrade is running: try again once it has finished")}
-		return
-	case g == nil || g.phase != serving:
-		reply <- successorResult{err: errors.New("no generation is serving: nothing to hand over")}
+	s.self = &selfUpgrade{reply: reply, old: g, began: time.Now()}
+	s.setState(stateSelfUpgrading)
+	s.log.Info().Int("gen", g.n).Msg("self-upgrade started")
+	s.observe(SelfUpgradeStarted)
+	if !s.cfg.Handover {
+		s.startSuccessor(nil)
 		return
 	}
-	s.succ = &successorSave{reply: reply, old: g, began: time.Now()}
 	s.log.Info().Int("gen", g.n).Ints("pids", g.pids()).Msg("self-upgrade: worker saving for the new supervisor")
 	s.drain(g)
 	if g.alive() == 0 {
-		s.succSaved("")
+		s.onSaved(g, "")
 	}
 }
 
-// succSaved answers SaveForSuccessor once the worker saved, or died trying
-// (note says how old the snapshot used is).
-func (s *Supervisor) succSaved(note string) {
-	ss := s.succ
-	if ss == nil || ss.done {
-		return
-	}
-	ss.done = true
-	conns := make([]StoredConn, 0, len(s.store))
+// selfSaved: the worker saved, or died trying (note says how old the
+// snapshot used is): pass duplicates of the stored connections on.
+func (s *Supervisor) selfSaved(note string) {
+	ss := s.self
+	ss.saved = true
 	s.dropHungUp()
+	conns := make([]StoredConn, 0, len(s.store))
 	for _, st := range s.store {
 		fd, err := unix.FcntlInt(uintptr(st.fd), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {
 			for _, c := range conns {
 				unix.Close(c.FD)
 			}
-			ss.reply <- successorResult{err: fmt.Errorf("duplicating a stored connection: %w", err)}
+			s.onSuccessor(fmt.Errorf("duplicating a stored connection: %w", err))
 			return
 		}
 		conns = append(conns, StoredConn{Name: st.name, FD: fd})
 	}
+	ss.conns = len(conns)
 	ev := s.log.Info()
 	if note != "" {
 		ev = s.log.Warn().Str("snapshot_age", note)
 	}
 	ev.Int("gen", ss.old.n).Int("connections", len(conns)).Float64("save_ms", ms(time.Since(ss.began))).
 		Msg("self-upgrade: snapshot saved for the new supervisor")
-	ss.reply <- successorResult{conns: conns}
+	s.startSuccessor(conns)
 }
 
-func (s *Supervisor) onResume(reason string) {
-	ss := s.succ
-	if ss == nil {
-		return
-	}
-	s.succ = nil
-	if s.stopping {
-		s.clearStore()
-		return
-	}
-	s.rollback(ss.old, "supervisor self-upgrade failed: "+reason)
+// startSuccessor runs Successor.Start off the loop; its answer comes back
+// as a successorEvent. Orphans are left alone meanwhile, so that tableflip
+// gets the successor's exit status.
+func (s *Supervisor) startSuccessor(conns []StoredConn) {
+	release := s.procs.HoldOrphans()
+	lastGen := s.lastGen
+	go func() {
+		err := s.cfg.Successor.Start(conns, lastGen)
+		release()
+		s.send(successorEvent{err: err})
+	}()
 }
 
-func (s *Supervisor) onRelease() {
-	ss := s.succ
-	if ss == nil {
+// finishSelfUpgrade records and reports a self-upgrade's end.
+func (s *Supervisor) finishSelfUpgrade(reply chan Result, err *UpgradeError) {
+	u := &UpgradeStatus{OK: err == nil, At: time.Now()}
+	if err != nil {
+		u.Reason, u.Kind, u.RolledBack = err.Reason, string(err.Kind), err.RolledBack
+		s.log.Error().Str("kind", u.Kind).Str("reason", u.Reason).Bool("rolled_back", u.RolledBack).
+			Str("result", "failed").Msg("self-upgrade failed: this supervisor goes on serving")
+	}
+	s.lastSelfUpgrade = u
+	s.observe(SelfUpgradeFinished)
+	if err != nil {
+		reply <- Result{Err: err}
 		return
 	}
-	s.succ = nil
-	s.clearStore()
-	if s.current == ss.old {
-		s.current = nil
-	}
-	s.reapGeneration(ss.old)
+	reply <- Result{}
 }
 
 // snapshotAge says how old the last complete snapshot is, for the log of a

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"io"
 	"os"
 	"strconv"
@@ -14,14 +15,16 @@ import (
 // Status is what the supervisor runs, as `supervisor ctl status` shows it
 // and systemd's STATUS= line sums it up.
 type Status struct {
-	PID         int            `json:"pid"`
-	Mode        string         `json:"mode"`     // overlap or handover
-	LastGen     int            `json:"last_gen"` // the highest generation number used, failed ones included
-	Current     *GenStatus     `json:"current,omitempty"`
-	Upgrading   *GenStatus     `json:"upgrading,omitempty"`
-	Draining    []GenStatus    `json:"draining,omitempty"`
-	LastUpgrade *UpgradeStatus `json:"last_upgrade,omitempty"`
-	Stopping    bool           `json:"stopping,omitempty"`
+	PID             int            `json:"pid"`
+	Mode            string         `json:"mode"`     // overlap or handover
+	State           string         `json:"state"`    // the state machine's state (machine.go): serving, upgrading, …
+	LastGen         int            `json:"last_gen"` // the highest generation number used, failed ones included
+	Current         *GenStatus     `json:"current,omitempty"`
+	Upgrading       *GenStatus     `json:"upgrading,omitempty"`
+	Draining        []GenStatus    `json:"draining,omitempty"`
+	LastUpgrade     *UpgradeStatus `json:"last_upgrade,omitempty"`
+	LastSelfUpgrade *UpgradeStatus `json:"last_self_upgrade,omitempty"` // the last SIGUSR2; Gen is 0
+	Stopping        bool           `json:"stopping,omitempty"`
 }
 
 // GenStatus describes one generation.
@@ -44,11 +47,13 @@ type WorkerStatus struct {
 
 // UpgradeStatus is the result of the last finished upgrade.
 type UpgradeStatus struct {
-	Gen     int       `json:"gen"`
-	OK      bool      `json:"ok"`
-	Reason  string    `json:"reason,omitempty"`
-	At      time.Time `json:"at"`
-	ReadyMS float64   `json:"ready_ms,omitempty"`
+	Gen        int       `json:"gen"`
+	OK         bool      `json:"ok"`
+	Kind       string    `json:"kind,omitempty"`   // of the failure: a Kind
+	Reason     string    `json:"reason,omitempty"` // the whole error, as the upgrade's result says it
+	RolledBack bool      `json:"rolled_back,omitempty"`
+	At         time.Time `json:"at"`
+	ReadyMS    float64   `json:"ready_ms,omitempty"`
 }
 
 // Summary is the status in one line, for systemd's STATUS=.
@@ -91,11 +96,13 @@ func (st Status) Summary() string {
 type Change int
 
 const (
-	FirstReady      Change = iota // the first generation is ready
-	UpgradeStarted                // a new generation is starting beside the current one
-	UpgradeFinished               // an upgrade ended; Status.LastUpgrade says how
-	WorkersChanged                // a worker crashed or was restarted
-	Stopping                      // a stop began
+	FirstReady          Change = iota // the first generation is ready
+	UpgradeStarted                    // a new generation is starting beside the current one
+	UpgradeFinished                   // an upgrade ended; Status.LastUpgrade says how
+	WorkersChanged                    // a worker crashed or was restarted
+	Stopping                          // a stop began
+	SelfUpgradeStarted                // SIGUSR2: a successor supervisor is being started
+	SelfUpgradeFinished               // it ended; Status.LastSelfUpgrade says how
 )
 
 type statusRequest struct{ reply chan Status }
@@ -127,7 +134,8 @@ func (s *Supervisor) Status() (st Status, ok bool) {
 
 // status builds the Status; it runs on the loop.
 func (s *Supervisor) status() Status {
-	st := Status{PID: os.Getpid(), Mode: "overlap", LastGen: s.lastGen, LastUpgrade: s.lastUpgrade, Stopping: s.stopping}
+	st := Status{PID: os.Getpid(), Mode: "overlap", State: s.state.String(), LastGen: s.lastGen,
+		LastUpgrade: s.lastUpgrade, LastSelfUpgrade: s.lastSelfUpgrade, Stopping: s.state == stateStopping}
 	if s.cfg.Handover {
 		st.Mode = "handover"
 	}
@@ -136,7 +144,7 @@ func (s *Supervisor) status() Status {
 		switch {
 		case g == s.current:
 			st.Current = &gs
-		case g == s.upgrading:
+		case g == s.next:
 			st.Upgrading = &gs
 		case g.phase == draining && g.alive() > 0:
 			st.Draining = append(st.Draining, gs)
@@ -167,7 +175,9 @@ func (s *Supervisor) observe(c Change) {
 func (s *Supervisor) recordUpgrade(r Result, readyMS float64) {
 	u := &UpgradeStatus{Gen: r.Gen, OK: r.Err == nil, At: time.Now(), ReadyMS: readyMS}
 	if r.Err != nil {
-		u.Reason = r.Err.Error()
+		u.Reason, u.Kind = r.Err.Error(), string(KindOf(r.Err))
+		var ue *UpgradeError
+		u.RolledBack = errors.As(r.Err, &ue) && ue.RolledBack
 	}
 	s.lastUpgrade = u
 }

@@ -1,15 +1,21 @@
 // Package supervisor is the master's engine: it runs the worker generations
 // on the sockets it is given, upgrades them in overlap mode (start the new
-// generation, wait until it is ready, then drain the old one), restarts
-// workers that crash, with back-off, and stops gracefully.
+// generation, wait until it is ready, then drain the old one) or in handover
+// mode (the old worker saves its state and hands its connections over),
+// starts a successor supervisor on SIGUSR2, restarts workers that crash,
+// with back-off, and stops gracefully.
 //
 // One goroutine, the loop in Run, owns every generation and worker. Process
 // exits, notify messages, probe results and timers reach it as events on one
 // channel; callers reach it with requests that carry a reply channel.
+//
+// The supervisor's lifecycle is one state machine, in machine.go: the
+// states, a table of what each event does in each state, and the handlers.
+// Processes are started through a small seam (seam.go), so that the machine
+// is tested in-process with fake workers.
 package supervisor
 
 import (
-	"errors"
 	"os"
 	"sync"
 	"time"
@@ -19,20 +25,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrStopping is the result of an upgrade asked for, or cut short, by a stop.
-var ErrStopping = errors.New("supervisor: stopping")
-
 // Result is the outcome of an upgrade.
 type Result struct {
 	Gen int   // the generation the upgrade started
-	Err error // nil when it is ready and serving; else why the old one still serves
+	Err error // nil when it is ready and serving; else an *UpgradeError that says why the old one still serves
 }
 
 // Supervisor runs worker generations. Create it with New, then call Run.
 type Supervisor struct {
 	cfg          Config
 	log          zerolog.Logger
-	reaper       *proc.Reaper
+	procs        processes
 	baseEnv      []string
 	streamInodes []uint64
 
@@ -41,20 +44,24 @@ type Supervisor struct {
 	readyCh   chan struct{} // closed when the first generation is ready
 	readyOnce sync.Once
 
-	// Owned by the loop.
-	lastGen     int
-	current     *generation   // serving, or starting when it is the first
-	upgrading   *generation   // starting, as the next current
-	gens        []*generation // every generation with live processes or a socket
-	waiters     []chan Result // replies for the running upgrade
-	pending     []chan Result // replies for the one coalesced next upgrade
-	requested   bool          // an upgrade is pending
-	handover    *handover     // a handover past the new worker's WAITING
-	lastUpgrade *UpgradeStatus
-	succ        *successorSave    // a self-upgrade's save, in handover mode
-	versions    map[fileID]string // binaries hashed so far
-	store       []stored          // the fd store: connections handed over
-	stopping    bool
+	// Owned by the loop. Which of these are set in each state is in
+	// machine.go, with the state machine.
+	state    state
+	current  *generation   // the generation that serves, or is starting as the first
+	next     *generation   // the generation an upgrade starts beside current
+	handover *handover     // handover mode: the new worker said WAITING
+	self     *selfUpgrade  // SIGUSR2: a successor supervisor is starting
+	waiters  []chan Result // replies for the running upgrade
+	queued   []chan Result // replies for the one coalesced next upgrade
+	store    []stored      // the fd store: connections handed over
+	retired  bool          // a successor supervisor took over
+
+	gens            []*generation // every generation with live processes or a socket
+	lastGen         int
+	lastUpgrade     *UpgradeStatus
+	lastSelfUpgrade *UpgradeStatus
+	versions        map[fileID]string // binaries hashed so far
+	afterEvent      func(ev any)      // tests: called on the loop after each event
 }
 
 // New checks cfg and makes the supervisor a child subreaper; nothing starts
@@ -86,13 +93,16 @@ func New(cfg Config) (*Supervisor, error) {
 		}
 		s.streamInodes = append(s.streamInodes, ino)
 	}
-	r, err := proc.NewReaper(func(pid int, ws unix.WaitStatus) {
-		s.log.Debug().Int("pid", pid).Str("status", proc.Describe(ws)).Msg("reaped orphan")
-	})
-	if err != nil {
-		return nil, err
+	s.procs = cfg.processes
+	if s.procs == nil {
+		r, err := proc.NewReaper(func(pid int, ws unix.WaitStatus) {
+			s.log.Debug().Int("pid", pid).Str("status", proc.Describe(ws)).Msg("reaped orphan")
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.procs = osProcesses{r}
 	}
-	s.reaper = r
 	s.adoptStored(cfg.Stored)
 	s.lastGen = max(cfg.LastGen, 0)
 	return s, nil
@@ -105,15 +115,29 @@ func (s *Supervisor) Ready() <-chan struct{} { return s.readyCh }
 // A request made while an upgrade runs is coalesced with any other such
 // request into one more upgrade after it. The channel receives the result.
 func (s *Supervisor) Upgrade() <-chan Result {
+	return s.request(func(reply chan Result) any { return upgradeRequest{reply: reply} })
+}
+
+// SelfUpgrade asks for a successor supervisor (Config.Successor) to take
+// over: SIGUSR2. The channel receives the result; Gen is 0.
+func (s *Supervisor) SelfUpgrade() <-chan Result {
+	return s.request(func(reply chan Result) any { return selfUpgradeRequest{reply: reply} })
+}
+
+func (s *Supervisor) request(ev func(chan Result) any) <-chan Result {
 	reply := make(chan Result, 1)
-	if !s.send(upgradeRequest{reply: reply}) {
-		reply <- Result{Err: ErrStopping}
+	if !s.send(ev(reply)) {
+		reply <- Result{Err: stoppingError(0, KindRefused)}
 	}
 	return reply
 }
 
 // Stop asks every generation to drain; Run returns once all have exited.
 func (s *Supervisor) Stop() { s.send(stopRequest{}) }
+
+// Retired reports, once Run has returned, whether a successor supervisor
+// took over (SIGUSR2) rather than a stop.
+func (s *Supervisor) Retired() bool { return s.retired }
 
 // send hands an event to the loop; it reports false once the loop is gone.
 func (s *Supervisor) send(ev any) bool {
@@ -129,7 +153,7 @@ func (s *Supervisor) send(ev any) bool {
 // worker has exited. It returns an error only when the first generation
 // cannot be started at all.
 func (s *Supervisor) Run() error {
-	defer s.reaper.Close()
+	defer s.procs.Close()
 	defer close(s.done)
 	g, err := s.newGeneration()
 	if err != nil {
@@ -145,25 +169,13 @@ func (s *Supervisor) Run() error {
 		}
 	}
 	for !s.finished() {
-		s.handle(<-s.events)
-	}
-	return nil
-}
-
-// finished reports whether a stop has been asked for and nothing runs.
-func (s *Supervisor) finished() bool {
-	if !s.stopping {
-		return false
-	}
-	for _, g := range s.gens {
-		if g.alive() > 0 {
-			return false
+		ev := <-s.events
+		s.handle(ev)
+		if s.afterEvent != nil {
+			s.afterEvent(ev)
 		}
 	}
-	for _, g := range s.gens {
-		g.notify.Close()
-	}
-	return true
+	return nil
 }
 
 func (s *Supervisor) handle(ev any) {
@@ -172,12 +184,18 @@ func (s *Supervisor) handle(ev any) {
 		s.onUpgradeRequest(ev.reply)
 	case stopRequest:
 		s.onStop()
+	case selfUpgradeRequest:
+		s.onSelfUpgradeRequest(ev.reply)
+	case successorEvent:
+		s.onSuccessor(ev.err)
 	case exitEvent:
 		s.onExit(ev.w)
 	case notifyEvent:
 		s.onNotify(ev.gen, ev.msg)
 	case probeReadyEvent:
 		s.markReady(ev.w)
+	case passFailedEvent:
+		s.onPassFailed(ev.w, ev.err)
 	case readyTimeoutEvent:
 		s.onReadyTimeout(ev.w, ev.token)
 	case waitingEvent:
@@ -197,13 +215,6 @@ func (s *Supervisor) handle(ev any) {
 		if ev.gen == s.current {
 			s.observe(WorkersChanged) // the STATUS= line gains the version
 		}
-	case successorRequest:
-		s.onSuccessorRequest(ev.reply)
-	case resumeRequest:
-		s.onResume(ev.reason)
-	case releaseRequest:
-		s.onRelease()
-		close(ev.done)
 	}
 }
 

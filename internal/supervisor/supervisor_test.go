@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"errors"
 	"golang.org/x/sys/unix"
 	"strconv"
 
@@ -190,7 +191,7 @@ func TestStopDrainsEveryWorker(t *testing.T) {
 			t.Fatalf("worker %v outlived the supervisor's stop", p)
 		}
 	}
-	if r := <-h.sup.Upgrade(); r.Err != ErrStopping {
+	if r := <-h.sup.Upgrade(); !errors.Is(r.Err, ErrStopping) {
 		t.Fatalf("upgrade after stop: %+v", r)
 	}
 }

@@ -10,46 +10,44 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func (s *Supervisor) onUpgradeRequest(reply chan Result) {
-	switch {
-	case s.stopping:
-		reply <- Result{Err: ErrStopping}
-	case s.succ != nil:
-		reply <- Result{Err: errors.New("the supervisor is upgrading itself (SIGUSR2): upgrade the workers once that is done")}
-	case s.upgrading != nil:
-		s.requested = true
-		s.pending = append(s.pending, reply)
-		s.log.Info().Int("gen", s.upgrading.n).Msg("upgrade coalesced")
-	default:
-		s.startUpgrade([]chan Result{reply})
-	}
-}
-
 // startUpgrade starts a new generation beside the current one. It becomes
 // current once all its workers are ready; until then the old one serves.
 func (s *Supervisor) startUpgrade(waiters []chan Result) {
+	n := s.lastGen + 1
 	g, err := s.newGeneration()
 	if err != nil {
-		s.log.Error().Int("gen", s.lastGen+1).Str("binary", s.cfg.Path).Str("reason", err.Error()).
-			Str("result", "failed").Msg("upgrade failed")
-		reply(waiters, Result{Err: err})
-		s.finishUpgrade(Result{Err: err})
+		if xerr := CheckExecutable(s.cfg.Path); xerr != nil {
+			s.upgradeNotStarted(n, waiters, KindNotExecutable, xerr)
+		} else {
+			s.upgradeNotStarted(n, waiters, KindStartFailed, err)
+		}
 		return
 	}
-	s.upgrading, s.waiters = g, waiters
+	s.next, s.waiters = g, waiters
 	s.gens = append(s.gens, g)
+	s.setState(stateUpgrading)
 	s.log.Info().Int("gen", g.n).Str("binary", g.binary).Msg("upgrade started")
 	s.observe(UpgradeStarted)
 	if err := CheckExecutable(g.binary); err != nil {
-		s.failUpgrade(g, err.Error())
+		s.onNextFailed(g, KindNotExecutable, err.Error())
 		return
 	}
 	for _, sl := range g.slots {
 		if err := s.startWorker(g, sl); err != nil {
-			s.failUpgrade(g, err.Error())
+			s.onNextFailed(g, KindStartFailed, err.Error())
 			return
 		}
 	}
+}
+
+// upgradeNotStarted reports an upgrade that failed before its generation
+// existed.
+func (s *Supervisor) upgradeNotStarted(n int, waiters []chan Result, kind Kind, err error) {
+	fail := &UpgradeError{Gen: n, Kind: kind, Reason: err.Error()}
+	s.log.Error().Int("gen", fail.Gen).Str("binary", s.cfg.Path).Str("kind", string(kind)).Str("reason", fail.Reason).
+		Str("result", "failed").Msg("upgrade failed")
+	s.waiters = waiters
+	s.finishUpgrade(Result{Gen: fail.Gen, Err: fail})
 }
 
 // CheckExecutable says in words why the worker at path cannot be run: the
@@ -69,21 +67,11 @@ func CheckExecutable(path string) error {
 	return nil
 }
 
-// generationReady runs when the last of g's workers becomes ready.
-func (s *Supervisor) generationReady(g *generation) {
-	g.readyTime = time.Since(g.started)
-	g.everReady = true
-	g.phase = serving
-	s.hashBinary(g) // now, not while it starts: it would compete with its start-up
-	s.log.Info().Int("gen", g.n).Ints("pids", g.pids()).Str("binary", g.binary).
-		Float64("ready_ms", ms(g.readyTime)).Msg("generation ready")
-	if g != s.upgrading {
-		s.clearStore() // a cold start (a rollback) got the stored connections
-		s.firstReady()
-		return
-	}
+// promote makes the next generation, now ready, the current one, and
+// drains the old one.
+func (s *Supervisor) promote(g *generation) {
 	old := s.current
-	s.current, s.upgrading = g, nil
+	s.current, s.next = g, nil
 	ev := s.log.Info().Int("gen", g.n).Ints("pids", g.pids()).Str("binary", g.binary).
 		Float64("ready_ms", ms(g.readyTime)).Str("result", "ok")
 	oldPIDs := []int(nil)
@@ -100,6 +88,7 @@ func (s *Supervisor) generationReady(g *generation) {
 		ev = ev.Int("old_gen", old.n).Ints("old_pids", oldPIDs)
 	}
 	ev.Msg("upgrade succeeded")
+	s.setState(stateServing)
 	s.firstReady()
 	if old != nil {
 		s.drain(old) // in handover mode it already is draining
@@ -107,22 +96,6 @@ func (s *Supervisor) generationReady(g *generation) {
 		old.exe.close() // no rollback to it any more
 	}
 	s.finishUpgrade(Result{Gen: g.n})
-}
-
-// failUpgrade kills a generation that will not become ready; the current
-// one never stopped serving.
-func (s *Supervisor) failUpgrade(g *generation, reason string) {
-	g.phase = failed
-	s.upgrading = nil
-	s.killGeneration(g)
-	g.exe.close()
-	if s.handover != nil && s.handover.next.gen == g {
-		reason = s.handoverFailed(reason)
-	}
-	s.log.Error().Int("gen", g.n).Str("binary", g.binary).Str("reason", reason).
-		Str("result", "failed").Msg("upgrade failed")
-	s.reapGeneration(g)
-	s.finishUpgrade(Result{Gen: g.n, Err: fmt.Errorf("upgrade to generation %d failed: %s", g.n, reason)})
 }
 
 // firstReady marks the first time a generation is ready: the service is up.
@@ -135,7 +108,7 @@ func (s *Supervisor) firstReady() {
 }
 
 // finishUpgrade answers the upgrade's waiters and starts the coalesced next
-// upgrade, if one was asked for.
+// upgrade, if one was asked for and the state allows it now.
 func (s *Supervisor) finishUpgrade(r Result) {
 	reply(s.waiters, r)
 	s.waiters = nil
@@ -145,11 +118,23 @@ func (s *Supervisor) finishUpgrade(r Result) {
 	}
 	s.recordUpgrade(r, readyMS)
 	s.observe(UpgradeFinished)
-	if s.requested && !s.stopping {
-		next := s.pending
-		s.requested, s.pending = false, nil
-		s.startUpgrade(next)
+	s.startQueued()
+}
+
+// startQueued starts the coalesced upgrade once nothing is in the way.
+func (s *Supervisor) startQueued() {
+	if len(s.queued) == 0 || !(s.state == stateServing || s.state == stateStarting && len(s.store) == 0) {
+		return
 	}
+	next := s.queued
+	s.queued = nil
+	s.startUpgrade(next)
+}
+
+// answerQueued answers the coalesced upgrade's requests with err.
+func (s *Supervisor) answerQueued(err error) {
+	reply(s.queued, Result{Err: err})
+	s.queued = nil
 }
 
 func reply(waiters []chan Result, r Result) {
@@ -207,7 +192,7 @@ func (s *Supervisor) killGeneration(g *generation) {
 // reapGeneration forgets a draining or failed generation once its last
 // worker has exited.
 func (s *Supervisor) reapGeneration(g *generation) {
-	if g.alive() > 0 || g == s.current || g == s.upgrading || g.reaped {
+	if g.alive() > 0 || g == s.current || g == s.next || g.reaped {
 		return
 	}
 	g.reaped = true
@@ -221,30 +206,5 @@ func (s *Supervisor) reapGeneration(g *generation) {
 			s.gens = append(s.gens[:i], s.gens[i+1:]...)
 			break
 		}
-	}
-}
-
-// onStop drains everything, the generation being started included: it may
-// already have accepted connections.
-func (s *Supervisor) onStop() {
-	if s.stopping {
-		return
-	}
-	s.stopping = true
-	s.log.Info().Msg("stopping: draining every generation")
-	defer s.observe(Stopping)
-	reply(s.pending, Result{Err: ErrStopping})
-	s.pending, s.requested = nil, false
-	if g := s.upgrading; g != nil {
-		s.upgrading = nil
-		s.log.Warn().Int("gen", g.n).Str("binary", g.binary).Str("reason", "stopping").
-			Str("result", "cancelled").Msg("upgrade cancelled")
-		reply(s.waiters, Result{Gen: g.n, Err: ErrStopping})
-		s.waiters = nil
-		s.drain(g)
-	}
-	if g := s.current; g != nil {
-		s.current = nil
-		s.drain(g)
 	}
 }

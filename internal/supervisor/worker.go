@@ -29,12 +29,12 @@ func (s *Supervisor) onExit(w *worker) {
 	s.log.Info().Int("gen", g.n).Int("pid", w.pid()).Str("status", status).
 		Str("phase", g.phase.String()).Msg("worker exited")
 	switch {
-	case g == s.upgrading:
-		s.failUpgrade(g, fmt.Sprintf("worker %d exited before it was ready: %s", w.pid(), status))
+	case g == s.next:
+		s.onNextFailed(g, s.failKind(KindExited), fmt.Sprintf("worker %d exited before it was ready: %s", w.pid(), status))
 	case g.phase == draining || g.phase == failed:
 		s.onHandingWorkerExit(w)
 		s.reapGeneration(g)
-	case g == s.current && !s.stopping:
+	case g == s.current:
 		s.scheduleRestart(g, sl, w)
 	default:
 		s.reapGeneration(g)
@@ -46,7 +46,7 @@ func (s *Supervisor) onExit(w *worker) {
 // worker that was ready and ran for RestartMax counts as healthy: its crash
 // starts the count again.
 func (s *Supervisor) scheduleRestart(g *generation, sl *slot, w *worker) {
-	if w != nil && w.ready && time.Since(w.proc.Started) >= s.cfg.RestartMax {
+	if w != nil && w.ready && time.Since(w.proc.StartTime()) >= s.cfg.RestartMax {
 		sl.crashes = 0
 	}
 	sl.crashes++
@@ -63,7 +63,7 @@ func (s *Supervisor) scheduleRestart(g *generation, sl *slot, w *worker) {
 
 func (s *Supervisor) onRestart(g *generation, sl *slot) {
 	sl.restart = nil
-	if g != s.current || s.stopping || sl.worker != nil {
+	if g != s.current || sl.worker != nil {
 		return
 	}
 	sl.restarts++
@@ -80,16 +80,20 @@ func (s *Supervisor) markReady(w *worker) {
 	if w.ready || w.slot.worker != w {
 		return
 	}
+	if s.state == stateSaving && w.gen == s.next {
+		s.log.Warn().Int("gen", w.gen.n).Int("pid", w.pid()).Msg("READY=1 before GO ignored: a new worker in handover mode is ready once it has restored")
+		return
+	}
 	w.ready, w.readyAt, w.lastPing = true, time.Now(), time.Now()
 	w.readyTimer.Stop()
 	g := w.gen
 	s.log.Debug().Int("gen", g.n).Int("pid", w.pid()).
-		Float64("ready_ms", ms(w.readyAt.Sub(w.proc.Started))).Msg("worker ready")
+		Float64("ready_ms", ms(w.readyAt.Sub(w.proc.StartTime()))).Msg("worker ready")
 	if s.cfg.Watchdog > 0 {
 		time.AfterFunc(s.cfg.Watchdog, func() { s.send(watchdogEvent{w: w}) })
 	}
 	if g.phase == starting && g.allReady() {
-		s.generationReady(g)
+		s.onGenerationReady(g)
 	}
 }
 
@@ -99,8 +103,8 @@ func (s *Supervisor) onReadyTimeout(w *worker, token int) {
 		return
 	}
 	reason := fmt.Sprintf("worker %d not ready within %v (ready probe: %v)", w.pid(), s.cfg.ReadyTimeout, s.cfg.Ready)
-	if g == s.upgrading {
-		s.failUpgrade(g, reason)
+	if g == s.next {
+		s.onNextFailed(g, s.failKind(KindNotReady), reason)
 		return
 	}
 	s.log.Warn().Int("gen", g.n).Int("pid", w.pid()).Str("reason", reason).Msg("worker not ready: killing it")
@@ -155,7 +159,7 @@ func (s *Supervisor) onNotify(g *generation, msg notify.Message) {
 		msg.CloseFDs()
 	}
 	if msg.Has("HANDOVER", "saved") {
-		s.onSaved(w)
+		s.onWorkerSaved(w)
 	}
 	if st, ok := msg.Vars["STATUS"]; ok {
 		w.status = st
@@ -179,4 +183,13 @@ func (s *Supervisor) onNotify(g *generation, msg notify.Message) {
 			s.log.Debug().Int("pid", w.pid()).Str("probe", s.cfg.Ready.String()).Msg("READY=1 ignored: the probe decides")
 		}
 	}
+}
+
+// failKind is kind, unless the new worker was told to restore: then it
+// failed to restore.
+func (s *Supervisor) failKind(kind Kind) Kind {
+	if s.state == stateRestoring {
+		return KindRestoreFailed
+	}
+	return kind
 }

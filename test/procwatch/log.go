@@ -34,6 +34,12 @@ func (e Entry) Str(key string) string {
 	return s
 }
 
+// Bool is a boolean field; false when it is missing or not a boolean.
+func (e Entry) Bool(key string) bool {
+	b, _ := e.Fields[key].(bool)
+	return b
+}
+
 // Num is a numeric field; ok is false when it is missing or not a number.
 func (e Entry) Num(key string) (f float64, ok bool) {
 	f, ok = e.Fields[key].(float64)

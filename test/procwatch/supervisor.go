@@ -36,6 +36,8 @@ type Upgrade struct {
 	PIDs    []int
 	OldPIDs []int
 	Reason  string    // why it failed
+	Kind    string    // of the failure: the supervisor's Kind
+	Rolled  bool      // handover mode: the previous binary was started again (rolled_back)
 	ReadyMS float64   // the supervisor's start-to-ready time
 	Sent    time.Time // when HUP sent SIGHUP; zero otherwise
 	At      time.Time // when the outcome was logged
@@ -78,7 +80,7 @@ func (s *Supervisor) WaitOutcome(from, gen int, d time.Duration) (Upgrade, error
 	}
 	u := Upgrade{
 		OK: e.Msg() == "upgrade succeeded", Gen: gen, OldGen: e.Int("old_gen"),
-		PIDs: e.Ints("pids"), OldPIDs: e.Ints("old_pids"), Reason: e.Str("reason"),
+		PIDs: e.Ints("pids"), OldPIDs: e.Ints("old_pids"), Reason: e.Str("reason"), Kind: e.Str("kind"), Rolled: e.Bool("rolled_back"),
 		At: e.Time(), Start: from, End: i,
 	}
 	u.ReadyMS, _ = e.Num("ready_ms")

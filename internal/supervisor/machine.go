@@ -1,0 +1,397 @@
+package supervisor
+
+import (
+	"errors"
+	"time"
+)
+
+// The supervisor's lifecycle is one state machine: the type state, the
+// table below, and one handler per event that switches on the state.
+// setState is the only place where the state changes. Generations have a
+// phase of their own (generation.go); the state says what the supervisor
+// as a whole is doing with them.
+//
+// Which fields hold what in each state (checkInvariants enforces it):
+//
+//	state          current                     next          handover   self
+//	starting       the first (or a restarted)  nil           nil        nil
+//	               generation, not ready yet
+//	serving        ready                       nil           nil        nil
+//	upgrading      serving                     starting      nil        nil
+//	saving         the old one, saving         waiting       set        nil
+//	restoring      the old one, exited         restoring     set        nil
+//	rolling-back   the old one until it has    nil           set until  nil
+//	               saved, then the previous                  it serves
+//	               binary again, cold
+//	self-upgrading serving (overlap) or saving nil           nil        set
+//	retired        nil                         nil           nil        nil
+//	stopping       nil                         nil           nil        nil
+//
+// Events (rows) in each state (columns: starting, serving, upgrading,
+// saving, restoring, rolling-back, self-upgrading, retired, stopping).
+// "refused" answers at once with an *UpgradeError of kind Refused and the
+// reason given in the handler; "-" cannot happen in that state, or changes
+// nothing; "queued" is coalesced into one more upgrade after the running
+// one.
+//
+//	upgrade (SIGHUP, ctl upgrade)
+//	  starting       start the next generation → upgrading; queued while
+//	                 the first generation starts on stored connections
+//	  serving        start the next generation → upgrading
+//	  upgrading, saving, restoring, rolling-back: queued
+//	  self-upgrading, retired, stopping: refused
+//	self-upgrade (SIGUSR2)
+//	  serving        overlap: start the successor; handover: the worker
+//	                 saves first → self-upgrading
+//	  every other state: refused
+//	stop (SIGTERM, SIGINT, ctl stop)
+//	  starting … rolling-back: cancel the upgrade, drain every generation
+//	                 → stopping
+//	  self-upgrading applied once the successor has answered
+//	  retired, stopping: -
+//	ready (the last worker of the generation being started said READY=1)
+//	  starting, rolling-back: → serving
+//	  upgrading, restoring: the next generation serves, the old one drains
+//	                 → serving
+//	failed (the next generation exited, was not ready in time, or could not
+//	be started or given its connections)
+//	  upgrading      kill it → serving (starting if current never was ready)
+//	  saving         kill it → rolling-back, once the old worker has saved
+//	  restoring      kill it, start the previous binary → rolling-back
+//	waiting (handover: the new worker is initialised)
+//	  upgrading      the old worker saves → saving
+//	saved (the old worker said HANDOVER=saved, or exited while saving)
+//	  saving         pass the connections, GO → restoring
+//	  rolling-back   start the previous binary on the snapshot
+//	  self-upgrading start the successor
+//	successor ready
+//	  self-upgrading → retired: our workers drain
+//	successor failed
+//	  self-upgrading overlap: → serving; handover: the previous binary
+//	                 starts again on the snapshot → rolling-back
+//	drained (no worker left)
+//	  retired, stopping: Run returns
+//
+// A worker of the current generation that crashes is restarted with
+// back-off in every state that has a current generation, except a saving
+// one; the watchdog, STATUS= and the drain timeout are per worker, in
+// every state.
+type state int
+
+const (
+	stateStarting state = iota
+	stateServing
+	stateUpgrading
+	stateSaving
+	stateRestoring
+	stateRollingBack
+	stateSelfUpgrading
+	stateRetired
+	stateStopping
+)
+
+var stateNames = [...]string{"starting", "serving", "upgrading", "saving", "restoring",
+	"rolling-back", "self-upgrading", "retired", "stopping"}
+
+func (st state) String() string { return stateNames[st] }
+
+// setState is the only place where the state changes.
+func (s *Supervisor) setState(to state) {
+	if to == s.state {
+		return
+	}
+	s.log.Debug().Str("from", s.state.String()).Str("to", to.String()).Msg("state")
+	s.state = to
+}
+
+// checkInvariants says which field disagrees with the state; tests run it
+// after every event.
+func (s *Supervisor) checkInvariants() error {
+	has := func(set bool, name string, states ...state) error {
+		for _, st := range states {
+			if st == s.state {
+				if !set {
+					return errors.New(s.state.String() + ": no " + name)
+				}
+				return nil
+			}
+		}
+		if set {
+			return errors.New(s.state.String() + ": " + name + " set")
+		}
+		return nil
+	}
+	if err := has(s.next != nil, "next generation", stateUpgrading, stateSaving, stateRestoring); err != nil {
+		return err
+	}
+	if err := has(s.self != nil, "self-upgrade", stateSelfUpgrading); err != nil {
+		return err
+	}
+	if s.handover != nil && s.state != stateSaving && s.state != stateRestoring && s.state != stateRollingBack {
+		return errors.New(s.state.String() + ": handover set")
+	}
+	if (s.state == stateSaving || s.state == stateRestoring) && s.handover == nil {
+		return errors.New(s.state.String() + ": no handover")
+	}
+	if s.current != nil && (s.state == stateRetired || s.state == stateStopping) {
+		return errors.New(s.state.String() + ": a current generation")
+	}
+	if len(s.queued) > 0 && s.state != stateStarting && s.state != stateUpgrading && s.state != stateSaving &&
+		s.state != stateRestoring && s.state != stateRollingBack {
+		return errors.New(s.state.String() + ": a queued upgrade")
+	}
+	return nil
+}
+
+// onUpgradeRequest: an upgrade of the workers was asked for.
+func (s *Supervisor) onUpgradeRequest(reply chan Result) {
+	switch s.state {
+	case stateStarting:
+		if len(s.store) > 0 {
+			s.queue(reply, "the first generation must take the stored connections first")
+			return
+		}
+		s.startUpgrade([]chan Result{reply})
+	case stateServing:
+		s.startUpgrade([]chan Result{reply})
+	case stateUpgrading, stateSaving, stateRestoring:
+		s.queue(reply, "an upgrade is running")
+	case stateRollingBack:
+		s.queue(reply, "a rollback is running")
+	case stateSelfUpgrading:
+		s.refuseUpgrade(reply, refused("the supervisor is upgrading itself (SIGUSR2): upgrade the workers once that is done"))
+	case stateRetired:
+		s.refuseUpgrade(reply, refused("this supervisor has handed over to its successor: ask the new supervisor"))
+	case stateStopping:
+		s.refuseUpgrade(reply, stoppingError(0, KindRefused))
+	}
+}
+
+func (s *Supervisor) queue(reply chan Result, why string) {
+	s.queued = append(s.queued, reply)
+	ev := s.log.Info().Str("state", s.state.String()).Str("reason", why)
+	if s.next != nil {
+		ev = ev.Int("gen", s.next.n)
+	}
+	ev.Msg("upgrade coalesced")
+}
+
+func (s *Supervisor) refuseUpgrade(reply chan Result, err *UpgradeError) {
+	s.log.Warn().Str("state", s.state.String()).Str("kind", string(err.Kind)).Str("reason", err.Reason).
+		Msg("upgrade refused")
+	reply <- Result{Err: err}
+}
+
+// onSelfUpgradeRequest: SIGUSR2.
+func (s *Supervisor) onSelfUpgradeRequest(reply chan Result) {
+	var err *UpgradeError
+	switch s.state {
+	case stateServing:
+	case stateStarting:
+		err = refused("this supervisor's first generation is not ready yet: send SIGUSR2 again once it is")
+	case stateUpgrading, stateSaving, stateRestoring, stateRollingBack:
+		err = refused("an upgrade is running: try again once it has finished")
+	case stateSelfUpgrading:
+		err = refused("a self-upgrade is already running")
+	case stateRetired:
+		err = refused("this supervisor has handed over to its successor and is only draining its workers")
+	case stateStopping:
+		err = stoppingError(0, KindRefused)
+	}
+	if err == nil && s.cfg.Successor == nil {
+		err = refused("this supervisor cannot start a successor")
+	}
+	if err == nil {
+		if perr := s.cfg.Successor.Prepare(); perr != nil {
+			err = refused(perr.Error())
+		}
+	}
+	if err != nil {
+		err.SelfUpgrade = true
+		s.finishSelfUpgrade(reply, err)
+		return
+	}
+	s.startSelfUpgrade(reply)
+}
+
+// onStop: drain everything, the generation being started included (it may
+// already have accepted connections).
+func (s *Supervisor) onStop() {
+	switch s.state {
+	case stateStopping:
+		return
+	case stateRetired:
+		s.log.Info().Msg("stop: this supervisor has handed over to its successor and is already draining its workers")
+		return
+	case stateSelfUpgrading:
+		s.self.stopAfter = true
+		s.log.Info().Msg("stop requested during the self-upgrade: it begins once the new supervisor has answered")
+		return
+	}
+	s.stopAll()
+}
+
+func (s *Supervisor) stopAll() {
+	s.setState(stateStopping)
+	s.log.Info().Msg("stopping: draining every generation")
+	defer s.observe(Stopping)
+	s.answerQueued(stoppingError(0, KindRefused))
+	if g := s.next; g != nil {
+		s.next = nil
+		s.log.Warn().Int("gen", g.n).Str("binary", g.binary).Str("reason", "stopping").
+			Str("kind", string(KindCancelled)).Str("result", "cancelled").Msg("upgrade cancelled")
+		reply(s.waiters, Result{Gen: g.n, Err: stoppingError(g.n, KindCancelled)})
+		s.waiters = nil
+		s.drain(g)
+	}
+	s.handover = nil
+	if g := s.current; g != nil {
+		s.current = nil
+		s.drain(g)
+	}
+}
+
+// onGenerationReady: the last worker of g became ready.
+func (s *Supervisor) onGenerationReady(g *generation) {
+	g.readyTime = time.Since(g.started)
+	g.everReady = true
+	g.phase = serving
+	s.hashBinary(g) // now, not while it starts: it would compete with its start-up
+	s.log.Info().Int("gen", g.n).Ints("pids", g.pids()).Str("binary", g.binary).
+		Float64("ready_ms", ms(g.readyTime)).Msg("generation ready")
+	switch {
+	case g == s.next && (s.state == stateUpgrading || s.state == stateRestoring):
+		s.promote(g)
+	case g == s.current && (s.state == stateStarting || s.state == stateRollingBack):
+		s.clearStore() // a cold start got the stored connections
+		s.handover = nil
+		s.setState(stateServing)
+		s.firstReady()
+		s.startQueued()
+	case g == s.current:
+		// The first generation, ready while an upgrade or a self-upgrade
+		// runs; or a generation whose workers all restarted after crashes.
+		s.firstReady()
+	}
+}
+
+// onNextFailed: the generation being started will not serve.
+func (s *Supervisor) onNextFailed(g *generation, kind Kind, reason string) {
+	if g != s.next {
+		return
+	}
+	g.phase = failed
+	s.next = nil
+	s.killGeneration(g)
+	g.exe.close()
+	fail := &UpgradeError{Gen: g.n, Kind: kind, Reason: reason}
+	switch s.state {
+	case stateUpgrading:
+		s.setState(stateServing)
+		if s.current != nil && !s.current.everReady {
+			s.setState(stateStarting)
+		}
+	case stateSaving:
+		fail.Reason += "; the previous binary restarts once the old worker has saved"
+		fail.RolledBack = true
+		s.setState(stateRollingBack)
+	case stateRestoring:
+		h := s.handover
+		fail.RolledBack = h.old != nil
+		if h.old != nil {
+			fail.Reason += "; rolled back to the previous binary with the same snapshot and connections"
+		}
+		s.setState(stateRollingBack)
+		s.rollback(h.old, reason)
+	}
+	s.log.Error().Int("gen", g.n).Str("binary", g.binary).Str("kind", string(kind)).Str("reason", fail.Reason).
+		Bool("rolled_back", fail.RolledBack).Str("result", "failed").Msg("upgrade failed")
+	s.reapGeneration(g)
+	s.finishUpgrade(Result{Gen: g.n, Err: fail})
+}
+
+// onSaved: the old worker committed its snapshot and stored its
+// connections, or exited before it could (note says which snapshot is
+// restored then).
+func (s *Supervisor) onSaved(from *generation, note string) {
+	switch {
+	case s.state == stateSelfUpgrading && from == s.self.old && !s.self.saved:
+		s.selfSaved(note)
+	case (s.state == stateSaving || s.state == stateRollingBack) && s.handover != nil &&
+		from == s.handover.old && !s.handover.saved:
+		h := s.handover
+		h.saved = true
+		if s.state == stateRollingBack {
+			s.rollback(h.old, "the new worker failed")
+			return
+		}
+		s.setState(stateRestoring)
+		s.sendGo(h, note)
+	}
+}
+
+// onSuccessor: the successor supervisor answered.
+func (s *Supervisor) onSuccessor(err error) {
+	if s.state != stateSelfUpgrading {
+		return
+	}
+	ss := s.self
+	s.self = nil
+	if err == nil {
+		s.clearStore() // the successor has the connections
+		if s.current == ss.old && s.cfg.Handover {
+			s.current = nil
+			s.reapGeneration(ss.old)
+		}
+		if s.cfg.Handover {
+			s.log.Info().Int("connections", ss.conns).Float64("successor_ready_ms", ms(time.Since(ss.began))).
+				Msg("self-upgrade: the new supervisor's worker restored the snapshot and connections")
+		}
+		s.log.Info().Str("result", "ok").Msg("self-upgrade succeeded: the new supervisor serves; draining this one's workers")
+		s.finishSelfUpgrade(ss.reply, nil)
+		s.retire()
+		return
+	}
+	fail := &UpgradeError{Kind: KindSuccessor, Reason: err.Error(), SelfUpgrade: true}
+	s.setState(stateServing)
+	if s.cfg.Handover && ss.saved {
+		if ss.stopAfter {
+			s.clearStore()
+		} else {
+			fail.RolledBack = true
+			s.setState(stateRollingBack)
+			s.rollback(ss.old, "supervisor self-upgrade failed: "+err.Error())
+		}
+	}
+	s.finishSelfUpgrade(ss.reply, fail)
+	if ss.stopAfter {
+		s.stopAll()
+	}
+}
+
+// retire drains our workers once a successor supervisor serves.
+func (s *Supervisor) retire() {
+	s.retired = true
+	s.setState(stateRetired)
+	if g := s.current; g != nil {
+		s.current = nil
+		s.drain(g)
+	}
+}
+
+// finished reports whether Run may return: stopping or retired, and no
+// worker left.
+func (s *Supervisor) finished() bool {
+	if s.state != stateStopping && s.state != stateRetired {
+		return false
+	}
+	for _, g := range s.gens {
+		if g.alive() > 0 {
+			return false
+		}
+	}
+	for _, g := range s.gens {
+		g.notify.Close()
+	}
+	return true
+}
