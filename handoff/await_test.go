@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/procswitch/supervisor/internal/contract"
 	"golang.org/x/sys/unix"
 )
 
@@ -34,7 +35,7 @@ func newFakeSupervisor(t *testing.T) *fakeSupervisor {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	t.Setenv(EnvHandoverFD, strconv.Itoa(fds[1])) // AwaitHandover takes it
+	t.Setenv(contract.EnvHandoverFD, strconv.Itoa(fds[1])) // AwaitHandover takes it
 	return &fakeSupervisor{t: t, conn: c.(*net.UnixConn)}
 }
 
@@ -43,8 +44,8 @@ func (s *fakeSupervisor) waiting() error {
 	buf := make([]byte, 64)
 	s.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	n, err := s.conn.Read(buf)
-	if err != nil || string(buf[:n]) != HandoverWaiting {
-		return fmt.Errorf("read %q, %v; want %s", buf[:n], err, HandoverWaiting)
+	if err != nil || string(buf[:n]) != contract.HandoverWaiting {
+		return fmt.Errorf("read %q, %v; want %s", buf[:n], err, contract.HandoverWaiting)
 	}
 	return nil
 }
@@ -58,12 +59,12 @@ func (s *fakeSupervisor) pass(fds []int) error {
 		for j := range batch {
 			names[j] = "c" + strconv.Itoa(i+j)
 		}
-		msg := HandoverFDsKey + strings.Join(names, ":")
+		msg := contract.HandoverFDsKey + strings.Join(names, ":")
 		if _, _, err := s.conn.WriteMsgUnix([]byte(msg), unix.UnixRights(batch...), nil); err != nil {
 			return err
 		}
 	}
-	_, err := s.conn.Write([]byte(HandoverGo))
+	_, err := s.conn.Write([]byte(contract.HandoverGo))
 	return err
 }
 
@@ -108,7 +109,7 @@ func TestAwaitHandoverManyConns(t *testing.T) {
 	w := &Worker{}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	conns, err := w.AwaitHandover(ctx)
+	conns, err := w.awaitHandover(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +120,7 @@ func TestAwaitHandoverManyConns(t *testing.T) {
 	if got := <-tableAtWaiting; got < wantTable {
 		t.Errorf("fd table of %d entries at WAITING, want %d or more (grown ahead)", got, wantTable)
 	}
-	if !w.HandedOver() {
+	if !w.wasHandedOver() {
 		t.Error("HandedOver is false after GO")
 	}
 	if len(conns) != n {
@@ -148,17 +149,17 @@ func TestAwaitHandoverAborted(t *testing.T) {
 	_, peers := socketPairs(t, 3)
 	go func() {
 		if sup.waiting() == nil {
-			sup.conn.WriteMsgUnix([]byte(HandoverFDsKey+"a:b:c"), unix.UnixRights(peers...), nil)
+			sup.conn.WriteMsgUnix([]byte(contract.HandoverFDsKey+"a:b:c"), unix.UnixRights(peers...), nil)
 		}
 		sup.conn.Close()
 	}()
 	w := &Worker{}
-	conns, err := w.AwaitHandover(context.Background())
+	conns, err := w.awaitHandover(context.Background())
 	defer closeConns(conns)
 	if !errors.Is(err, ErrHandoverAborted) {
 		t.Fatalf("AwaitHandover: %v, want ErrHandoverAborted", err)
 	}
-	if w.HandedOver() {
+	if w.wasHandedOver() {
 		t.Error("HandedOver is true without GO")
 	}
 }
@@ -173,7 +174,7 @@ func TestAwaitHandoverContext(t *testing.T) {
 		cancel() // the worker is waiting: stop it
 	}()
 	w := &Worker{}
-	conns, err := w.AwaitHandover(ctx)
+	conns, err := w.awaitHandover(ctx)
 	if !errors.Is(err, context.Canceled) || len(conns) != 0 {
 		t.Fatalf("AwaitHandover: %d conns, %v; want none and context.Canceled", len(conns), err)
 	}
@@ -182,10 +183,10 @@ func TestAwaitHandoverContext(t *testing.T) {
 // TestAwaitHandoverColdStart: without a handover connection AwaitHandover
 // returns at once, and HandedOver is false.
 func TestAwaitHandoverColdStart(t *testing.T) {
-	os.Unsetenv(EnvHandoverFD)
+	os.Unsetenv(contract.EnvHandoverFD)
 	w := &Worker{}
-	conns, err := w.AwaitHandover(context.Background())
-	if err != nil || len(conns) != 0 || w.HandedOver() {
-		t.Fatalf("AwaitHandover on a cold start: %v, %v, HandedOver %v", conns, err, w.HandedOver())
+	conns, err := w.awaitHandover(context.Background())
+	if err != nil || len(conns) != 0 || w.wasHandedOver() {
+		t.Fatalf("AwaitHandover on a cold start: %v, %v, HandedOver %v", conns, err, w.wasHandedOver())
 	}
 }

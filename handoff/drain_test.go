@@ -6,13 +6,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/procswitch/supervisor/internal/contract"
 )
 
 // TestDrainingSelf sends the configured drain signal to this process.
 // SIGUSR1 is caught by New, so it cannot end the test binary.
 func TestDrainingSelf(t *testing.T) {
 	clearContractEnv(t)
-	t.Setenv(EnvDrainSignal, "SIGUSR1")
+	t.Setenv(contract.EnvDrainSignal, "SIGUSR1")
 	w, err := New()
 	if err != nil {
 		t.Fatal(err)
@@ -64,10 +66,10 @@ func TestDrainSignals(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := startChild(t, "drain", nil, nil, EnvDrainSignal+"="+tt.env)
-			c.expect(t, MsgReady, readyTimeout)
+			c := startChild(t, "drain", nil, nil, contract.EnvDrainSignal+"="+tt.env)
+			c.expect(t, contract.MsgReady, readyTimeout)
 			c.signal(t, tt.send)
-			c.expect(t, MsgStopping, readyTimeout)
+			c.expect(t, contract.MsgStopping, readyTimeout)
 			// A second signal while draining must not kill the worker.
 			c.signal(t, tt.send)
 			c.stdin.Close()

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/procswitch/supervisor/internal/contract"
 	"golang.org/x/sys/unix"
 )
 
@@ -22,8 +23,8 @@ import (
 const testFDBase = 500
 
 // contractVars are the variables New must unset.
-var contractVars = []string{EnvListenFDs, EnvListenFDNames, EnvListenPID,
-	EnvNotifySocket, EnvWatchdogUSec, EnvWatchdogPID}
+var contractVars = []string{contract.EnvListenFDs, contract.EnvListenFDNames, contract.EnvListenPID,
+	contract.EnvNotifySocket, contract.EnvWatchdogUSec, contract.EnvWatchdogPID}
 
 // testSockets are a TCP listener, a UDP socket and a Unix listener on
 // loopback or in a temporary directory.
@@ -89,7 +90,7 @@ func placeSockets(t *testing.T, s *testSockets, n int) {
 
 // clearContractEnv unsets every variable of the contract for the test.
 func clearContractEnv(t *testing.T) {
-	for _, k := range append(contractVars, EnvDrainSignal, EnvGeneration) {
+	for _, k := range append(contractVars, contract.EnvDrainSignal, contract.EnvGeneration) {
 		t.Setenv(k, "") // restores the old value at cleanup
 		os.Unsetenv(k)
 	}
@@ -110,40 +111,40 @@ func TestNewEnv(t *testing.T) {
 	}{
 		{name: "nothing"},
 		{name: "named", socks: 2, names: []string{"web", "dns"}, superv: true,
-			env: map[string]string{EnvListenPID: pid, EnvListenFDs: "2", EnvListenFDNames: "web:dns"}},
+			env: map[string]string{contract.EnvListenPID: pid, contract.EnvListenFDs: "2", contract.EnvListenFDNames: "web:dns"}},
 		{name: "unnamed", socks: 2, names: []string{"unknown", "unknown"}, superv: true,
-			env: map[string]string{EnvListenPID: pid, EnvListenFDs: "2"}},
-		{name: "zero fds", env: map[string]string{EnvListenPID: pid, EnvListenFDs: "0"}},
+			env: map[string]string{contract.EnvListenPID: pid, contract.EnvListenFDs: "2"}},
+		{name: "zero fds", env: map[string]string{contract.EnvListenPID: pid, contract.EnvListenFDs: "0"}},
 		{name: "pid of another process", socks: 2,
-			env: map[string]string{EnvListenPID: other, EnvListenFDs: "2", EnvListenFDNames: "web:dns"}},
-		{name: "no pid", socks: 2, env: map[string]string{EnvListenFDs: "2"}},
+			env: map[string]string{contract.EnvListenPID: other, contract.EnvListenFDs: "2", contract.EnvListenFDNames: "web:dns"}},
+		{name: "no pid", socks: 2, env: map[string]string{contract.EnvListenFDs: "2"}},
 		{name: "malformed pid", wantErr: "LISTEN_PID=\"12x\"",
-			env: map[string]string{EnvListenPID: "12x", EnvListenFDs: "1"}},
+			env: map[string]string{contract.EnvListenPID: "12x", contract.EnvListenFDs: "1"}},
 		{name: "malformed count", wantErr: "LISTEN_FDS=\"two\"",
-			env: map[string]string{EnvListenPID: pid, EnvListenFDs: "two"}},
+			env: map[string]string{contract.EnvListenPID: pid, contract.EnvListenFDs: "two"}},
 		{name: "negative count", wantErr: "LISTEN_FDS=\"-1\"",
-			env: map[string]string{EnvListenPID: pid, EnvListenFDs: "-1"}},
+			env: map[string]string{contract.EnvListenPID: pid, contract.EnvListenFDs: "-1"}},
 		{name: "names short", socks: 2, wantErr: "1 names for LISTEN_FDS=2",
-			env: map[string]string{EnvListenPID: pid, EnvListenFDs: "2", EnvListenFDNames: "web"}},
+			env: map[string]string{contract.EnvListenPID: pid, contract.EnvListenFDs: "2", contract.EnvListenFDNames: "web"}},
 		{name: "fd not open", socks: 2, wantErr: "fd 502 is not usable",
-			env: map[string]string{EnvListenPID: pid, EnvListenFDs: "3"}},
-		{name: "notify path", superv: true, env: map[string]string{EnvNotifySocket: "/run/x/notify"}},
-		{name: "notify abstract", superv: true, env: map[string]string{EnvNotifySocket: "@x/notify"}},
+			env: map[string]string{contract.EnvListenPID: pid, contract.EnvListenFDs: "3"}},
+		{name: "notify path", superv: true, env: map[string]string{contract.EnvNotifySocket: "/run/x/notify"}},
+		{name: "notify abstract", superv: true, env: map[string]string{contract.EnvNotifySocket: "@x/notify"}},
 		{name: "notify relative", wantErr: "want an absolute path",
-			env: map[string]string{EnvNotifySocket: "run/notify"}},
+			env: map[string]string{contract.EnvNotifySocket: "run/notify"}},
 		{name: "watchdog", watchdog: 1500 * time.Millisecond,
-			env: map[string]string{EnvWatchdogUSec: "1500000"}},
+			env: map[string]string{contract.EnvWatchdogUSec: "1500000"}},
 		{name: "watchdog for us", watchdog: time.Second,
-			env: map[string]string{EnvWatchdogUSec: "1000000", EnvWatchdogPID: pid}},
-		{name: "watchdog for another", env: map[string]string{EnvWatchdogUSec: "1000000", EnvWatchdogPID: other}},
-		{name: "watchdog malformed", wantErr: "WATCHDOG_USEC=\"1s\"", env: map[string]string{EnvWatchdogUSec: "1s"}},
-		{name: "drain signal", env: map[string]string{EnvDrainSignal: "SIGUSR2"}},
-		{name: "drain signal short", env: map[string]string{EnvDrainSignal: "usr2"}},
-		{name: "drain signal number", env: map[string]string{EnvDrainSignal: "12"}},
-		{name: "drain signal unknown", wantErr: "unknown signal", env: map[string]string{EnvDrainSignal: "SIGNOPE"}},
-		{name: "drain signal kill", wantErr: "cannot be caught", env: map[string]string{EnvDrainSignal: "KILL"}},
-		{name: "generation", gen: 3, env: map[string]string{EnvGeneration: "3"}},
-		{name: "generation malformed", wantErr: "SUPERVISOR_GENERATION", env: map[string]string{EnvGeneration: "third"}},
+			env: map[string]string{contract.EnvWatchdogUSec: "1000000", contract.EnvWatchdogPID: pid}},
+		{name: "watchdog for another", env: map[string]string{contract.EnvWatchdogUSec: "1000000", contract.EnvWatchdogPID: other}},
+		{name: "watchdog malformed", wantErr: "WATCHDOG_USEC=\"1s\"", env: map[string]string{contract.EnvWatchdogUSec: "1s"}},
+		{name: "drain signal", env: map[string]string{contract.EnvDrainSignal: "SIGUSR2"}},
+		{name: "drain signal short", env: map[string]string{contract.EnvDrainSignal: "usr2"}},
+		{name: "drain signal number", env: map[string]string{contract.EnvDrainSignal: "12"}},
+		{name: "drain signal unknown", wantErr: "unknown signal", env: map[string]string{contract.EnvDrainSignal: "SIGNOPE"}},
+		{name: "drain signal kill", wantErr: "cannot be caught", env: map[string]string{contract.EnvDrainSignal: "KILL"}},
+		{name: "generation", gen: 3, env: map[string]string{contract.EnvGeneration: "3"}},
+		{name: "generation malformed", wantErr: "SUPERVISOR_GENERATION", env: map[string]string{contract.EnvGeneration: "third"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -199,9 +200,9 @@ func TestSocketsByName(t *testing.T) {
 	clearContractEnv(t)
 	s := newTestSockets(t)
 	placeSockets(t, s, 3)
-	t.Setenv(EnvListenPID, strconv.Itoa(os.Getpid()))
-	t.Setenv(EnvListenFDs, "3")
-	t.Setenv(EnvListenFDNames, "web:dns:admin")
+	t.Setenv(contract.EnvListenPID, strconv.Itoa(os.Getpid()))
+	t.Setenv(contract.EnvListenFDs, "3")
+	t.Setenv(contract.EnvListenFDNames, "web:dns:admin")
 	w, err := newWorker(testFDBase)
 	if err != nil {
 		t.Fatal(err)
@@ -274,8 +275,8 @@ func TestListenFallback(t *testing.T) {
 		clearContractEnv(t)
 		s := newTestSockets(t)
 		placeSockets(t, s, 1)
-		t.Setenv(EnvListenPID, strconv.Itoa(os.Getpid()))
-		t.Setenv(EnvListenFDs, "1")
+		t.Setenv(contract.EnvListenPID, strconv.Itoa(os.Getpid()))
+		t.Setenv(contract.EnvListenFDs, "1")
 		w, err := newWorker(testFDBase)
 		if err != nil {
 			t.Fatal(err)
@@ -339,7 +340,7 @@ func helperReport() error {
 	}
 	r := report{Names: w.Names(), Supervised: w.Supervised(), Generation: w.Generation()}
 	for i := range r.Names {
-		flags, err := unix.FcntlInt(uintptr(ListenFDsStart+i), unix.F_GETFD, 0)
+		flags, err := unix.FcntlInt(uintptr(contract.ListenFDsStart+i), unix.F_GETFD, 0)
 		r.CloseExec = append(r.CloseExec, err == nil && flags&unix.FD_CLOEXEC != 0)
 	}
 	for _, k := range contractVars {
@@ -379,7 +380,7 @@ func TestNewInChild(t *testing.T) {
 	}
 	defer conn.Close()
 	files := []*os.File{socketFile(t, s.tcp), socketFile(t, s.udp)}
-	c := startChild(t, "report", files, []string{"web", "dns"}, EnvGeneration+"=7")
+	c := startChild(t, "report", files, []string{"web", "dns"}, contract.EnvGeneration+"=7")
 	if err := c.wait(t, exitTimeout); err != nil {
 		t.Fatalf("report helper: %v; stderr:\n%s", err, c.stderr.String())
 	}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"log"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -70,7 +69,8 @@ func ExampleWorker_Ready() {
 }
 
 // ServeHTTP serves until the drain signal, then drains without losing a
-// request, and returns once the last connection is closed.
+// request, and returns once the last connection is closed. Here the drain
+// may take 20 seconds once it began: then the connections left are closed.
 func ExampleServeHTTP() {
 	w, err := handoff.New()
 	if err != nil {
@@ -85,12 +85,15 @@ func ExampleServeHTTP() {
 		io.WriteString(rw, "hello\n")
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	go func() {
 		<-w.Draining()
 		w.Stopping()
+		time.AfterFunc(20*time.Second, cancel) // the drain's bound
 	}()
 	w.Ready()
-	if err := handoff.ServeHTTP(srv, ln, w.Draining()); err != nil {
+	if err := handoff.ServeHTTP(ctx, srv, ln, w.Draining()); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -227,26 +230,4 @@ func ExampleState_autosave() {
 	// Output:
 	// autosaved while serving
 	// shutdown: {"alice":105}
-}
-
-// StoreConns hands many connections to the supervisor's fd store at once,
-// each under its own name, for the next worker (State.HandOver calls it).
-// The next worker finds them by name in AwaitHandover, or in its
-// State.Resume.
-func ExampleWorker_StoreConns() {
-	w, err := handoff.New()
-	if err != nil {
-		log.Fatal(err)
-	}
-	var sessions map[string]net.Conn // the worker's live connections, by session id
-	conns := make([]handoff.Conn, 0, len(sessions))
-	for id, c := range sessions {
-		conns = append(conns, handoff.Conn{Name: id, Conn: c})
-	}
-	if err := w.StoreConns(conns); err != nil {
-		log.Print(err) // the connections it names were not stored
-	}
-	if err := w.HandoverSaved(); err != nil {
-		log.Fatal(err)
-	}
 }

@@ -13,62 +13,53 @@ import (
 	"sync"
 	"time"
 
+	"github.com/procswitch/supervisor/internal/contract"
 	"github.com/procswitch/supervisor/internal/fdbatch"
 	"golang.org/x/sys/unix"
 )
 
 // Conn is a client connection with a name: the one a worker stores it
-// under (StoreConns, State.HandOver), by which the next worker finds it
-// (AwaitHandover, State.Resume), such as its session's id.
+// under (State.HandOver), by which the next worker finds it (State.Resume),
+// such as its session's id.
 type Conn struct {
 	Name string
 	net.Conn
 }
 
-// HandoverMode reports whether the supervisor runs this worker in handover
-// mode (--mode handover): it then restores its state from SnapshotPath at
-// start and, on the drain signal, saves it there and hands its connections
-// over with StoreConns and HandoverSaved; State does all of that.
-func (w *Worker) HandoverMode() bool { return os.Getenv(EnvMode) == ModeHandover }
-
-// SnapshotPath is where the worker restores its state from and saves it to;
-// "" when not in handover mode.
-func (w *Worker) SnapshotPath() string { return os.Getenv(EnvSnapshot) }
-
 // ErrHandoverAborted means the supervisor closed the handover connection
-// before GO: the upgrade was called off, and this worker should exit.
+// before GO, or the drain signal came while State.Start waited for the
+// handover: the upgrade was called off, and this worker should exit.
 var ErrHandoverAborted = errors.New("handoff: handover aborted by the supervisor")
 
-// AwaitHandover returns the connections handed over from the previous
-// worker. Call it once the worker is initialised, before it restores its
-// state and before it accepts. (State.Start calls it, and restores while
-// the last connections are still being made ready.)
-//
-// In a worker started ahead of a handover it says WAITING to the supervisor
-// and blocks, while the previous worker still serves, until that worker has
-// saved its snapshot; the supervisor then passes the stored connections and
-// says GO. Otherwise (a first start, a restart after a crash, a rollback)
-// it returns at once with the connections passed among LISTEN_FDS, if any.
-// ctx bounds the wait.
-func (w *Worker) AwaitHandover(ctx context.Context) ([]Conn, error) {
-	conns, pending, err := w.awaitHandover(ctx)
+// The handover steps that State takes. Package handoff/handover exports
+// them, with their documentation, for a worker that takes them itself.
+
+// handoverMode is handover.Enabled: SUPERVISOR_MODE is "handover".
+func handoverMode() bool { return os.Getenv(contract.EnvMode) == contract.ModeHandover }
+
+// snapshotPath is handover.SnapshotPath: SUPERVISOR_SNAPSHOT.
+func snapshotPath() string { return os.Getenv(contract.EnvSnapshot) }
+
+// awaitHandover is handover.Await.
+func (w *Worker) awaitHandover(ctx context.Context) ([]Conn, error) {
+	conns, pending, err := w.receiveHandover(ctx)
 	return append(conns, pending.wait()...), err
 }
 
-// awaitHandover is AwaitHandover, except that on GO it returns before the
+// receiveHandover is awaitHandover, except that on GO it returns before the
 // fds received are all connections: pending.wait waits for the rest. The
 // snapshot is committed by then, so the caller may restore meanwhile.
-func (w *Worker) awaitHandover(ctx context.Context) (conns []Conn, pending *converter, err error) {
+func (w *Worker) receiveHandover(ctx context.Context) (conns []Conn, pending *converter, err error) {
 	pending = new(converter)
 	conns = w.passedConns()
-	fdStr := os.Getenv(EnvHandoverFD)
+	fdStr := os.Getenv(contract.EnvHandoverFD)
 	if fdStr == "" {
 		return conns, pending, nil
 	}
-	os.Unsetenv(EnvHandoverFD)
+	os.Unsetenv(contract.EnvHandoverFD)
 	fd, err := strconv.Atoi(fdStr)
-	if err != nil || fd < ListenFDsStart {
-		return conns, pending, fmt.Errorf("handoff: %s=%q is not an fd", EnvHandoverFD, fdStr)
+	if err != nil || fd < contract.ListenFDsStart {
+		return conns, pending, fmt.Errorf("handoff: %s=%q is not an fd", contract.EnvHandoverFD, fdStr)
 	}
 	unix.CloseOnExec(fd)
 	f := os.NewFile(uintptr(fd), "handover")
@@ -80,7 +71,7 @@ func (w *Worker) awaitHandover(ctx context.Context) (conns []Conn, pending *conv
 	defer c.Close()
 	uc := c.(*net.UnixConn)
 	growFDTable(fd)
-	if _, err := uc.Write([]byte(HandoverWaiting)); err != nil {
+	if _, err := uc.Write([]byte(contract.HandoverWaiting)); err != nil {
 		return conns, pending, fmt.Errorf("handoff: handover: %w", err)
 	}
 	stop := context.AfterFunc(ctx, func() { uc.SetReadDeadline(time.Unix(1, 0)) })
@@ -98,10 +89,8 @@ func (w *Worker) awaitHandover(ctx context.Context) (conns []Conn, pending *conv
 	return conns, pending, err
 }
 
-// HandedOver reports whether AwaitHandover took this worker's state over
-// from a previous worker's handover (the supervisor said GO), rather than
-// from a cold start: a first start, a restart after a crash, a rollback.
-func (w *Worker) HandedOver() bool {
+// wasHandedOver is handover.HandedOver: awaitHandover got GO.
+func (w *Worker) wasHandedOver() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.handedOver
@@ -142,14 +131,14 @@ func receiveStore(uc *net.UnixConn, cv *converter) error {
 			return fmt.Errorf("handoff: handover: %w", err)
 		}
 		msg := string(buf[:n])
-		if msg == HandoverGo {
+		if msg == contract.HandoverGo {
 			return nil
 		}
 		fds, err := fdbatch.Rights(oob[:oobn])
 		if err != nil {
 			return fmt.Errorf("handoff: handover: %w", err)
 		}
-		names := strings.Split(strings.TrimPrefix(msg, HandoverFDsKey), ":")
+		names := strings.Split(strings.TrimPrefix(msg, contract.HandoverFDsKey), ":")
 		for len(names) < len(fds) {
 			names = append(names, "stored")
 		}

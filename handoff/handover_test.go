@@ -75,7 +75,7 @@ func TestStoreConnSurvivesSignals(t *testing.T) {
 	w := &Worker{notifyAddr: path}
 	defer func() { unix.Close(w.storeFD) }()
 	for i := range n {
-		if err := w.StoreConn("c"+string(rune('a'+i%26)), conn.(syscall.Conn)); err != nil {
+		if err := w.storeConn("c"+string(rune('a'+i%26)), conn.(syscall.Conn)); err != nil {
 			t.Fatalf("store %d of %d: %v", i+1, n, err)
 		}
 	}
@@ -100,7 +100,7 @@ func TestBarrierWaitsForTheSupervisorToCloseItsFD(t *testing.T) {
 	defer func() { unix.Close(w.storeFD) }()
 
 	// Nobody reads: the barrier is never processed, and it says so in time.
-	if err := w.Barrier(100 * time.Millisecond); err == nil {
+	if err := w.barrier(100 * time.Millisecond); err == nil {
 		t.Fatal("Barrier returned nil though nothing processed it")
 	}
 	// A reader that processes messages in order and closes their fds.
@@ -120,7 +120,7 @@ func TestBarrierWaitsForTheSupervisorToCloseItsFD(t *testing.T) {
 			}
 		}
 	}()
-	if err := w.Barrier(10 * time.Second); err != nil {
+	if err := w.barrier(10 * time.Second); err != nil {
 		t.Fatalf("Barrier with a reader: %v", err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/procswitch/supervisor/internal/contract"
 	"golang.org/x/sys/unix"
 )
 
@@ -58,7 +59,7 @@ func TestMain(m *testing.M) {
 }
 
 func runShim() {
-	env := []string{helperEnv + "=" + os.Getenv(shimNextEnv), EnvListenPID + "=" + strconv.Itoa(os.Getpid())}
+	env := []string{helperEnv + "=" + os.Getenv(shimNextEnv), contract.EnvListenPID + "=" + strconv.Itoa(os.Getpid())}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, helperEnv+"=") && !strings.HasPrefix(kv, shimNextEnv+"=") {
 			env = append(env, kv)
@@ -105,9 +106,9 @@ func startChild(t *testing.T, helper string, files []*os.File, names []string, e
 	c.cmd = exec.Command(exe)
 	c.cmd.Env = append(cleanEnv(),
 		helperEnv+"=shim", shimNextEnv+"="+helper,
-		EnvNotifySocket+"="+addr,
-		EnvListenFDs+"="+strconv.Itoa(len(files)),
-		EnvListenFDNames+"="+strings.Join(names, ":"),
+		contract.EnvNotifySocket+"="+addr,
+		contract.EnvListenFDs+"="+strconv.Itoa(len(files)),
+		contract.EnvListenFDNames+"="+strings.Join(names, ":"),
 		// Under -race, each exit would otherwise sleep a second.
 		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	c.cmd.Env = append(c.cmd.Env, env...)
@@ -233,8 +234,8 @@ func cleanEnv() []string {
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
-		case EnvListenFDs, EnvListenFDNames, EnvListenPID, EnvNotifySocket,
-			EnvWatchdogUSec, EnvWatchdogPID, EnvDrainSignal, EnvGeneration, helperEnv, shimNextEnv, "GORACE":
+		case contract.EnvListenFDs, contract.EnvListenFDNames, contract.EnvListenPID, contract.EnvNotifySocket,
+			contract.EnvWatchdogUSec, contract.EnvWatchdogPID, contract.EnvDrainSignal, contract.EnvGeneration, helperEnv, shimNextEnv, "GORACE":
 			continue
 		}
 		env = append(env, kv)

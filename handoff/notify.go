@@ -6,18 +6,20 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/procswitch/supervisor/internal/contract"
 )
 
 // notifyTimeout bounds one notification: a supervisor that stopped reading
 // its socket must not hang the worker.
 const notifyTimeout = 5 * time.Second
 
-// Notify sends one sd_notify datagram: newline-separated KEY=VALUE lines,
+// notify sends one sd_notify datagram: newline-separated KEY=VALUE lines,
 // such as "READY=1\nSTATUS=serving". With no notify socket (not supervised)
 // it does nothing and returns nil. The supervisor believes a message only
 // when the kernel says it came from the worker process itself, so call it
 // from the worker, not from a process it started.
-func (w *Worker) Notify(msg string) error {
+func (w *Worker) notify(msg string) error {
 	if w.notifyAddr == "" {
 		return nil
 	}
@@ -39,7 +41,7 @@ func (w *Worker) Notify(msg string) error {
 // Ready tells the supervisor the worker serves: the signal that lets the
 // previous generation drain. Send it once the listeners are taken and the
 // worker can answer. A no-op returning nil when not supervised.
-func (w *Worker) Ready() error { return w.Notify(MsgReady) }
+func (w *Worker) Ready() error { return w.notify(contract.MsgReady) }
 
 // Status sends a one-line human-readable status (STATUS=...). A no-op
 // returning nil when not supervised.
@@ -47,16 +49,16 @@ func (w *Worker) Status(status string) error {
 	if strings.ContainsAny(status, "\n\x00") {
 		return errors.New("handoff: status must be one line without NUL bytes")
 	}
-	return w.Notify(MsgStatusKey + status)
+	return w.notify(contract.MsgStatusKey + status)
 }
 
 // Stopping tells the supervisor the worker has begun to drain (STOPPING=1).
 // A no-op returning nil when not supervised.
-func (w *Worker) Stopping() error { return w.Notify(MsgStopping) }
+func (w *Worker) Stopping() error { return w.notify(contract.MsgStopping) }
 
 // Watchdog sends a keep-alive ping (WATCHDOG=1). A no-op returning nil when
 // not supervised.
-func (w *Worker) Watchdog() error { return w.Notify(MsgWatchdog) }
+func (w *Worker) Watchdog() error { return w.notify(contract.MsgWatchdog) }
 
 // WatchdogInterval returns WATCHDOG_USEC: the supervisor considers the
 // worker hung when no Watchdog ping arrives within it, so ping at least twice

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/procswitch/supervisor/internal/contract"
 )
 
 func TestNotify(t *testing.T) {
@@ -24,14 +26,14 @@ func TestNotify(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer sock.Close()
-			t.Setenv(EnvNotifySocket, addr)
+			t.Setenv(contract.EnvNotifySocket, addr)
 			w, err := New()
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer w.Close()
-			if _, ok := os.LookupEnv(EnvNotifySocket); ok {
-				t.Errorf("%s still set after New", EnvNotifySocket)
+			if _, ok := os.LookupEnv(contract.EnvNotifySocket); ok {
+				t.Errorf("%s still set after New", contract.EnvNotifySocket)
 			}
 			sends := []struct {
 				send func() error
@@ -41,7 +43,7 @@ func TestNotify(t *testing.T) {
 				{func() error { return w.Status("serving 3 players") }, "STATUS=serving 3 players"},
 				{w.Watchdog, "WATCHDOG=1"},
 				{w.Stopping, "STOPPING=1"},
-				{func() error { return w.Notify("RELOADING=1\nMONOTONIC_USEC=1") }, "RELOADING=1\nMONOTONIC_USEC=1"},
+				{func() error { return w.notify("RELOADING=1\nMONOTONIC_USEC=1") }, "RELOADING=1\nMONOTONIC_USEC=1"},
 			}
 			buf := make([]byte, 4096)
 			for _, s := range sends {
@@ -74,7 +76,7 @@ func TestNotifyErrors(t *testing.T) {
 		t.Error("Status with a newline: nil error")
 	}
 
-	t.Setenv(EnvNotifySocket, filepath.Join(shortTempDir(t), "absent"))
+	t.Setenv(contract.EnvNotifySocket, filepath.Join(shortTempDir(t), "absent"))
 	w2, err := New()
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package handoff
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/http"
@@ -8,48 +9,42 @@ import (
 	"time"
 )
 
-// DefaultDrainIdle is how long ServeHTTP lets a connection stay idle after
-// the drain began before closing it, when the server has no IdleTimeout.
-const DefaultDrainIdle = 5 * time.Second
+// drainIdle is how long ServeHTTP lets a connection stay idle after the
+// drain began before closing it, when the server has no IdleTimeout.
+const drainIdle = 5 * time.Second
 
 // ServeHTTP serves srv on ln until drain is closed, then drains without
-// losing a request, and returns nil once every connection is closed and every
-// handler has returned.
-//
-// The drain:
+// losing a request, and returns nil once every connection is closed and
+// every handler has returned. The drain:
 //   - ln is closed: only this process's copy of the socket, so connections
-//     still queued in the kernel are accepted by the next generation, which
-//     holds the same socket. A connection accepted just before is served.
+//     queued in the kernel go to the next generation, which holds it too.
 //   - A request whose handler starts after drain was closed is answered with
-//     "Connection: close", so a keep-alive client opens its next connection
-//     (to the next generation) instead of racing a close. Idle connections
-//     are not closed at once: their next request gets that answer.
-//   - A connection that stays idle (or, accepted, sends nothing) for the
-//     grace period after the drain began is closed: srv.IdleTimeout, or
-//     DefaultDrainIdle when that is 0.
-//   - Handlers run to their end; there is no overall deadline (the
-//     supervisor's drain timeout is it). A handler that hijacks its
-//     connection should watch drain itself.
+//     "Connection: close" (over HTTP/2, GOAWAY), so a keep-alive client opens
+//     its next connection to the next generation instead of racing a close.
+//   - A connection idle (or silent since accepted) for the grace period after
+//     the drain began is closed: srv.IdleTimeout, or 5 seconds when it is 0.
 //
-// http.Server.Shutdown, by contrast, closes idle keep-alive connections at
-// once (as does SetKeepAlivesEnabled(false)), racing the client's next
-// request, and drops requests read after it began: both lose requests to
-// clients that do not retry. ServeHTTP closes a connection only after the
-// client has left it idle for the grace period. Over HTTP/2 the
-// "Connection: close" answer makes the server send GOAWAY.
+// (http.Server.Shutdown closes idle keep-alive connections at once, racing
+// the client's next request, and drops requests read after it began.)
 //
-// ServeHTTP sets srv.Handler (http.DefaultServeMux when nil) and
-// srv.ConnState to wrappers that call the ones given; call it once per
-// server. If Serve fails before the drain, ServeHTTP returns its error
-// (http.ErrServerClosed after srv.Shutdown or srv.Close). A nil drain never
-// closes.
-func ServeHTTP(srv *http.Server, ln net.Listener, drain <-chan struct{}) error {
-	if srv == nil || ln == nil {
-		return errors.New("handoff: ServeHTTP needs a server and a listener")
+// ctx bounds the drain, as it bounds Shutdown: once it is done, ServeHTTP
+// closes every connection left (srv.Close) and returns ctx.Err(), before the
+// drain too. A context, not a duration, so that the worker decides when the
+// bound starts (a timer armed on the drain signal, a little under the
+// supervisor's --drain-timeout, say) and what ends it early. With
+// context.Background() only the supervisor's drain timeout bounds it.
+//
+// ServeHTTP wraps srv.Handler (http.DefaultServeMux when nil) and
+// srv.ConnState; call it once per server. If Serve fails before the drain,
+// ServeHTTP returns its error. A nil drain never closes. A handler that
+// hijacks its connection should watch drain itself.
+func ServeHTTP(ctx context.Context, srv *http.Server, ln net.Listener, drain <-chan struct{}) error {
+	if ctx == nil || srv == nil || ln == nil {
+		return errors.New("handoff: ServeHTTP needs a context, a server and a listener")
 	}
 	grace := srv.IdleTimeout
 	if grace <= 0 {
-		grace = DefaultDrainIdle
+		grace = drainIdle
 	}
 	t := newConnTracker(grace)
 	t.install(srv, drain)
@@ -60,11 +55,18 @@ func ServeHTTP(srv *http.Server, ln net.Listener, drain <-chan struct{}) error {
 	case err := <-served:
 		return err
 	case <-drain:
+	case <-ctx.Done():
+		srv.Close()
+		<-served
+		return ctx.Err()
 	}
 	t.begin()
 	ln.Close()
 	<-served // Accept fails at once; every accepted conn is registered by now
-	t.wait()
+	if !t.wait(ctx) {
+		srv.Close()
+		return ctx.Err()
+	}
 	return nil
 }
 
@@ -150,15 +152,16 @@ func (t *connTracker) begin() {
 	t.mu.Unlock()
 }
 
-// wait returns once no connection and no handler is left, closing
-// connections that stay idle past the grace period.
-func (t *connTracker) wait() {
+// wait returns true once no connection and no handler is left, closing
+// connections that stay idle past the grace period; false when ctx is done
+// first.
+func (t *connTracker) wait(ctx context.Context) bool {
 	timer := time.NewTimer(t.grace)
 	defer timer.Stop()
 	for {
 		next, done := t.sweep(time.Now())
 		if done {
-			return
+			return true
 		}
 		if next > 0 {
 			timer.Reset(next)
@@ -166,6 +169,8 @@ func (t *connTracker) wait() {
 		select {
 		case <-t.changed:
 		case <-timer.C:
+		case <-ctx.Done():
+			return false
 		}
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/procswitch/supervisor/internal/contract"
 )
 
 const (
@@ -34,7 +36,7 @@ func helperServe() error {
 	if err := w.Ready(); err != nil {
 		return err
 	}
-	return ServeHTTP(srv, ln, drain)
+	return ServeHTTP(context.Background(), srv, ln, drain)
 }
 
 // helperShutdown is the control: the common pattern, http.Server.Shutdown
@@ -243,9 +245,9 @@ func runSwitches(t *testing.T, helper string, keepAlive bool) *tally {
 	defer ln.Close()
 	start := func(gen int) *child {
 		f := socketFile(t, ln.(*net.TCPListener))
-		c := startChild(t, helper, []*os.File{f}, []string{"http"}, EnvGeneration+"="+strconv.Itoa(gen))
+		c := startChild(t, helper, []*os.File{f}, []string{"http"}, contract.EnvGeneration+"="+strconv.Itoa(gen))
 		f.Close()
-		c.expect(t, MsgReady, readyTimeout)
+		c.expect(t, contract.MsgReady, readyTimeout)
 		return c
 	}
 	cur := start(1)
@@ -259,7 +261,7 @@ func runSwitches(t *testing.T, helper string, keepAlive bool) *tally {
 		tl.waitServed(t, gen-1, perGeneration)
 		next := start(gen)
 		cur.signal(t, syscall.SIGTERM)
-		cur.expect(t, MsgStopping, readyTimeout)
+		cur.expect(t, contract.MsgStopping, readyTimeout)
 		if err := cur.wait(t, exitTimeout); err != nil {
 			t.Errorf("generation %d: %v; stderr:\n%s", gen-1, err, cur.stderr.String())
 		}
@@ -336,7 +338,7 @@ func TestServeHTTPDrain(t *testing.T) {
 	}}
 	drain := make(chan struct{})
 	served := make(chan error, 1)
-	go func() { served <- ServeHTTP(srv, own, drain) }()
+	go func() { served <- ServeHTTP(context.Background(), srv, own, drain) }()
 
 	// b: a request in its handler when the drain begins.
 	b := &rawClient{addr: addr, keepAlive: true}
@@ -400,12 +402,57 @@ func TestServeHTTPServeError(t *testing.T) {
 	defer ln.Close()
 	boom := errors.New("boom")
 	served := make(chan error, 1)
-	go func() { served <- ServeHTTP(&http.Server{}, failingListener{ln, boom}, make(chan struct{})) }()
+	go func() {
+		served <- ServeHTTP(context.Background(), &http.Server{}, failingListener{ln, boom}, make(chan struct{}))
+	}()
 	if err := waitErr(t, served, "ServeHTTP to fail"); !errors.Is(err, boom) {
 		t.Fatalf("ServeHTTP: %v, want %v", err, boom)
 	}
-	if err := ServeHTTP(nil, ln, nil); err == nil || !strings.HasPrefix(err.Error(), "handoff: ") {
-		t.Fatalf("ServeHTTP(nil, ...): %v, want a handoff: error", err)
+	if err := ServeHTTP(context.Background(), nil, ln, nil); err == nil || !strings.HasPrefix(err.Error(), "handoff: ") {
+		t.Fatalf("ServeHTTP(ctx, nil, ...): %v, want a handoff: error", err)
+	}
+}
+
+// TestServeHTTPContext: ctx bounds the drain (a handler that never ends
+// does not hold ServeHTTP), and ends the service at once when it is done
+// before the drain.
+func TestServeHTTPContext(t *testing.T) {
+	for _, before := range []bool{false, true} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		entered, release := make(chan struct{}), make(chan struct{})
+		srv := &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			close(entered)
+			<-release
+		})}
+		ctx, cancel := context.WithCancel(context.Background())
+		drain := make(chan struct{})
+		served := make(chan error, 1)
+		go func() { served <- ServeHTTP(ctx, srv, ln, drain) }()
+		c := &rawClient{addr: ln.Addr().String(), keepAlive: true}
+		answer := make(chan error, 1)
+		go func() { _, _, err := c.get("/stuck"); answer <- err }()
+		wait(t, entered, "the handler to start")
+		if !before {
+			close(drain)
+			select {
+			case err := <-served:
+				t.Fatalf("ServeHTTP returned %v with a handler running", err)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		cancel()
+		if err := waitErr(t, served, "ServeHTTP to return"); !errors.Is(err, context.Canceled) {
+			t.Errorf("drain begun %v: ServeHTTP: %v, want context.Canceled", !before, err)
+		}
+		if err := waitErr(t, answer, "the client to see its connection closed"); err == nil {
+			t.Errorf("drain begun %v: the stuck request was answered, want its connection closed", !before)
+		}
+		close(release)
+		c.close()
+		ln.Close()
 	}
 }
 

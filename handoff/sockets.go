@@ -62,16 +62,13 @@ func (w *Worker) File(name string) (*os.File, error) {
 	return os.NewFile(uintptr(s.fd), s.name), nil
 }
 
-// Listen returns the passed socket called name, so that the same binary runs
-// under the supervisor (or systemd) and on its own:
-//   - sockets were passed and one is called name: that one, whatever its
-//     address (the supervisor's configuration decides the address);
-//   - sockets were passed, none is called name, and exactly one was passed
-//     and not yet taken: that one (a supervisor or socket unit that did not
-//     name it);
-//   - sockets were passed but none of these applies: ErrNoSocket. Binding
-//     address then would create a socket no other generation shares;
-//   - no sockets were passed: a new listener on network and address.
+// Listen returns the passed socket called name, so that the same binary
+// runs under the supervisor (or systemd) and on its own. When sockets were
+// passed, it is the one called name, whatever its address, or else the only
+// one passed if it is not taken yet (a socket nobody named); otherwise
+// ErrNoSocket, since binding address then would make a socket no other
+// generation shares. When no sockets were passed, it listens on network and
+// address.
 func (w *Worker) Listen(name, network, address string) (net.Listener, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()

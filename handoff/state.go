@@ -14,17 +14,9 @@ import (
 type SaveKind int
 
 const (
-	// SaveAutosave is a periodic save while the worker serves: it bounds what
-	// a crash loses. It runs on its own goroutine, concurrently with the
-	// worker's service.
-	SaveAutosave SaveKind = iota + 1
-	// SaveHandover is the save on the drain signal in handover mode, once the
-	// worker has stopped serving: the next worker restores it, and resumes
-	// the connections handed over with it.
-	SaveHandover
-	// SaveShutdown is the save on the drain signal outside handover mode: the
-	// service stops, and its connections with it.
-	SaveShutdown
+	SaveAutosave SaveKind = iota + 1 // periodic, while the worker serves, on its own goroutine
+	SaveHandover                     // on the drain signal in handover mode, once the worker stopped serving
+	SaveShutdown                     // on the drain signal outside handover mode: the service stops
 )
 
 func (k SaveKind) String() string {
@@ -44,38 +36,34 @@ func (k SaveKind) String() string {
 // saved now and then while the worker serves, and saved with the
 // connections on the drain signal. Set its fields, then:
 //
-//	Start     AwaitHandover, then Restore(Path) and Resume(the connections)
+//	Start     wait for the handover, then Restore(Path) and Resume(the connections)
 //	Ready     READY=1, then Save(SaveAutosave) every Autosave
 //	HandOver  once the drain signal came and the worker stopped serving: stop
-//	          the autosaves, then in handover mode Save(SaveHandover),
-//	          StoreConns and HandoverSaved; otherwise Save(SaveShutdown)
+//	          the autosaves, then in handover mode Save(SaveHandover), store
+//	          the connections and say HANDOVER=saved; otherwise Save(SaveShutdown)
+//
+// Package handoff/handover has these steps one by one.
 //
 // The file's format is the worker's own; package state writes and reads one
 // atomically, with checksums and schema versions.
 type State struct {
-	// Worker is the worker the state lives in. Required.
-	Worker *Worker
-	// Path is the snapshot file. Empty: the supervisor's (SnapshotPath); when
-	// that is empty too, nothing is ever saved and Restore gets "".
-	Path string
-	// Autosave is the period of the autosaves; 0 turns them off.
-	Autosave time.Duration
+	Worker   *Worker       // the worker the state lives in; required
+	Path     string        // the snapshot file; "": the supervisor's (none: nothing is saved, Restore gets "")
+	Autosave time.Duration // the autosaves' period; 0: none
 
-	// Restore reads the state from path. A missing file is a first start:
-	// Restore starts afresh. Required.
+	// Restore reads the state from path; a missing file is a first start.
+	// Required.
 	Restore func(path string) error
-	// Resume takes over the connections handed over (with the previous
-	// worker's state, or passed to a cold start), under the names they were
-	// stored with, once Restore has succeeded: it serves each one, or closes
-	// it. nil: they are closed.
+	// Resume takes over the connections handed over (or passed to a cold
+	// start) by the names they were stored with, once Restore succeeded: it
+	// serves or closes each one. nil: they are closed.
 	Resume func(conns []Conn)
-	// Save writes the state to path, atomically: a save that fails or stops
-	// half-way must leave the previous file as it was. For an autosave, ctx
-	// ends when HandOver stops the autosaves: Save then returns early, and
-	// may return nil without writing when nothing changed since the last
-	// save. Required.
+	// Save writes the state to path atomically: a failed or abandoned save
+	// leaves the previous file as it was. An autosave's ctx ends when
+	// HandOver stops the autosaves: return early then; an autosave may skip
+	// writing when nothing changed. Required.
 	Save func(ctx context.Context, path string, kind SaveKind) error
-	// Logf reports autosaves that failed; nil means log.Printf.
+	// Logf reports failed autosaves; nil: log.Printf.
 	Logf func(format string, args ...any)
 
 	mu       sync.Mutex
@@ -89,16 +77,15 @@ func (s *State) path() string {
 	if s.Path != "" {
 		return s.Path
 	}
-	return s.Worker.SnapshotPath()
+	return snapshotPath()
 }
 
 // Start takes the state over: it waits for the previous worker's handover
-// (AwaitHandover; ctx bounds the wait, and the drain signal ends it with
-// ErrHandoverAborted), then calls Restore and Resume. Restore runs while the
-// last connections handed over are still being made ready (a dozen system
-// calls each), on other goroutines. If Restore fails, the connections are
-// closed and its error returned. Call Start once the worker is initialised,
-// before it accepts connections.
+// (ctx bounds the wait; the drain signal ends it with ErrHandoverAborted),
+// then calls Restore, while the last connections are still being made
+// ready, and Resume. If Restore fails, the connections are closed and its
+// error returned. Call Start once the worker is initialised, before it
+// accepts.
 func (s *State) Start(ctx context.Context) error {
 	if s.Worker == nil || s.Restore == nil || s.Save == nil {
 		return errors.New("handoff: State needs a Worker, Restore and Save")
@@ -114,7 +101,7 @@ func (s *State) Start(ctx context.Context) error {
 		case <-stop:
 		}
 	}()
-	conns, pending, err := s.Worker.awaitHandover(ctx)
+	conns, pending, err := s.Worker.receiveHandover(ctx)
 	if err != nil {
 		closeConns(append(conns, pending.wait()...))
 		if cause := context.Cause(ctx); cause != nil && errors.Is(err, context.Canceled) {
@@ -189,24 +176,21 @@ func (s *State) stopAutosave() {
 }
 
 // HandOver saves the state for whoever comes next. Call it after the drain
-// signal, once the worker has stopped serving and nothing changes the state
-// any more. It stops the autosaves, then:
+// signal, once the worker has stopped serving and the state no longer
+// changes. It stops the autosaves, then:
+//   - in handover mode: Save(SaveHandover), then stores conns and says
+//     HANDOVER=saved: the next worker restores the snapshot and gets conns.
+//     If Save fails, nothing is stored nor said, and the supervisor restores
+//     the last complete snapshot. Connections that could not be stored are
+//     named in the error; the others go on.
+//   - otherwise: Save(SaveShutdown); the caller closes conns.
 //
-//   - in handover mode: Save(SaveHandover), StoreConns(conns), HandoverSaved.
-//     The next worker restores the snapshot and gets conns. If Save fails,
-//     nothing is stored nor said: the worker should exit, and the supervisor
-//     restores the last complete snapshot. Connections that could not be
-//     stored are named in the error, but HANDOVER=saved is still sent: the
-//     others go on.
-//   - otherwise: Save(SaveShutdown). conns are not stored: the caller says
-//     goodbye on them and closes them.
-//
-// With no snapshot path nothing is saved; in handover mode that is an error.
-// The worker keeps its copies of conns: close them, or just exit.
+// With no snapshot path nothing is saved (in handover mode, an error). The
+// worker keeps its copies of conns: close them, or just exit.
 func (s *State) HandOver(conns []Conn) error {
 	s.stopAutosave()
 	path := s.path()
-	if !s.Worker.HandoverMode() {
+	if !handoverMode() {
 		if path == "" {
 			return nil
 		}
@@ -220,7 +204,7 @@ func (s *State) HandOver(conns []Conn) error {
 	}
 	var storeErr error
 	if len(conns) > 0 {
-		storeErr = s.Worker.StoreConns(conns)
+		storeErr = s.Worker.storeConns(conns)
 	}
-	return errors.Join(storeErr, s.Worker.HandoverSaved())
+	return errors.Join(storeErr, s.Worker.handoverSaved())
 }

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/procswitch/supervisor/internal/contract"
 )
 
 func init() { helpers["state"] = helperState }
@@ -116,7 +118,7 @@ func (c *child) waitStatus(t *testing.T, want string) {
 				t.Fatalf("no %q before the helper exited (%v); stderr:\n%s", want, c.err, c.stderr.String())
 			case got == want:
 				return
-			case !strings.HasPrefix(got, MsgStatusKey):
+			case !strings.HasPrefix(got, contract.MsgStatusKey):
 				t.Fatalf("notify: got %q while waiting for %q", got, want)
 			}
 		case <-c.done:
@@ -141,8 +143,8 @@ func TestStateWorkerProcess(t *testing.T) {
 	}
 	defer ln.Close()
 	c := startChild(t, "state", []*os.File{socketFile(t, ln.(*net.TCPListener))}, []string{"game"},
-		EnvSnapshot+"="+path)
-	c.expect(t, MsgReady, readyTimeout)
+		contract.EnvSnapshot+"="+path)
+	c.expect(t, contract.MsgReady, readyTimeout)
 
 	conn, err := net.DialTimeout("tcp", ln.Addr().String(), readyTimeout)
 	if err != nil {
@@ -162,13 +164,13 @@ func TestStateWorkerProcess(t *testing.T) {
 	inc(8) // restored 7
 	inc(9)
 	inc(10)
-	c.waitStatus(t, MsgStatusKey+"autosaved 10")
+	c.waitStatus(t, contract.MsgStatusKey+"autosaved 10")
 	if b, _ := os.ReadFile(path); string(b) != "10" {
 		t.Errorf("snapshot after the autosave: %q, want 10", b)
 	}
 	inc(11)
 	c.signal(t, syscall.SIGTERM)
-	c.waitStatus(t, MsgStatusKey+"saved 11 shutdown")
+	c.waitStatus(t, contract.MsgStatusKey+"saved 11 shutdown")
 	if err := c.wait(t, exitTimeout); err != nil {
 		t.Fatalf("helper: %v; stderr:\n%s", err, c.stderr.String())
 	}

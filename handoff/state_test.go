@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/procswitch/supervisor/internal/contract"
 	"golang.org/x/sys/unix"
 )
 
@@ -60,7 +61,7 @@ func (rec *stateRecord) String() string {
 // connections, then says HANDOVER=saved and waits for the barrier; a
 // failed save sends nothing.
 func TestStateHandOver(t *testing.T) {
-	t.Setenv(EnvMode, ModeHandover)
+	t.Setenv(contract.EnvMode, contract.ModeHandover)
 	r := newStoreReader(t)
 	w := storeWorker(t, r.path)
 	conns, _ := socketPairs(t, 300)
@@ -88,8 +89,8 @@ func TestStateHandOver(t *testing.T) {
 	if m := r.read(); len(m.fds) != 300-maxStoreFDs {
 		t.Fatalf("second datagram with %d fds, want %d", len(m.fds), 300-maxStoreFDs)
 	}
-	if m := r.read(); m.text != MsgHandoverSaved {
-		t.Fatalf("got %q, want %s", m.text, MsgHandoverSaved)
+	if m := r.read(); m.text != contract.MsgHandoverSaved {
+		t.Fatalf("got %q, want %s", m.text, contract.MsgHandoverSaved)
 	}
 	r.readBarrier()
 	if err := <-done; err != nil {
@@ -113,8 +114,8 @@ func TestStateHandOver(t *testing.T) {
 // TestStateShutdown: outside handover mode HandOver saves for a shutdown
 // and stores nothing; with no path it saves nothing.
 func TestStateShutdown(t *testing.T) {
-	os.Unsetenv(EnvMode)
-	t.Setenv(EnvSnapshot, "")
+	os.Unsetenv(contract.EnvMode)
+	t.Setenv(contract.EnvSnapshot, "")
 	r := newStoreReader(t)
 	w := storeWorker(t, r.path)
 	var rec stateRecord
@@ -145,7 +146,7 @@ func TestStateShutdown(t *testing.T) {
 // abandons the autosave in progress (its context ends) and saves only once
 // it has returned.
 func TestStateAutosave(t *testing.T) {
-	os.Unsetenv(EnvMode)
+	os.Unsetenv(contract.EnvMode)
 	w := storeWorker(t, "") // not supervised: Ready does nothing
 	var rec stateRecord
 	started := make(chan struct{})
@@ -189,7 +190,7 @@ func TestStateAutosave(t *testing.T) {
 // a failing Restore closes them; the drain signal ends the wait.
 func TestStateStart(t *testing.T) {
 	clearContractEnv(t)
-	os.Unsetenv(EnvMode)
+	os.Unsetenv(contract.EnvMode)
 	t.Run("resume", func(t *testing.T) {
 		sup := newFakeSupervisor(t)
 		_, peers := socketPairs(t, 300)

@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/procswitch/supervisor/internal/contract"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,35 +22,19 @@ const (
 	maxFDName = 255
 )
 
-// StoreConn hands c to the supervisor's fd store under name (FDSTORE=1 with
-// FDNAME=name, exactly as systemd's fd store takes it), for the next worker.
-// The name is 1 to 255 bytes without ':' or whitespace. The worker keeps its
-// own copy: close it after HandoverSaved, or just exit. To store many
-// connections, StoreConns is faster.
-func (w *Worker) StoreConn(name string, c syscall.Conn) error {
+// storeConn is handover.StoreConn.
+func (w *Worker) storeConn(name string, c syscall.Conn) error {
 	if err := checkFDName(name); err != nil {
 		return err
 	}
 	return w.store([]storeEntry{{name: name, conn: c}})
 }
 
-// StoreConns hands conns to the supervisor's fd store, as StoreConn does,
-// many to a datagram: up to 253 fds (the kernel's limit per message) and 4096
-// bytes (systemd's), so that a thousand connections take four datagrams
-// instead of a thousand. Each connection must be backed by a file descriptor
-// (a *net.TCPConn or *net.UnixConn, or any syscall.Conn), and its Name must
-// be valid for StoreConn.
-//
-// A datagram whose connections share one name is systemd's FDSTORE=1 with
-// that FDNAME. Otherwise FDNAME lists one name per fd, colon-separated: the
-// supervisor's extension, described in the package doc ("Storing
-// connections"); systemd refuses such a name, as it refuses every ':', and
-// stores the fds under its default name.
-//
-// A connection already closed is skipped; the others are stored, and the
-// error names it. A failed send stops StoreConns: the supervisor has the
-// datagrams sent before it.
-func (w *Worker) StoreConns(conns []Conn) error {
+// storeConns is handover.StoreConns: many connections to a datagram, up to
+// 253 fds and 4096 bytes. A datagram whose connections share one name is
+// systemd's FDSTORE=1 with that FDNAME; otherwise FDNAME lists one name per
+// fd, colon-separated (the package doc's "Storing connections").
+func (w *Worker) storeConns(conns []Conn) error {
 	entries := make([]storeEntry, len(conns))
 	for i, c := range conns {
 		if err := checkFDName(c.Name); err != nil {
@@ -84,7 +69,7 @@ func (w *Worker) store(entries []storeEntry) error {
 	}
 	var skipped []error
 	for len(entries) > 0 {
-		n, size := 0, len(MsgFDStore)+1+len(MsgFDNameKey)
+		n, size := 0, len(contract.MsgFDStore)+1+len(contract.MsgFDNameKey)
 		for n < len(entries) && n < maxStoreFDs && size+len(entries[n].name)+1 <= maxStoreMessage {
 			size += len(entries[n].name) + 1
 			n++
@@ -142,7 +127,7 @@ func (b *storeBatch) send(fds []int, names []string) error {
 			break
 		}
 	}
-	if err := b.w.notifyWithFDs(MsgFDStore+"\n"+MsgFDNameKey+name, fds...); err != nil {
+	if err := b.w.notifyWithFDs(contract.MsgFDStore+"\n"+contract.MsgFDNameKey+name, fds...); err != nil {
 		if len(fds) == 1 {
 			return fmt.Errorf("handoff: store %s: %w", names[0], err)
 		}
@@ -151,22 +136,19 @@ func (b *storeBatch) send(fds []int, names []string) error {
 	return nil
 }
 
-// HandoverSaved tells the supervisor that the snapshot is committed and
-// every connection stored: the next worker may restore. It returns once the
-// supervisor has processed that and every message before it (Barrier), so
-// the worker may exit without its exit overtaking a stored connection.
-func (w *Worker) HandoverSaved() error {
-	if err := w.Notify(MsgHandoverSaved); err != nil {
+// handoverSaved is handover.Saved: HANDOVER=saved, then a barrier, so that
+// the worker's exit cannot overtake a stored connection.
+func (w *Worker) handoverSaved() error {
+	if err := w.notify(contract.MsgHandoverSaved); err != nil {
 		return err
 	}
-	return w.Barrier(notifyTimeout)
+	return w.barrier(notifyTimeout)
 }
 
-// Barrier waits, at most timeout, until the supervisor has processed every
-// notification sent before it, as sd_notify_barrier(3): it sends BARRIER=1
-// with the write end of a pipe, which the supervisor (or systemd) closes
-// once it got there. A no-op returning nil when not supervised.
-func (w *Worker) Barrier(timeout time.Duration) error {
+// barrier is handover.Barrier, sd_notify_barrier(3): it sends BARRIER=1
+// with the write end of a pipe, which the supervisor (or systemd) closes once
+// it got there. A no-op returning nil when not supervised.
+func (w *Worker) barrier(timeout time.Duration) error {
 	if w.notifyAddr == "" {
 		return nil
 	}

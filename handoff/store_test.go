@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/procswitch/supervisor/internal/contract"
 	"github.com/procswitch/supervisor/internal/fdbatch"
 	"golang.org/x/sys/unix"
 )
@@ -131,7 +132,7 @@ func TestStoreConnsBatches(t *testing.T) {
 			for i, c := range conns {
 				store[i] = Conn{Name: tc.named(i), Conn: c}
 			}
-			if err := w.StoreConns(store); err != nil {
+			if err := w.storeConns(store); err != nil {
 				t.Fatal(err)
 			}
 			next := 0
@@ -148,7 +149,7 @@ func TestStoreConnsBatches(t *testing.T) {
 				if tc.named(0) == tc.named(1) {
 					fdname = names[0] // systemd's form: one name for all
 				}
-				if wantText := MsgFDStore + "\n" + MsgFDNameKey + fdname; m.text != wantText {
+				if wantText := contract.MsgFDStore + "\n" + contract.MsgFDNameKey + fdname; m.text != wantText {
 					t.Fatalf("datagram %d: %.80q..., want %.80q...", d, m.text, wantText)
 				}
 				for i, fd := range m.fds {
@@ -180,7 +181,7 @@ func TestStoreConnsSkipsClosed(t *testing.T) {
 	w := storeWorker(t, r.path)
 	conns, _ := socketPairs(t, 3)
 	conns[1].Close()
-	err := w.StoreConns([]Conn{{"a", conns[0]}, {"b", conns[1]}, {"c", conns[2]}})
+	err := w.storeConns([]Conn{{"a", conns[0]}, {"b", conns[1]}, {"c", conns[2]}})
 	if err == nil || !strings.Contains(err.Error(), "store b") {
 		t.Fatalf("StoreConns with a closed connection: %v, want an error naming b", err)
 	}
@@ -194,11 +195,11 @@ func TestStoreConnsRefusesBadNames(t *testing.T) {
 	conns, _ := socketPairs(t, 1)
 	w := &Worker{notifyAddr: "/nonexistent"}
 	for _, name := range []string{"", "a:b", "a b", "tab\t", strings.Repeat("n", 256)} {
-		if err := w.StoreConns([]Conn{{name, conns[0]}}); err == nil {
+		if err := w.storeConns([]Conn{{name, conns[0]}}); err == nil {
 			t.Errorf("StoreConns accepted the name %q", name)
 		}
 	}
-	if err := (&Worker{}).StoreConns([]Conn{{"c", conns[0]}}); err == nil {
+	if err := (&Worker{}).storeConns([]Conn{{"c", conns[0]}}); err == nil {
 		t.Error("StoreConns without a notify socket returned nil")
 	}
 }
@@ -245,7 +246,7 @@ func TestStoreConnsSurvivesSignals(t *testing.T) {
 			}
 		}
 	}()
-	if err := w.StoreConns(store); err != nil {
+	if err := w.storeConns(store); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -24,10 +24,10 @@ type Worker struct {
 	socks []*socket // passed fds, in fd order
 
 	notifyAddr string
-	storeFD    int // StoreConn's socket for its many datagrams; 0 until used
+	storeFD    int // storeConns' socket for its many datagrams; 0 until used
 	watchdog   time.Duration
 	generation int
-	handedOver bool // AwaitHandover got GO
+	handedOver bool // awaitHandover got GO
 
 	drain     *drainWatch
 	closeOnce sync.Once
@@ -43,24 +43,15 @@ type socket struct {
 	ln   any    // the net.Listener or net.PacketConn it became
 }
 
-// New reads the worker's environment, takes the passed fds and starts
-// watching for the drain signal.
-//
-// The passed fds are taken only when LISTEN_PID equals this process's PID,
-// as sd_listen_fds(3) does: when LISTEN_PID is unset or names another process,
-// the LISTEN_* variables are ignored (they were meant for an ancestor) and the
-// worker has no sockets. Malformed values (LISTEN_PID, LISTEN_FDS,
-// LISTEN_FDNAMES with the wrong count, an fd that is not open, WATCHDOG_USEC,
-// SUPERVISOR_DRAIN_SIGNAL, SUPERVISOR_GENERATION, a NOTIFY_SOCKET that is
-// neither an absolute path nor an @abstract name) are an error. The taken
-// fds are marked close-on-exec.
-//
-// New always unsets LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID, NOTIFY_SOCKET,
-// WATCHDOG_USEC and WATCHDOG_PID, even when it fails, so that processes the
-// worker starts do not believe they were meant; a second call therefore finds
-// nothing. SUPERVISOR_DRAIN_SIGNAL and SUPERVISOR_GENERATION are left alone.
+// New reads the worker's environment, takes the passed fds (only when
+// LISTEN_PID is this process's PID, as sd_listen_fds(3) does; close-on-exec)
+// and starts watching for the drain signal. A malformed variable is an
+// error, as is a LISTEN_FDNAMES without one name per fd or an fd that is not
+// open. New always unsets LISTEN_*, NOTIFY_SOCKET and WATCHDOG_*, even when
+// it fails, so that the worker's children do not believe they were meant; a
+// second call therefore finds nothing.
 func New() (*Worker, error) {
-	return newWorker(ListenFDsStart)
+	return newWorker(contract.ListenFDsStart)
 }
 
 // newWorker is New with the first fd as a parameter, so that in-process
@@ -90,8 +81,8 @@ func newWorker(fdStart int) (*Worker, error) {
 }
 
 func unsetEnv() {
-	for _, k := range []string{EnvListenFDs, EnvListenFDNames, EnvListenPID,
-		EnvNotifySocket, EnvWatchdogUSec, EnvWatchdogPID} {
+	for _, k := range []string{contract.EnvListenFDs, contract.EnvListenFDNames, contract.EnvListenPID,
+		contract.EnvNotifySocket, contract.EnvWatchdogUSec, contract.EnvWatchdogPID} {
 		os.Unsetenv(k)
 	}
 }
@@ -118,28 +109,28 @@ func socketsFromEnv(fdStart int) ([]*socket, error) {
 }
 
 func notifyAddrFromEnv() (string, error) {
-	addr := os.Getenv(EnvNotifySocket)
+	addr := os.Getenv(contract.EnvNotifySocket)
 	if addr == "" || addr[0] == '/' || addr[0] == '@' {
 		return addr, nil
 	}
-	return "", fmt.Errorf("handoff: %s=%q: want an absolute path or an @abstract name", EnvNotifySocket, addr)
+	return "", fmt.Errorf("handoff: %s=%q: want an absolute path or an @abstract name", contract.EnvNotifySocket, addr)
 }
 
 // watchdogFromEnv returns the watchdog interval meant for this process, as
 // sd_watchdog_enabled(3): 0 when WATCHDOG_PID names another process.
 func watchdogFromEnv() (time.Duration, error) {
-	usecStr, ok := os.LookupEnv(EnvWatchdogUSec)
+	usecStr, ok := os.LookupEnv(contract.EnvWatchdogUSec)
 	if !ok {
 		return 0, nil
 	}
 	usec, err := strconv.ParseInt(usecStr, 10, 64)
 	if err != nil || usec < 0 || usec > int64(time.Duration(1<<63-1)/time.Microsecond) {
-		return 0, fmt.Errorf("handoff: %s=%q: not a count of microseconds", EnvWatchdogUSec, usecStr)
+		return 0, fmt.Errorf("handoff: %s=%q: not a count of microseconds", contract.EnvWatchdogUSec, usecStr)
 	}
-	if pidStr, ok := os.LookupEnv(EnvWatchdogPID); ok {
+	if pidStr, ok := os.LookupEnv(contract.EnvWatchdogPID); ok {
 		pid, err := strconv.Atoi(pidStr)
 		if err != nil || pid <= 0 {
-			return 0, fmt.Errorf("handoff: %s=%q: not a process id", EnvWatchdogPID, pidStr)
+			return 0, fmt.Errorf("handoff: %s=%q: not a process id", contract.EnvWatchdogPID, pidStr)
 		}
 		if pid != os.Getpid() {
 			return 0, nil
@@ -149,13 +140,13 @@ func watchdogFromEnv() (time.Duration, error) {
 }
 
 func generationFromEnv() (int, error) {
-	s, ok := os.LookupEnv(EnvGeneration)
+	s, ok := os.LookupEnv(contract.EnvGeneration)
 	if !ok || s == "" {
 		return 0, nil
 	}
 	g, err := strconv.Atoi(s)
 	if err != nil || g < 0 {
-		return 0, fmt.Errorf("handoff: %s=%q: not a generation number", EnvGeneration, s)
+		return 0, fmt.Errorf("handoff: %s=%q: not a generation number", contract.EnvGeneration, s)
 	}
 	return g, nil
 }
@@ -163,13 +154,13 @@ func generationFromEnv() (int, error) {
 // drainSignalFromEnv parses SUPERVISOR_DRAIN_SIGNAL
 // (contract.ParseDrainSignal); SIGTERM when unset.
 func drainSignalFromEnv() (syscall.Signal, error) {
-	s := os.Getenv(EnvDrainSignal)
+	s := os.Getenv(contract.EnvDrainSignal)
 	if s == "" {
 		return syscall.SIGTERM, nil
 	}
 	sig, err := contract.ParseDrainSignal(s)
 	if err != nil {
-		return 0, fmt.Errorf("handoff: %s=%q: %w", EnvDrainSignal, s, err)
+		return 0, fmt.Errorf("handoff: %s=%q: %w", contract.EnvDrainSignal, s, err)
 	}
 	return sig, nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/procswitch/supervisor/handoff"
+	"github.com/procswitch/supervisor/handoff/handover"
 )
 
 // goodbyeBound bounds writing the last replies to clients when the server
@@ -81,7 +82,7 @@ func serve(cfg config, logger *log.Logger) error {
 
 // snapshotPath is the supervisor's snapshot path, else --snapshot.
 func (a *app) snapshotPath() string {
-	p := a.w.SnapshotPath()
+	p := handover.SnapshotPath()
 	if p != "" && a.cfg.snapshot != "" && p != a.cfg.snapshot {
 		a.log.Printf("--snapshot %s ignored: the supervisor names %s", a.cfg.snapshot, p)
 	}
@@ -212,7 +213,7 @@ func (a *app) logStart(conns int, loaded, resumed time.Duration) {
 		a.log.Printf("no --snapshot: the game's state lives in memory only")
 	case res == nil:
 		a.log.Printf("no snapshot at %s: a first start, with no players and a stock of %d of each good", a.path, a.cfg.stock)
-	case a.w.HandedOver():
+	case handover.HandedOver(a.w):
 		a.log.Printf("handover: restored %d players and %d connections in %v (snapshot %v, sessions %v; %s)",
 			len(res.players), conns, (loaded + resumed).Round(time.Microsecond), loaded.Round(time.Microsecond),
 			resumed.Round(time.Microsecond), describe(res))
@@ -261,7 +262,7 @@ func (a *app) run(ln net.Listener) error {
 	ln.Close() // the supervisor and the next worker keep the socket
 	<-accepting
 	sessions := a.srv.stop()
-	if a.w.HandoverMode() {
+	if handover.Enabled() {
 		return a.handOver(sessions, time.Since(drained))
 	}
 	return a.shutdown(sessions)
@@ -271,7 +272,7 @@ func (a *app) how() string {
 	switch {
 	case !a.w.Supervised():
 		return "on its own: no socket passed, bound --listen"
-	case a.w.HandoverMode():
+	case handover.Enabled():
 		return "under a supervisor, handover mode"
 	}
 	return "under a supervisor, NOT in handover mode: an upgrade disconnects every player; run the supervisor with --mode handover"

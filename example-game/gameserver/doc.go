@@ -132,7 +132,7 @@
 //     session its name (c0, c1, ...), the client's address, the logged-in
 //     player, the unprocessed input, the unwritten output, and whether it
 //     was closing; the connections are stored with the supervisor under
-//     those names, up to 253 a datagram (handoff.StoreConns), HANDOVER=saved
+//     those names, up to 253 a datagram (handover.StoreConns), HANDOVER=saved
 //     is said, and State waits until the supervisor has processed it all
 //     (an sd_notify barrier); the worker exits 0.
 //

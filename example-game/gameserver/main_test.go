@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/procswitch/supervisor/handoff"
+	"github.com/procswitch/supervisor/handoff/handover"
 )
 
 // The test binary doubles as the game server: with helperEnv set, TestMain
@@ -127,7 +128,7 @@ func failAfterGo() int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitBound)
 	defer cancel()
-	conns, err := w.AwaitHandover(ctx)
+	conns, err := handover.Await(ctx, w)
 	fmt.Fprintf(os.Stderr, "fail-after-go: got %d connections (%v); failing to restore on purpose\n", len(conns), err)
 	return 4
 }

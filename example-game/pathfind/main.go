@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -26,11 +27,14 @@ const (
 
 // HTTP server bounds, so that a slow or idle client cannot hold a worker
 // for long. idleTimeout also bounds how long an idle keep-alive connection
-// keeps a draining worker alive (handoff.ServeHTTP's grace period).
+// keeps a draining worker alive (handoff.ServeHTTP's grace period), and
+// drainBound the whole drain: then the connections left are closed, under
+// the supervisor's default --drain-timeout of 30s.
 const (
 	readHeaderTimeout = 5 * time.Second
 	writeTimeout      = 30 * time.Second
 	idleTimeout       = 10 * time.Second
+	drainBound        = 25 * time.Second
 )
 
 type config struct {
@@ -139,10 +143,13 @@ func serve(cfg config, grid *Grid, source string, logger *log.Logger) error {
 // run reports ready, serves until the drain signal and drains.
 func (svc *service) run(w *handoff.Worker, ln net.Listener, logger *log.Logger) error {
 	drain := w.Draining() // the drain signal, SIGTERM or SIGINT
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	stopping := make(chan struct{})
 	go func() {
 		defer close(stopping)
 		<-drain
+		time.AfterFunc(drainBound, cancel)
 		if err := w.Stopping(); err != nil {
 			logger.Printf("notify stopping: %v", err)
 		}
@@ -158,7 +165,7 @@ func (svc *service) run(w *handoff.Worker, ln net.Listener, logger *log.Logger) 
 	if err := w.Status(status); err != nil {
 		logger.Printf("notify status: %v", err)
 	}
-	if err := handoff.ServeHTTP(newServer(svc, logger), ln, drain); err != nil {
+	if err := handoff.ServeHTTP(ctx, newServer(svc, logger), ln, drain); err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
 	<-stopping // drain is closed; the notification is bounded by handoff

@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/procswitch/supervisor/handoff"
+	"github.com/procswitch/supervisor/handoff/handover"
 )
 
 // The helper workers stand in for a new build of the game that fails once
@@ -65,15 +66,15 @@ func helperTakeHandover(what string, then func() int) int {
 		return 1
 	}
 	defer w.Close()
-	if !w.HandoverMode() {
+	if !handover.Enabled() {
 		logf("not in handover mode")
 		return 1
 	}
-	conns, err := w.AwaitHandover(context.Background())
+	conns, err := handover.Await(context.Background(), w)
 	if err != nil {
 		logf("await handover: %v", err)
 		return 1
 	}
-	logf("got %d connections and snapshot %s: %s", len(conns), w.SnapshotPath(), what)
+	logf("got %d connections and snapshot %s: %s", len(conns), handover.SnapshotPath(), what)
 	return then()
 }

@@ -1,0 +1,112 @@
+// Package handover is handover mode's steps one by one, for a worker that
+// takes them itself; handoff.State takes them all, and most workers need
+// nothing else. The protocol they speak is described in package handoff's
+// documentation ("Handover mode", "Storing connections").
+//
+// A worker taking the steps itself, with w from handoff.New:
+//
+//	conns, err := handover.Await(ctx, w)    // at start: the connections handed over, once the old worker saved
+//	restore(handover.SnapshotPath())         // then read the snapshot, serve conns, w.Ready()
+//	<-w.Draining()                           // stop serving, then:
+//	save(handover.SnapshotPath())            // write the snapshot atomically
+//	err = handover.StoreConns(w, conns)      // store every connection, by name
+//	err = handover.Saved(w)                  // HANDOVER=saved; exit once it returns
+//
+// Outside handover mode (Enabled is false) Await returns at once and
+// nothing is to be stored: the worker saves for a shutdown, if at all.
+package handover
+
+import (
+	"context"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/procswitch/supervisor/handoff"
+	"github.com/procswitch/supervisor/handoff/internal/link"
+	"github.com/procswitch/supervisor/internal/contract"
+)
+
+// steps are what package handoff gives this one of a Worker (link.Steps).
+type steps interface {
+	Await(ctx context.Context) ([]handoff.Conn, error)
+	HandedOver() bool
+	StoreConn(name string, c syscall.Conn) error
+	StoreConns(conns []handoff.Conn) error
+	Saved() error
+	Barrier(timeout time.Duration) error
+}
+
+func of(w *handoff.Worker) steps { return link.Steps(w).(steps) }
+
+// Enabled reports whether the supervisor runs this worker in handover mode
+// (--mode handover, SUPERVISOR_MODE=handover): it then restores its state
+// from SnapshotPath at start and, on the drain signal, saves it there and
+// hands its connections over with StoreConns and Saved.
+func Enabled() bool { return os.Getenv(contract.EnvMode) == contract.ModeHandover }
+
+// SnapshotPath is where the worker restores its state from and saves it to
+// (SUPERVISOR_SNAPSHOT); "" when not in handover mode.
+func SnapshotPath() string { return os.Getenv(contract.EnvSnapshot) }
+
+// Await returns the connections handed over from the previous worker. Call
+// it once the worker is initialised, before it restores its state and
+// before it accepts.
+//
+// In a worker started ahead of a handover it says WAITING to the supervisor
+// and blocks, while the previous worker still serves, until that worker has
+// saved its snapshot; the supervisor then passes the stored connections and
+// says GO. If the supervisor calls the upgrade off instead, Await returns
+// handoff.ErrHandoverAborted, and the worker should exit. Otherwise (a first
+// start, a restart after a crash, a rollback) it returns at once with the
+// connections passed among LISTEN_FDS, if any. ctx bounds the wait.
+func Await(ctx context.Context, w *handoff.Worker) ([]handoff.Conn, error) {
+	return of(w).Await(ctx)
+}
+
+// HandedOver reports whether Await took this worker's state over from a
+// previous worker's handover (the supervisor said GO), rather than from a
+// cold start: a first start, a restart after a crash, a rollback.
+func HandedOver(w *handoff.Worker) bool { return of(w).HandedOver() }
+
+// StoreConn hands c to the supervisor's fd store under name (FDSTORE=1 with
+// FDNAME=name, exactly as systemd's fd store takes it), for the next worker.
+// The name is 1 to 255 bytes without ':' or whitespace. The worker keeps its
+// own copy: close it after Saved, or just exit. To store many connections,
+// StoreConns is faster.
+func StoreConn(w *handoff.Worker, name string, c syscall.Conn) error {
+	return of(w).StoreConn(name, c)
+}
+
+// StoreConns hands conns to the supervisor's fd store, as StoreConn does,
+// many to a datagram: up to 253 fds (the kernel's limit per message) and
+// 4096 bytes (systemd's), so that a thousand connections take four
+// datagrams instead of a thousand. Each connection must be backed by a file
+// descriptor (a *net.TCPConn or *net.UnixConn, or any syscall.Conn), and its
+// Name must be valid for StoreConn.
+//
+// A datagram whose connections share one name is systemd's FDSTORE=1 with
+// that FDNAME. Otherwise FDNAME lists one name per fd, colon-separated: the
+// supervisor's extension, which systemd refuses (as it refuses every ':'),
+// storing the fds under its default name.
+//
+// A connection already closed is skipped; the others are stored, and the
+// error names it. A failed send stops StoreConns: the supervisor has the
+// datagrams sent before it.
+func StoreConns(w *handoff.Worker, conns []handoff.Conn) error {
+	return of(w).StoreConns(conns)
+}
+
+// Saved tells the supervisor that the snapshot is committed and every
+// connection stored (HANDOVER=saved): the next worker may restore. It
+// returns once the supervisor has processed that and every message before
+// it (Barrier), so the worker may exit without its exit overtaking a stored
+// connection.
+func Saved(w *handoff.Worker) error { return of(w).Saved() }
+
+// Barrier waits, at most timeout, until the supervisor has processed every
+// notification the worker sent before it, as sd_notify_barrier(3). A no-op
+// returning nil when not supervised.
+func Barrier(w *handoff.Worker, timeout time.Duration) error {
+	return of(w).Barrier(timeout)
+}
