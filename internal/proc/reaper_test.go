@@ -425,3 +425,62 @@ func TestReaperCloseReturns(t *testing.T) {
 		t.Fatal("Close did not return")
 	}
 }
+
+// TestHoldOrphans: while orphans are held, a process that the Reaper did not
+// start (as tableflip starts a successor supervisor) is left for its own
+// parent code to wait for, and gets its real exit status, not ECHILD; the
+// Reaper's own children are still reaped; an orphan that exits meanwhile is
+// reaped once the hold is released.
+func TestHoldOrphans(t *testing.T) {
+	r := newReaper(t)
+	release := r.HoldOrphans()
+	defer release()
+
+	exe := executable(t)
+	other, err := os.StartProcess(exe, []string{exe}, &os.ProcAttr{
+		Env:   append(helperEnviron("exit"), codeEnv+"=3"),
+		Files: []*os.File{nil, os.Stdout, os.Stderr},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours := r.start(t, "exit", nil, codeEnv+"=7")
+	if ws := waitDone(t, ours); !ws.Exited() || ws.ExitStatus() != 7 {
+		t.Errorf("the Reaper's own child, during a hold: %s, want exit status 7", Describe(ws))
+	}
+	waited := make(chan error, 1)
+	go func() {
+		st, err := other.Wait()
+		if err == nil && st.ExitCode() != 3 {
+			err = fmt.Errorf("exit code %d, want 3", st.ExitCode())
+		}
+		waited <- err
+	}()
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Errorf("waiting for a process the Reaper did not start, during a hold: %v", err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatalf("pid %d not waited for within %v", other.Pid, waitTimeout)
+	}
+
+	// An orphan that exits during the hold stays a zombie until the release.
+	rep, hold := newPipe(t), newPipe(t)
+	lines := reportLines(rep)
+	p := r.start(t, "spawn", []int{rep.wfd(), hold.rfd()}, nextEnv+"=wait", thenEnv+"=exit")
+	gc, _ := grandchild(t, lines, "ready")
+	waitDone(t, p)
+	hold.w.Close() // let the grandchild go
+	var info unix.Siginfo
+	if err := unix.Waitid(unix.P_PID, gc, &info, unix.WEXITED|unix.WNOWAIT, nil); err != nil {
+		t.Fatalf("waiting for orphan %d to exit, without reaping it: %v", gc, err)
+	}
+	if ppid, ok := parentOf(gc); !ok || ppid != os.Getpid() {
+		t.Errorf("orphan %d reaped during the hold (parent %d, there: %v)", gc, ppid, ok)
+	}
+	release()
+	if ws := r.waitOrphan(t, gc); !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Errorf("orphan after the release: %s, want exit status 0", Describe(ws))
+	}
+}
