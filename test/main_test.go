@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
@@ -102,10 +101,7 @@ func buildAll() error {
 func goBuild(out, pkg string, flags ...string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
+	goTool := procwatch.GoTool()
 	args := append([]string{"build", "-o", out}, flags...)
 	cmd := exec.CommandContext(ctx, goTool, append(args, pkg)...)
 	cmd.Dir = ".." // the module root; tests run in their package directory

@@ -143,10 +143,7 @@ type bot struct {
 	changes int          // changes to the game's data: its first login, WORKs, purchases
 }
 
-var (
-	workRe = regexp.MustCompile(`^OK coin=(-?\d+)$`)
-	buyRe  = regexp.MustCompile(`^OK coin=(-?\d+) item=(\d+) count=(\d+) remain=(\d+)$`)
-)
+var buyRe = regexp.MustCompile(`^OK coin=(-?\d+) item=(\d+) count=(\d+) remain=(\d+)$`)
 
 func newBot(t *testing.T, addr, id string, l *ledger, e *era, version string) *bot {
 	t.Helper()

@@ -6,18 +6,21 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
 )
 
-// GoTool is the go command: the one on PATH, else the one of this toolchain.
+// GoTool is the go command: the one on PATH, else the one in $GOROOT, else
+// the Go installation's usual place.
 func GoTool() string {
 	if p, err := exec.LookPath("go"); err == nil {
 		return p
 	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
+	if root := os.Getenv("GOROOT"); root != "" {
+		return filepath.Join(root, "bin", "go")
+	}
+	return "/usr/local/go/bin/go"
 }
 
 // ModuleRoot finds the directory of the go.mod of the module around the

@@ -155,17 +155,6 @@ func waitFor(d time.Duration, cond func() bool) bool {
 	}
 }
 
-// journal returns the lines that the unit's current invocation logged, and
-// systemd's own lines about it, as procwatch entries (JSON lines parsed).
-func (c *container) journal(t *testing.T, unit string) []procwatch.Entry {
-	t.Helper()
-	inv := c.show(t, unit, "InvocationID")
-	if inv == "" {
-		t.Fatalf("%s has no InvocationID: not started?", unit)
-	}
-	return c.journalOf(t, inv)
-}
-
 func (c *container) journalOf(t *testing.T, invocation string) []procwatch.Entry {
 	t.Helper()
 	// The unit's processes' lines, and systemd's own about the unit.
