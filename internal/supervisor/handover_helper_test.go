@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/procswitch/supervisor/handoff"
+	steps "github.com/procswitch/supervisor/handoff/handover"
 )
 
 // runCounter is a stateful worker for handover mode: one shared counter, its
@@ -47,17 +48,17 @@ func runCounter(opts string) int {
 		fmt.Fprintln(os.Stderr, "counter:", err)
 		return 2
 	}
-	conns, err := w.AwaitHandover(context.Background())
+	conns, err := steps.Await(context.Background(), w)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "counter:", err)
 		return 2
 	}
-	if os.Getenv(handoff.EnvGeneration) == failGen {
+	if strconv.Itoa(w.Generation()) == failGen {
 		fmt.Fprintln(os.Stderr, "counter: cannot restore (on purpose)")
 		return 4
 	}
 	c := &counter{w: w, store: store}
-	if b, err := os.ReadFile(w.SnapshotPath()); err == nil {
+	if b, err := os.ReadFile(steps.SnapshotPath()); err == nil {
 		c.n, _ = strconv.Atoi(strings.TrimSpace(string(b)))
 	}
 	for _, conn := range conns {
@@ -130,9 +131,9 @@ func (c *counter) handOver() {
 	}
 	c.mu.Unlock()
 	c.wg.Wait()
-	tmp := c.w.SnapshotPath() + ".tmp"
+	tmp := steps.SnapshotPath() + ".tmp"
 	os.WriteFile(tmp, []byte(strconv.Itoa(c.n)), 0o600)
-	os.Rename(tmp, c.w.SnapshotPath())
+	os.Rename(tmp, steps.SnapshotPath())
 	for i := range c.conns {
 		switch {
 		case c.store == "shared":
@@ -143,12 +144,12 @@ func (c *counter) handOver() {
 	}
 	if c.store == "" {
 		for _, conn := range c.conns {
-			if err := c.w.StoreConn(conn.Name, conn.Conn.(*net.TCPConn)); err != nil {
+			if err := steps.StoreConn(c.w, conn.Name, conn.Conn.(*net.TCPConn)); err != nil {
 				fmt.Fprintln(os.Stderr, "counter:", err)
 			}
 		}
-	} else if err := c.w.StoreConns(c.conns); err != nil {
+	} else if err := steps.StoreConns(c.w, c.conns); err != nil {
 		fmt.Fprintln(os.Stderr, "counter:", err)
 	}
-	c.w.HandoverSaved()
+	steps.Saved(c.w)
 }
