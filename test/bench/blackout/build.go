@@ -1,16 +1,16 @@
 package main
 
 import (
+	"context"
+	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/procswitch/supervisor/test/bench/benchbuild"
 	"github.com/procswitch/supervisor/test/procwatch"
 )
 
-const (
-	modulePath   = "github.com/procswitch/supervisor"
-	buildTimeout = 5 * time.Minute // each go build
-)
+const buildTimeout = 5 * time.Minute // each go build
 
 // The versions the two game builds report; upgrades alternate them.
 const (
@@ -24,29 +24,45 @@ type binaries struct {
 	gameA, gameB string
 }
 
-// buildAll builds (or copies) the binaries into dir.
-func buildAll(o options, dir string) (binaries, error) {
-	b := binaries{
+// build is one build of the programs under test.
+type build = benchbuild.Build[binaries]
+
+// buildAll builds (or copies) this tree's binaries into dir; with a
+// baseline, it builds (or copies) the baseline's into dir/baseline too.
+func buildAll(ctx context.Context, o options, dir string) ([]*build, error) {
+	builds := []*build{{Bins: newBinaries(dir)}}
+	if o.compare() {
+		builds[0].Tag = "new"
+		builds = append(builds, &build{Tag: "baseline", Bins: newBinaries(filepath.Join(dir, "baseline"))})
+		if err := os.Mkdir(filepath.Join(dir, "baseline"), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	if o.compare() { // first, so that a bad revision fails before a build
+		if builds[1].Src, err = install(ctx, builds[1], o.baseline, o.baseSupBin, o.baseGameA, o.baseGameB); err != nil {
+			return builds, err
+		}
+	}
+	builds[0].Src, err = install(ctx, builds[0], "", o.supBin, o.gameA, o.gameB)
+	return builds, err
+}
+
+func newBinaries(dir string) binaries {
+	return binaries{
 		supervisor: filepath.Join(dir, "supervisor"),
 		gameA:      filepath.Join(dir, "gameserver-a"),
 		gameB:      filepath.Join(dir, "gameserver-b"),
 	}
-	if o.supBin != "" && o.gameA != "" {
-		for dst, src := range map[string]string{b.supervisor: o.supBin, b.gameA: o.gameA, b.gameB: o.gameB} {
-			if err := copyFile(dst, src); err != nil {
-				return b, err
-			}
-		}
-		return b, nil
-	}
-	root, err := procwatch.ModuleRoot(modulePath)
-	if err != nil {
-		return b, err
-	}
-	return b, procwatch.GoBuild(root, buildTimeout,
-		procwatch.Build{Out: b.supervisor, Pkg: "./cmd/supervisor"},
-		procwatch.Build{Out: b.gameA, Pkg: "./example-game/gameserver", LDFlags: "-X main.version=" + versionA},
-		procwatch.Build{Out: b.gameB, Pkg: "./example-game/gameserver", Tags: "fixedshop", LDFlags: "-X main.version=" + versionB},
+}
+
+// install builds b's binaries at rev ("" for this tree), except those
+// prebuilt, which it copies.
+func install(ctx context.Context, b *build, rev, supervisor, gameA, gameB string) (benchbuild.Source, error) {
+	return benchbuild.Install(ctx, rev, buildTimeout,
+		benchbuild.Binary{Build: procwatch.Build{Out: b.Bins.supervisor, Pkg: "./cmd/supervisor"}, Prebuilt: supervisor},
+		benchbuild.Binary{Build: procwatch.Build{Out: b.Bins.gameA, Pkg: "./example-game/gameserver", LDFlags: "-X main.version=" + versionA}, Prebuilt: gameA},
+		benchbuild.Binary{Build: procwatch.Build{Out: b.Bins.gameB, Pkg: "./example-game/gameserver", Tags: "fixedshop", LDFlags: "-X main.version=" + versionB}, Prebuilt: gameB},
 	)
 }
 

@@ -6,6 +6,7 @@
 //
 //	go run ./test/bench/blackout            # the full matrix: 1k..1M players, 100..10k connections
 //	go run ./test/bench/blackout --quick    # a smaller one, in about a minute
+//	go run ./test/bench/blackout --baseline HEAD~1 --rows 100k/1k   # this tree against HEAD~1
 //
 // For each size it builds the supervisor and two builds of the game (the
 // buggy and the fixed shop, as a real upgrade would alternate), seeds the
@@ -29,6 +30,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -46,10 +48,10 @@ func main() {
 		os.Exit(2)
 	}
 	// SIGINT and SIGTERM end the run cleanly: the supervisor under test is
-	// stopped, not orphaned.
-	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
-	code, err := run(o, stop)
+	// stopped, not orphaned, and a baseline's worktree removed.
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code, err := run(ctx, o)
+	cancel()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "blackout:", err)
 		os.Exit(1)

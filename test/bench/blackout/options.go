@@ -14,8 +14,7 @@ var errHelp = errors.New("help")
 
 // options is the parsed command line.
 type options struct {
-	players   []int
-	conns     []int
+	sizes     []size // players x connections, measured in this order
 	upgrades  int
 	seed      string // how the players are made: snapshot or login
 	ioRecords int    // records in the snapshot throughput test
@@ -25,11 +24,18 @@ type options struct {
 	supBin    string        // prebuilt supervisor
 	gameA     string        // prebuilt game builds, alternated
 	gameB     string
-	keep      bool // keep the working directory
-	failMiss  bool
-	quick     bool
-	trace     bool   // print each upgrade's log lines
-	logFile   string // append every size's supervisor and game output here
+	// With a baseline, each size is measured for two builds, alternated:
+	// this tree's and that of git revision baseline (or prebuilt ones).
+	baseline   string
+	baseSupBin string
+	baseGameA  string
+	baseGameB  string
+	rounds     int  // sessions of each size per build, the builds alternated
+	keep       bool // keep the working directory
+	failMiss   bool
+	quick      bool
+	trace      bool   // print each upgrade's log lines
+	logFile    string // append every size's supervisor and game output here
 }
 
 const usageText = `usage: go run ./test/bench/blackout [flags]
@@ -39,16 +45,24 @@ supervisor, as clients see it and as the supervisor logs it, for each number
 of players and connections, and the snapshot file's throughput. Prints
 medians, maxima and each target's PASS or MISS.
 
+With --baseline REV it also builds the supervisor and the game at git
+revision REV (in a temporary git worktree, with the same go build) and
+measures each size for both builds in the same run: --rounds sessions of
+--upgrades upgrades each, alternated (new, baseline, new, ...). It prints the
+medians over all the upgrades of both side by side with the ratio
+new/baseline: "new" is this working tree, uncommitted changes included.
+
 flags:
 `
 
 func parseFlags(args []string) (options, error) {
 	o := options{}
-	var players, conns string
+	var players, conns, rows string
 	fs := flag.NewFlagSet("blackout", flag.ContinueOnError)
 	fs.StringVar(&players, "players", "1000,10000,100000,1000000", "player table sizes, comma-separated (k and M suffixes allowed)")
 	fs.StringVar(&conns, "conns", "100,1000,10000", "connection counts, comma-separated")
-	fs.IntVar(&o.upgrades, "upgrades", 5, "upgrades per size")
+	fs.StringVar(&rows, "rows", "", "measure only these `PLAYERS/CONNS` pairs, comma-separated, such as 100k/1k,1M/10k (instead of --players x --conns)")
+	fs.IntVar(&o.upgrades, "upgrades", 5, "upgrades per size and session (see --rounds)")
 	fs.StringVar(&o.seed, "seed", "snapshot", "how the players are made: `snapshot` (a snapshot of them is written for the game to restore) or login (each logs in and quits over TCP)")
 	fs.IntVar(&o.ioRecords, "io-records", 1_000_000, "player records in the snapshot throughput test")
 	fs.IntVar(&o.ioRounds, "io-rounds", 3, "rounds of the snapshot throughput test")
@@ -57,6 +71,11 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.supBin, "supervisor-bin", "", "use this prebuilt supervisor instead of building ./cmd/supervisor")
 	fs.StringVar(&o.gameA, "game-a", "", "use this prebuilt game as build A (needs --game-b too)")
 	fs.StringVar(&o.gameB, "game-b", "", "use this prebuilt game as build B")
+	fs.StringVar(&o.baseline, "baseline", "", "also build the supervisor and the game at git revision `REV` (such as HEAD~1) and measure both builds in this run, alternated, side by side")
+	fs.StringVar(&o.baseSupBin, "baseline-supervisor-bin", "", "use this prebuilt supervisor as the baseline's (with --baseline-game-a and -b, no --baseline needed)")
+	fs.StringVar(&o.baseGameA, "baseline-game-a", "", "use this prebuilt game as the baseline's build A (needs --baseline-game-b too)")
+	fs.StringVar(&o.baseGameB, "baseline-game-b", "", "use this prebuilt game as the baseline's build B")
+	fs.IntVar(&o.rounds, "rounds", 0, "sessions of --upgrades upgrades per size and build, the builds alternated (default 1, or 3 with --baseline)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the working directory")
 	fs.BoolVar(&o.failMiss, "fail-on-miss", false, "exit 3 when a target is missed")
 	fs.BoolVar(&o.trace, "trace", false, "print the supervisor's and the game's log lines of each upgrade, with the time each was read")
@@ -91,12 +110,26 @@ func parseFlags(args []string) (options, error) {
 			o.ioRounds = 1
 		}
 	}
-	var err error
-	if o.players, err = parseSizes(players); err != nil {
-		return o, fmt.Errorf("--players: %w", err)
+	if o.compare() && !set["io-rounds"] {
+		o.ioRounds = 0 // package state is the driver's: the same for both builds
 	}
-	if o.conns, err = parseSizes(conns); err != nil {
-		return o, fmt.Errorf("--conns: %w", err)
+	if o.rounds == 0 {
+		o.rounds = 1
+		if o.compare() {
+			o.rounds = 3
+		}
+	}
+	var err error
+	if rows != "" {
+		if set["players"] || set["conns"] {
+			return o, errors.New("--rows replaces --players and --conns")
+		}
+		o.sizes, err = parseRows(rows)
+	} else {
+		o.sizes, err = crossSizes(players, conns)
+	}
+	if err != nil {
+		return o, err
 	}
 	switch {
 	case o.upgrades < 1:
@@ -109,8 +142,56 @@ func parseFlags(args []string) (options, error) {
 		return o, errors.New("--wait must be positive")
 	case (o.gameA == "") != (o.gameB == ""):
 		return o, errors.New("--game-a and --game-b go together")
+	case (o.baseGameA == "") != (o.baseGameB == ""):
+		return o, errors.New("--baseline-game-a and --baseline-game-b go together")
+	case o.baseline == "" && (o.baseSupBin == "") != (o.baseGameA == ""):
+		return o, errors.New("without --baseline REV, give all of --baseline-supervisor-bin, --baseline-game-a and --baseline-game-b")
+	case o.rounds < 1:
+		return o, errors.New("--rounds must be 1 or more")
 	}
 	return o, nil
+}
+
+// compare says whether a baseline build is measured too.
+func (o options) compare() bool {
+	return o.baseline != "" || o.baseSupBin != ""
+}
+
+// size is one row of the benchmark: players in the game, clients connected.
+type size struct{ players, conns int }
+
+// crossSizes is every pair of the players and connections lists.
+func crossSizes(players, conns string) ([]size, error) {
+	ps, err := parseSizes(players)
+	if err != nil {
+		return nil, fmt.Errorf("--players: %w", err)
+	}
+	cs, err := parseSizes(conns)
+	if err != nil {
+		return nil, fmt.Errorf("--conns: %w", err)
+	}
+	var out []size
+	for _, p := range ps {
+		for _, c := range cs {
+			out = append(out, size{p, c})
+		}
+	}
+	return out, nil
+}
+
+// parseRows reads "100k/1k,1M/10k".
+func parseRows(s string) ([]size, error) {
+	var out []size
+	for _, row := range strings.Split(s, ",") {
+		p, c, ok := strings.Cut(strings.TrimSpace(row), "/")
+		ps, err1 := parseSizes(p)
+		cs, err2 := parseSizes(c)
+		if !ok || err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("--rows: %q: want PLAYERS/CONNS pairs, such as 100k/1k,1M/10k", row)
+		}
+		out = append(out, size{ps[0], cs[0]})
+	}
+	return out, nil
 }
 
 // parseSizes reads "1000,10k,1M".

@@ -17,9 +17,9 @@ const (
 	targetSaveRestMS = 1000.0
 )
 
-// printSize prints one size's result as soon as it is measured.
-func printSize(r *sizeResult) {
-	head := fmt.Sprintf("players %7d, connections %5d:", r.players, r.conns)
+// printSize prints one size's result of build b as soon as it is measured.
+func printSize(r *sizeResult, b *build) {
+	head := b.Label(fmt.Sprintf("players %7d, connections %5d:", r.players, r.conns))
 	switch {
 	case r.skipped != "":
 		fmt.Printf("%s skipped: %s\n", head, r.skipped)
@@ -82,26 +82,37 @@ func report(results []*sizeResult, io *ioResult) (missed bool) {
 			continue
 		}
 		fmt.Fprintf(tw, "%d\t%d\t%d/%d\t%.0f\t%s (%s)\t%s (%s)\t%s (%s)\t%s\t%s\t%s\t%s\t%s\t\n",
-			r.players, r.conns, len(r.supBlackout), r.upgrades, r.coldMS,
+			r.players, r.conns, len(r.supBlackout), r.upgrades, median(r.coldMS),
 			f1(r.supBlackout), fmax(r.supBlackout), f1(r.cliMedian), fmax(r.cliMedian), f1(r.cliMax), fmax(r.cliMax),
 			f1(r.intervals), f1(r.saveMS), f1(r.gameSave), f1(r.gameStore), f1(r.gameRestore))
 	}
 	tw.Flush()
 
-	if io != nil {
-		mb := float64(io.bytes) / 1e6
-		fmt.Printf("\nSnapshot file through package state, %d player records (%.1f MB), medians of %d rounds:\n", io.records, mb, len(io.writeMS))
-		w, r := median(io.writeMS), median(io.readMS)
-		fmt.Printf("  write (create, records, commit with fsync and rename): %7.1f ms  %7.1f MB/s  %10.0f records/s\n", w, mb/(w/1000), float64(io.records)/(w/1000))
-		fmt.Printf("  read, page cache warm (open verifies the checksum, then records): %7.1f ms  %7.1f MB/s  %10.0f records/s\n", r, mb/(r/1000), float64(io.records)/(r/1000))
-		if len(io.readColdMS) > 0 {
-			c := median(io.readColdMS)
-			fmt.Printf("  read after dropping the page cache: %7.1f ms  %7.1f MB/s  %10.0f records/s\n", c, mb/(c/1000), float64(io.records)/(c/1000))
-		}
-		fmt.Printf("  write + read: %.1f ms\n", w+r)
-	}
-
+	printIO(io)
 	fmt.Println("\nTargets:")
+	return printTargets(results, io)
+}
+
+// printIO prints the snapshot file's throughput, if measured.
+func printIO(io *ioResult) {
+	if io == nil {
+		return
+	}
+	mb := float64(io.bytes) / 1e6
+	fmt.Printf("\nSnapshot file through package state, %d player records (%.1f MB), medians of %d rounds:\n", io.records, mb, len(io.writeMS))
+	w, r := median(io.writeMS), median(io.readMS)
+	fmt.Printf("  write (create, records, commit with fsync and rename): %7.1f ms  %7.1f MB/s  %10.0f records/s\n", w, mb/(w/1000), float64(io.records)/(w/1000))
+	fmt.Printf("  read, page cache warm (open verifies the checksum, then records): %7.1f ms  %7.1f MB/s  %10.0f records/s\n", r, mb/(r/1000), float64(io.records)/(r/1000))
+	if len(io.readColdMS) > 0 {
+		c := median(io.readColdMS)
+		fmt.Printf("  read after dropping the page cache: %7.1f ms  %7.1f MB/s  %10.0f records/s\n", c, mb/(c/1000), float64(io.records)/(c/1000))
+	}
+	fmt.Printf("  write + read: %.1f ms\n", w+r)
+}
+
+// printTargets prints each target's PASS or MISS; it says whether a target
+// was missed.
+func printTargets(results []*sizeResult, io *ioResult) (missed bool) {
 	check := func(name string, got float64, ok bool, limit float64, unit string) {
 		verdict := "PASS"
 		if !ok {
@@ -150,4 +161,79 @@ func oneLine(s string) string {
 		s = s[:i]
 	}
 	return s
+}
+
+// reportComparison prints each size's blackout medians of both builds side
+// by side, with the ratio new/baseline, then each build's targets; it says
+// whether this tree's build missed a target.
+func reportComparison(builds []*build, results [][]*sizeResult, io *ioResult) (missed bool) {
+	fmt.Println("\nBlackout per size, both builds measured in this run, alternated: medians over all the upgrades, in ms;")
+	fmt.Println("ratio = new / baseline (below 1: the new build is faster).")
+	fmt.Printf("  new:      %s\n  baseline: %s\n", builds[0].Src, builds[1].Src)
+	fmt.Println("  supervisor, client med, save+restore: as in the table without --baseline (supervisor, client med, game")
+	fmt.Println("      save plus restore); each side's figure is the median over all its upgrades")
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "players\tconns\tok new\tok base\tsupervisor new\tbase\tratio\tclient med new\tbase\tratio\tsave+restore new\tbase\tratio\t")
+	for i, n := range results[0] {
+		b := results[1][i]
+		if why := unmeasured(n, b); why != "" {
+			fmt.Fprintf(tw, "%d\t%d\t-\t%s\t\n", n.players, n.conns, oneLine(why))
+			continue
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%d/%d\t%d/%d\t%s\t%s\t%s\t\n", n.players, n.conns,
+			len(n.supBlackout), n.upgrades, len(b.supBlackout), b.upgrades,
+			side(n.supBlackout, b.supBlackout), side(n.cliMedian, b.cliMedian),
+			side(sumMedians(n.gameSave, n.gameRestore), sumMedians(b.gameSave, b.gameRestore)))
+	}
+	tw.Flush()
+	for i, b := range builds {
+		for _, r := range results[i] {
+			if r.err != nil && len(r.supBlackout) > 0 {
+				fmt.Printf("  %s stopped early: %s\n", b.Label(fmt.Sprintf("players %d, connections %d:", r.players, r.conns)), oneLine(r.err.Error()))
+			}
+		}
+	}
+
+	printIO(io)
+	fmt.Println("\nTargets, new:")
+	missed = printTargets(results[0], io)
+	fmt.Println("\nTargets, baseline:")
+	printTargets(results[1], nil)
+	return missed
+}
+
+// unmeasured says why a size has no figures for a build, "" when both have.
+func unmeasured(n, b *sizeResult) string {
+	for tag, r := range map[string]*sizeResult{"new": n, "baseline": b} {
+		switch {
+		case r.skipped != "":
+			return r.skipped
+		case len(r.supBlackout) == 0 && r.err != nil:
+			return tag + " failed: " + r.err.Error()
+		case len(r.supBlackout) == 0:
+			return tag + ": not measured"
+		}
+	}
+	return ""
+}
+
+// side is the medians of n and b and their ratio, as three cells.
+func side(n, b []float64) string {
+	if len(n) == 0 || len(b) == 0 {
+		return f1(n) + "\t" + f1(b) + "\t-"
+	}
+	ratio := "-"
+	if median(b) != 0 {
+		ratio = fmt.Sprintf("%.2f", median(n)/median(b))
+	}
+	return f1(n) + "\t" + f1(b) + "\t" + ratio
+}
+
+// sumMedians is the sum of the medians of a and b, as a list of one; empty
+// when either is.
+func sumMedians(a, b []float64) []float64 {
+	if len(a) == 0 || len(b) == 0 {
+		return nil
+	}
+	return []float64{median(a) + median(b)}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -21,9 +22,9 @@ type sizeResult struct {
 	skipped        string // why it was not measured
 	err            error  // why it stopped early
 
-	seedMS      float64   // writing the seeded snapshot (or logging the players in)
-	coldMS      float64   // the first worker's ready_ms: restoring the players cold
-	upgrades    int       // attempted
+	seedMS      float64   // the last session's writing of the seeded snapshot (or logging the players in)
+	coldMS      []float64 // per session, the first worker's ready_ms: restoring the players cold
+	upgrades    int       // attempted, over the sessions
 	failed      []string  // reasons of failed upgrades
 	supBlackout []float64 // blackout_ms per successful upgrade
 	cliMedian   []float64 // per upgrade: median over connections of the client blackout
@@ -39,7 +40,8 @@ type sizeResult struct {
 	moved       []int     // connections in each upgrade's success line
 }
 
-func run(o options, interrupt <-chan os.Signal) (int, error) {
+func run(ctx context.Context, o options) (int, error) {
+	interrupt := ctx.Done()
 	dir := o.dir
 	if dir == "" {
 		d, err := os.MkdirTemp("", "blackout-")
@@ -64,28 +66,26 @@ func run(o options, interrupt <-chan os.Signal) (int, error) {
 		"login":    "logging each in and out over TCP",
 	}[o.seed])
 	began := time.Now()
-	bins, err := buildAll(o, dir)
+	builds, err := buildAll(ctx, o, dir)
 	if err != nil {
 		return 1, err
 	}
-	fmt.Printf("built the supervisor and the game (%s, %s) in %v\n\n", versionA, versionB, time.Since(began).Round(time.Second))
+	fmt.Printf("built the supervisor and the game (%s, %s) in %v\n", versionA, versionB, time.Since(began).Round(time.Second))
+	if len(builds) > 1 {
+		fmt.Printf("new:      %s\nbaseline: %s\n", builds[0].Src, builds[1].Src)
+		fmt.Printf("each size: %d sessions of %d upgrades per build, alternated (new first)\n", o.rounds, o.upgrades)
+	}
+	fmt.Println()
 
-	var results []*sizeResult
-	for _, p := range o.players {
-		for _, c := range o.conns {
-			select {
-			case <-interrupt:
-				return 1, errors.New("interrupted")
-			default:
-			}
-			r := &sizeResult{players: p, conns: c}
-			if c+64 > int(hard) {
-				r.skipped = fmt.Sprintf("needs %d fds, RLIMIT_NOFILE is %d", c+64, hard)
-			} else {
-				r.err = measureSize(o, bins, dir, r, interrupt)
-			}
-			printSize(r)
-			results = append(results, r)
+	results := make([][]*sizeResult, len(builds)) // per build, per size
+	for _, sz := range o.sizes {
+		rs, err := measureRows(o, builds, dir, sz, hard, interrupt)
+		if err != nil {
+			return 1, err
+		}
+		for i, b := range builds {
+			printSize(rs[i], b)
+			results[i] = append(results[i], rs[i])
 		}
 	}
 	var io *ioResult
@@ -95,7 +95,12 @@ func run(o options, interrupt <-chan os.Signal) (int, error) {
 			return 1, err
 		}
 	}
-	missed := report(results, io)
+	var missed bool
+	if len(builds) > 1 {
+		missed = reportComparison(builds, results, io)
+	} else {
+		missed = report(results[0], io)
+	}
 	fmt.Printf("\ntotal time %v; load average at the end: %s\n", time.Since(began).Round(time.Second), loadAvg())
 	if missed && o.failMiss {
 		return 3, nil
@@ -138,14 +143,42 @@ func cpuModel() string {
 	return "unknown CPU"
 }
 
+// measureRows measures one size for each build: o.rounds sessions each,
+// the builds alternated. It returns one result per build; err is an
+// interrupt.
+func measureRows(o options, builds []*build, dir string, sz size, fdLimit uint64, interrupt <-chan struct{}) ([]*sizeResult, error) {
+	rs := make([]*sizeResult, len(builds))
+	for i := range builds {
+		rs[i] = &sizeResult{players: sz.players, conns: sz.conns}
+		if sz.conns+64 > int(fdLimit) {
+			rs[i].skipped = fmt.Sprintf("needs %d fds, RLIMIT_NOFILE is %d", sz.conns+64, fdLimit)
+		}
+	}
+	for range o.rounds {
+		for i, b := range builds {
+			select {
+			case <-interrupt:
+				return rs, errors.New("interrupted")
+			default:
+			}
+			if r := rs[i]; r.skipped == "" && r.err == nil {
+				r.err = measureSize(o, b, dir, r, interrupt)
+			}
+		}
+	}
+	return rs, nil
+}
+
 var (
 	coldRe    = regexp.MustCompile(`gameserver\[(\d+)\]: (?:restored \S+(?: snapshot)? from \S+ ago: (\d+) players|no snapshot at)`)
 	savedRe   = regexp.MustCompile(`gameserver\[(\d+)\]: handover: saved (\d+) players and (\d+) sessions in (\S+), stored (\d+) connections; total (\S+)(?: \(after (\S+) stopping)?`)
 	restoreRe = regexp.MustCompile(`gameserver\[(\d+)\]: handover: restored (\d+) players and (\d+) connections in (\S+) (?:\(snapshot (\S+), sessions ([^;]+);)?`)
 )
 
-// measureSize runs one size: seed, start, connect, load, upgrade.
-func measureSize(o options, bins binaries, dir string, r *sizeResult, interrupt <-chan os.Signal) (err error) {
+// measureSize runs one session of one size: seed, start, connect, load,
+// upgrade; it adds its figures to r.
+func measureSize(o options, b *build, dir string, r *sizeResult, interrupt <-chan struct{}) (err error) {
+	bins := b.Bins
 	sub, err := os.MkdirTemp(dir, fmt.Sprintf("p%d-c%d-", r.players, r.conns))
 	if err != nil {
 		return err
@@ -169,7 +202,7 @@ func measureSize(o options, bins binaries, dir string, r *sizeResult, interrupt 
 	defer func() {
 		s.stop()
 		if o.logFile != "" {
-			s.save(o.logFile, fmt.Sprintf("players %d, connections %d", r.players, r.conns))
+			s.save(o.logFile, b.Label(fmt.Sprintf("players %d, connections %d", r.players, r.conns)))
 		}
 	}()
 	defer func() {
@@ -190,7 +223,7 @@ func measureSize(o options, bins binaries, dir string, r *sizeResult, interrupt 
 	if err != nil {
 		return err
 	}
-	r.coldMS = num(ready, "ready_ms")
+	r.coldMS = append(r.coldMS, num(ready, "ready_ms"))
 	if o.seed == "login" {
 		t0 := time.Now()
 		if err := seedByLogin(addr, r.players, o.wait); err != nil {
@@ -226,6 +259,7 @@ func measureSize(o options, bins binaries, dir string, r *sizeResult, interrupt 
 		return err
 	}
 	bin := []string{bins.gameA, bins.gameB}
+	before := len(r.supBlackout) // of earlier sessions
 	for u := 1; u <= o.upgrades; u++ {
 		select {
 		case <-interrupt:
@@ -233,7 +267,7 @@ func measureSize(o options, bins binaries, dir string, r *sizeResult, interrupt 
 		default:
 		}
 		r.upgrades++
-		if err := upgradeOnce(s, ld, bin[u%2], len(r.supBlackout), r, o.trace); err != nil {
+		if err := upgradeOnce(s, ld, bin[u%2], len(r.supBlackout)-before, r, o.trace); err != nil {
 			return err
 		}
 		if err := steady(); err != nil {
@@ -244,7 +278,8 @@ func measureSize(o options, bins binaries, dir string, r *sizeResult, interrupt 
 }
 
 // upgradeOnce installs bin, sends SIGHUP and collects the upgrade's figures;
-// done is the number of successful upgrades before this one.
+// done is the number of successful upgrades before this one in this
+// session.
 func upgradeOnce(s *supervisor, ld *load, bin string, done int, r *sizeResult, trace bool) error {
 	mark := s.at
 	if err := copyFile(s.worker, bin); err != nil {

@@ -1,15 +1,16 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/procswitch/supervisor/test/bench/benchbuild"
 	"github.com/procswitch/supervisor/test/procwatch"
 )
 
 const (
-	modulePath   = "github.com/procswitch/supervisor"
 	buildTimeout = 5 * time.Minute // for each go build
 	benchVersion = "bench"         // pathfind's X-Worker-Version
 )
@@ -21,40 +22,49 @@ type binaries struct {
 	pathfind   string
 }
 
-// buildAll builds the supervisor and pathfind into a new temporary
-// directory, or copies them there from prebuilt paths when given; the
-// caller removes bins.dir.
-func buildAll(prebuiltSupervisor, prebuiltPathfind string) (binaries, error) {
+// build is one build of the programs under test.
+type build = benchbuild.Build[binaries]
+
+// buildAll builds the supervisor and pathfind of this tree into a new
+// temporary directory, or copies them there from prebuilt paths when given;
+// with a baseline, it builds those of the baseline revision (or copies the
+// baseline's prebuilt ones) into its subdirectory "baseline". The caller
+// removes the directory, builds[0].Bins.dir, even on error.
+func buildAll(ctx context.Context, o options) ([]*build, error) {
 	dir, err := os.MkdirTemp("", "switchbench-")
 	if err != nil {
-		return binaries{}, err
+		return nil, err
 	}
 	// Resolve symlinks so that /proc/PID/exe of our children starts with dir.
 	if real, err := filepath.EvalSymlinks(dir); err == nil {
 		dir = real
 	}
-	b := binaries{dir: dir, supervisor: filepath.Join(dir, "supervisor"), pathfind: filepath.Join(dir, "pathfind")}
-	if prebuiltSupervisor != "" && prebuiltPathfind != "" {
-		if err := procwatch.Install(b.supervisor, prebuiltSupervisor); err != nil {
-			return b, err
+	builds := []*build{{Bins: newBinaries(dir)}}
+	if o.compare() {
+		builds[0].Tag = "new"
+		builds = append(builds, &build{Tag: "baseline", Bins: newBinaries(filepath.Join(dir, "baseline"))})
+		if err := os.Mkdir(builds[1].Bins.dir, 0o755); err != nil {
+			return builds, err
 		}
-		return b, procwatch.Install(b.pathfind, prebuiltPathfind)
 	}
-	root, err := procwatch.ModuleRoot(modulePath)
-	if err != nil {
-		return b, err
+	if o.compare() { // first, so that a bad revision fails before a build
+		if builds[1].Src, err = install(ctx, builds[1], o.baseline, o.baselineSupervisorBin, o.baselinePathfindBin); err != nil {
+			return builds, err
+		}
 	}
-	if err := install(root, b.supervisor, prebuiltSupervisor, procwatch.Build{Pkg: "./cmd/supervisor"}); err != nil {
-		return b, err
-	}
-	return b, install(root, b.pathfind, prebuiltPathfind, procwatch.Build{Pkg: "./example-game/pathfind", LDFlags: "-X main.version=" + benchVersion})
+	builds[0].Src, err = install(ctx, builds[0], "", o.supervisorBin, o.pathfindBin)
+	return builds, err
 }
 
-// install copies prebuilt to out, or builds there when prebuilt is "".
-func install(root, out, prebuilt string, build procwatch.Build) error {
-	if prebuilt != "" {
-		return procwatch.Install(out, prebuilt)
-	}
-	build.Out = out
-	return procwatch.GoBuild(root, buildTimeout, build)
+func newBinaries(dir string) binaries {
+	return binaries{dir: dir, supervisor: filepath.Join(dir, "supervisor"), pathfind: filepath.Join(dir, "pathfind")}
+}
+
+// install builds b's binaries at rev ("" for this tree), except those
+// prebuilt, which it copies.
+func install(ctx context.Context, b *build, rev, prebuiltSupervisor, prebuiltPathfind string) (benchbuild.Source, error) {
+	return benchbuild.Install(ctx, rev, buildTimeout,
+		benchbuild.Binary{Build: procwatch.Build{Out: b.Bins.supervisor, Pkg: "./cmd/supervisor"}, Prebuilt: prebuiltSupervisor},
+		benchbuild.Binary{Build: procwatch.Build{Out: b.Bins.pathfind, Pkg: "./example-game/pathfind", LDFlags: "-X main.version=" + benchVersion}, Prebuilt: prebuiltPathfind},
+	)
 }

@@ -44,49 +44,106 @@ type flatResult struct {
 	RSSSeries  []rssPoint      `json:"rss_series"` // VmRSS every tenth of the way
 	Load       []lightLoad     `json:"load"`
 	Error      string          `json:"error,omitempty"`
+
+	ready []float64 // each upgrade's ready_ms, for ReadyMS
 }
 
 // runFlatness upgrades a supervisor opts.flatUpgrades times back to back,
 // each time waiting for the new generation and for the old one to drain,
 // and compares the supervisor's memory, fds and children before and after.
-func runFlatness(ctx context.Context, env *env) flatResult {
+// With two builds, both supervisors run (with their light load) throughout,
+// and the upgrades alternate between them in batches. It returns one result
+// per build.
+func runFlatness(ctx context.Context, env *env) []flatResult {
 	o := env.opts
-	res := flatResult{Asked: o.flatUpgrades}
-	sup, err := startSupervisor(env.bins, o.drainTimeout, o.wait)
-	if err != nil {
-		res.Error = err.Error()
-		return res
+	runs := make([]*flatRun, len(env.builds))
+	for i, b := range env.builds {
+		runs[i] = &flatRun{build: b, res: flatResult{Asked: o.flatUpgrades}}
+		defer runs[i].stop(env)
+		runs[i].start(ctx, env)
 	}
-	defer env.stopSupervisor(sup)
-	var modes []loadgen.Mode
-	var loads []*loadgen.Run
-	if o.flatClients > 0 {
-		modes = []loadgen.Mode{loadgen.NewConn, loadgen.KeepAlive}
+	err := sleepCtx(ctx, o.warmup+settle)
+	for _, r := range runs {
+		r.fail(err)
+		r.fail(r.res.begin(r.sup))
 	}
-	for _, mode := range modes {
-		var ld *loadgen.Run
-		ld, err = startLoad(ctx, env, sup.addr, o.seed, loadgen.Config{Mode: mode, Clients: o.flatClients, Pause: o.flatPause})
-		if err != nil {
-			break
+	size := o.flatBatchSize()
+	for from := 1; from <= o.flatUpgrades; from += size {
+		for _, r := range runs {
+			r.fail(r.res.upgrades(ctx, env, r, from, min(from+size-1, o.flatUpgrades)))
 		}
-		loads = append(loads, ld)
 	}
-	if err == nil {
-		err = res.upgradeAll(ctx, env, sup)
+	out := make([]flatResult, len(runs))
+	for i, r := range runs {
+		r.fail(r.res.end(ctx, r.sup))
+		r.stopLoad()
+		out[i] = r.res
 	}
-	for i, ld := range loads {
-		res.Load = append(res.Load, summarizeLoad(ld.Stop(), modes[i], o.flatClients))
-	}
-	if err != nil {
-		res.Error = err.Error()
-	}
-	return res
+	return out
 }
 
-func (res *flatResult) upgradeAll(ctx context.Context, env *env, sup *supervisor) error {
+// flatRun is the flatness phase of one build: its supervisor, and the light
+// load on it.
+type flatRun struct {
+	build   *build
+	sup     *supervisor
+	modes   []loadgen.Mode
+	loads   []*loadgen.Run // one per mode
+	clients int            // in each
+	res     flatResult
+	err     error // the first error; nothing more is done after it
+}
+
+// start starts the supervisor and the light load on it.
+func (r *flatRun) start(ctx context.Context, env *env) {
 	o := env.opts
-	if err := sleepCtx(ctx, o.warmup+settle); err != nil {
-		return err
+	sup, err := startSupervisor(r.build.Bins, o.drainTimeout, o.wait)
+	if err != nil {
+		r.fail(err)
+		return
+	}
+	r.sup = sup
+	if o.flatClients > 0 {
+		r.modes = []loadgen.Mode{loadgen.NewConn, loadgen.KeepAlive}
+	}
+	r.clients = o.flatClients
+	for _, mode := range r.modes {
+		ld, err := startLoad(ctx, env, sup.addr, o.seed, loadgen.Config{Mode: mode, Clients: o.flatClients, Pause: o.flatPause})
+		if err != nil {
+			r.fail(err)
+			return
+		}
+		r.loads = append(r.loads, ld)
+	}
+}
+
+// fail notes the first error.
+func (r *flatRun) fail(err error) {
+	if err != nil && r.err == nil {
+		r.err = err
+		r.res.Error = err.Error()
+	}
+}
+
+func (r *flatRun) stopLoad() {
+	for i, ld := range r.loads {
+		r.res.Load = append(r.res.Load, summarizeLoad(ld.Stop(), r.modes[i], r.clients))
+	}
+	r.loads = nil
+}
+
+// stop stops what is still running.
+func (r *flatRun) stop(env *env) {
+	r.stopLoad()
+	if r.sup != nil {
+		env.stopSupervisor(r.sup)
+	}
+}
+
+// begin reads the supervisor's usage before the upgrades.
+func (res *flatResult) begin(sup *supervisor) error {
+	if res.Error != "" {
+		return nil
 	}
 	var err error
 	if res.Before, err = procwatch.ReadUsage(sup.PID); err != nil {
@@ -94,43 +151,62 @@ func (res *flatResult) upgradeAll(ctx context.Context, env *env, sup *supervisor
 	}
 	res.MaxRSSKB = res.Before.RSSKB
 	res.RSSSeries = []rssPoint{{0, res.Before.RSSKB}}
+	return nil
+}
+
+// upgrades upgrades r's supervisor from the from-th time to the to-th.
+func (res *flatResult) upgrades(ctx context.Context, env *env, r *flatRun, from, to int) error {
+	if res.Error != "" {
+		return nil
+	}
+	o := env.opts
 	start := time.Now()
-	defer func() { res.Seconds = time.Since(start).Seconds() }()
-	var ready []float64
-	for i := 1; i <= o.flatUpgrades; i++ {
+	defer func() { res.Seconds += time.Since(start).Seconds() }()
+	for i := from; i <= to; i++ {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		u, err := sup.hup(o.wait)
+		u, err := r.sup.hup(o.wait)
 		if err != nil {
 			return fmt.Errorf("upgrade %d: %w", i, err)
 		}
 		if !u.OK {
 			res.Failed++
-			warnf("flatness: upgrade %d to generation %d failed: %s", i, u.Gen, u.Reason)
+			warnf("flatness: %s %d to generation %d failed: %s", r.build.Label("upgrade"), i, u.Gen, u.Reason)
 			continue
 		}
-		if err := sup.waitDrained(u, o.wait); err != nil {
+		if err := r.sup.waitDrained(u, o.wait); err != nil {
 			return fmt.Errorf("upgrade %d: %w", i, err)
 		}
 		res.Done++
-		ready = append(ready, u.ReadyMS)
-		rss := res.sample(sup.PID, i)
+		res.ready = append(res.ready, u.ReadyMS)
+		rss := res.sample(r.sup.PID, i)
 		if i == 1 {
 			if err := sleepCtx(ctx, settle); err != nil {
 				return err
 			}
-			res.AfterFirst, _ = procwatch.ReadUsage(sup.PID)
+			res.AfterFirst, _ = procwatch.ReadUsage(r.sup.PID)
 		}
 		if every := max(1, o.flatUpgrades/10); i%every == 0 {
 			res.RSSSeries = append(res.RSSSeries, rssPoint{i, rss})
-			progressf("flatness: %d/%d upgrades, supervisor RSS %.1f MB", i, o.flatUpgrades, mb(rss))
+			progressf("flatness: %d/%d upgrades, %s RSS %.1f MB", i, o.flatUpgrades, r.build.Label("supervisor"), mb(rss))
 		}
 	}
-	res.ReadyMS = median(ready)
+	return nil
+}
+
+// end reads the supervisor's usage after the upgrades.
+func (res *flatResult) end(ctx context.Context, sup *supervisor) error {
+	if res.Error != "" {
+		return nil
+	}
+	start := time.Now()
+	defer func() { res.Seconds += time.Since(start).Seconds() }()
+	res.ReadyMS = median(res.ready)
 	if err := sleepCtx(ctx, settle); err != nil {
 		return err
 	}
+	var err error
 	if res.After, err = procwatch.ReadUsage(sup.PID); err != nil {
 		return fmt.Errorf("reading the supervisor's /proc: %w", err)
 	}

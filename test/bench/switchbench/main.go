@@ -10,8 +10,16 @@
 //	go run ./test/bench/switchbench            # the full benchmark, a few minutes
 //	go run ./test/bench/switchbench --quick    # a short smoke run
 //
+// With --baseline REV it measures two builds in the same run, alternated
+// within every phase: this working tree's and git revision REV's, built in a
+// temporary git worktree; it prints each figure of both side by side with
+// the ratio new/baseline:
+//
+//	go run ./test/bench/switchbench --baseline HEAD~1
+//
 // It builds the supervisor and pathfind itself (or takes prebuilt ones with
-// --supervisor-bin and --pathfind-bin), starts every process it measures,
+// --supervisor-bin and --pathfind-bin, and --baseline-supervisor-bin and
+// --baseline-pathfind-bin for the baseline), starts every process it measures,
 // and stops and reaps them all before it exits. It exits 0 when every phase
 // finished, whatever the figures (3 with --fail-on-miss when a target was
 // missed), 1 when setup failed or a phase could not finish, 2 on bad flags.
@@ -44,7 +52,8 @@ const stopBound = 20 * time.Second
 // env is what the phases share.
 type env struct {
 	opts     options
-	bins     binaries
+	bins     binaries // builds[0]'s; its dir holds every build's
+	builds   []*build // this tree's, then the baseline's if any
 	uris     []string
 	problems []string // found on the way, such as workers that outlived their supervisor
 }
@@ -68,16 +77,24 @@ func run(args []string) int {
 	defer e.cleanup()
 	rep := &report{Machine: describeMachine(), Options: opts.describe(), Command: "go run ./test/bench/switchbench " + strings.Join(args, " ")}
 	printHeader(os.Stdout, rep)
-	if err := e.setup(); err != nil {
+	if err := e.setup(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "switchbench: setup failed: %v\n", err)
 		return exitError
 	}
 	rep.Queries = len(e.uris)
+	if len(e.builds) > 1 {
+		rep.Build, rep.Source = e.builds[0].Tag, &e.builds[0].Src
+		rep.Baseline = &results{Build: e.builds[1].Tag, Source: &e.builds[1].Src}
+	}
 	e.runPhases(ctx, rep)
 	rep.Machine.LoadEnd = loadavg()
 	rep.Problems = e.problems
 	rep.judge()
-	printReport(os.Stdout, rep)
+	if rep.Baseline != nil {
+		printComparison(os.Stdout, rep)
+	} else {
+		printReport(os.Stdout, rep)
+	}
 	if opts.jsonFile != "" {
 		if err := writeJSON(opts.jsonFile, rep); err != nil {
 			fmt.Fprintf(os.Stderr, "switchbench: %v\n", err)
@@ -97,9 +114,9 @@ func run(args []string) int {
 	return exitOK
 }
 
-// setup builds the binaries and draws the query mix against pathfind run on
-// its own.
-func (e *env) setup() error {
+// setup builds the binaries and draws the query mix against this tree's
+// pathfind run on its own.
+func (e *env) setup(ctx context.Context) error {
 	// The workers of a supervisor that dies become ours to stop and reap, and
 	// the supervisor starts with stdio only, so that its fd count is its own.
 	if err := procwatch.BecomeSubreaper(); err != nil {
@@ -108,13 +125,23 @@ func (e *env) setup() error {
 	if err := procwatch.CloseInheritedFDs(); err != nil {
 		return err
 	}
-	progressf("building the supervisor and pathfind")
-	bins, err := buildAll(e.opts.supervisorBin, e.opts.pathfindBin)
-	e.bins = bins
+	if e.opts.compare() {
+		progressf("building the supervisor and pathfind, of this tree and of the baseline %s", e.opts.baseline)
+	} else {
+		progressf("building the supervisor and pathfind")
+	}
+	builds, err := buildAll(ctx, e.opts)
+	if len(builds) > 0 {
+		e.builds, e.bins = builds, builds[0].Bins
+	}
 	if err != nil {
 		return err
 	}
-	bare, addr, size, err := startBare(bins.pathfind, e.opts.wait)
+	if len(builds) > 1 {
+		progressf("new: %s", builds[0].Src)
+		progressf("baseline: %s", builds[1].Src)
+	}
+	bare, addr, size, err := startBare(e.bins.pathfind, e.opts.wait)
 	if err != nil {
 		return err
 	}
@@ -129,25 +156,39 @@ func (e *env) setup() error {
 
 func (e *env) runPhases(ctx context.Context, rep *report) {
 	o := e.opts
+	all := rep.all()
 	if o.phases["upgrades"] {
 		for _, mode := range []loadgen.Mode{loadgen.NewConn, loadgen.KeepAlive} {
 			if ctx.Err() != nil {
 				return
 			}
-			progressf("upgrades under load, %s: %d upgrades every %v", mode, o.upgrades, o.every)
-			rep.Upgrades = append(rep.Upgrades, runUpgrades(ctx, e, mode))
+			progressf("upgrades under load, %s: %d upgrades every %v%s", mode, o.upgrades, o.every, e.alternated(o.upgradeBatches(), "batches"))
+			for i, m := range runUpgrades(ctx, e, mode) {
+				all[i].Upgrades = append(all[i].Upgrades, m)
+			}
 		}
 	}
 	if o.phases["throughput"] && ctx.Err() == nil {
-		progressf("throughput: %d rounds of %v, bare then supervised", o.rounds, o.round)
-		tp := runThroughput(ctx, e)
-		rep.Throughput = &tp
+		progressf("throughput: %d rounds of %v, bare then supervised%s", o.rounds, o.round, e.alternated(o.rounds, "rounds"))
+		for i, tp := range runThroughput(ctx, e) {
+			all[i].Throughput = &tp
+		}
 	}
 	if o.phases["flatness"] && ctx.Err() == nil {
-		progressf("flatness: %d upgrades back to back", o.flatUpgrades)
-		fl := runFlatness(ctx, e)
-		rep.Flatness = &fl
+		progressf("flatness: %d upgrades back to back%s", o.flatUpgrades, e.alternated((o.flatUpgrades+o.flatBatchSize()-1)/o.flatBatchSize(), "batches"))
+		for i, fl := range runFlatness(ctx, e) {
+			all[i].Flatness = &fl
+		}
 	}
+}
+
+// alternated says, when there are two builds, that a phase alternates them
+// n times.
+func (e *env) alternated(n int, what string) string {
+	if len(e.builds) < 2 {
+		return ""
+	}
+	return fmt.Sprintf(", each build in %d %s, alternated", n, what)
 }
 
 // stopSupervisor stops a supervisor, then checks that none of its workers

@@ -36,8 +36,15 @@ type options struct {
 	jsonFile       string
 	supervisorBin  string // prebuilt, instead of building ./cmd/supervisor
 	pathfindBin    string // prebuilt, instead of building ./example-game/pathfind
-	quick          bool
-	failOnMiss     bool
+	// With a baseline, every phase measures two builds, alternated: this
+	// tree's and that of git revision baseline (or prebuilt ones).
+	baseline              string
+	baselineSupervisorBin string
+	baselinePathfindBin   string
+	batches               int // the upgrades phase's batches per build and client mode, with a baseline
+	flatBatch             int // the flatness phase's upgrades per batch, with a baseline
+	quick                 bool
+	failOnMiss            bool
 }
 
 var allPhases = []string{"upgrades", "throughput", "flatness"}
@@ -48,6 +55,12 @@ Builds the supervisor and pathfind, then measures, with clients that never
 retry: upgrades under load in both client modes, the throughput of pathfind
 under the supervisor against pathfind run bare, and the supervisor's memory,
 fds and children across many upgrades. Prints each figure with its target.
+
+With --baseline REV it also builds both at git revision REV (in a temporary
+git worktree, with the same go build) and measures the two builds in the same
+run, alternated within every phase, then prints each figure for both side by
+side with the ratio new/baseline: "new" is this working tree, uncommitted
+changes included.
 
 flags:
 `
@@ -78,7 +91,12 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.jsonFile, "json", "", "also write the figures to this `FILE` as JSON")
 	fs.StringVar(&o.supervisorBin, "supervisor-bin", "", "use this prebuilt supervisor `BINARY` instead of building ./cmd/supervisor")
 	fs.StringVar(&o.pathfindBin, "pathfind-bin", "", "use this prebuilt pathfind `BINARY` instead of building ./example-game/pathfind")
-	fs.BoolVar(&o.quick, "quick", false, "a short smoke run: 5 upgrades, 2 rounds of 2s, 50 flatness upgrades, 2s steady (flags given explicitly win)")
+	fs.StringVar(&o.baseline, "baseline", "", "also build the supervisor and pathfind at git revision `REV` (such as HEAD~1) and measure both builds in this run, alternated, side by side")
+	fs.StringVar(&o.baselineSupervisorBin, "baseline-supervisor-bin", "", "with --baseline: use this prebuilt supervisor `BINARY` as the baseline's (with --baseline-pathfind-bin, no --baseline needed)")
+	fs.StringVar(&o.baselinePathfindBin, "baseline-pathfind-bin", "", "with --baseline: use this prebuilt pathfind `BINARY` as the baseline's")
+	fs.IntVar(&o.batches, "batches", 4, "with --baseline: the upgrades of each client mode in this many batches per build, alternated (each with --steady/N of steady load before and after)")
+	fs.IntVar(&o.flatBatch, "flat-batch", 0, "with --baseline: flatness upgrades per batch, alternated between the builds (default: a tenth of --flat-upgrades)")
+	fs.BoolVar(&o.quick, "quick", false, "a short smoke run: 5 upgrades, 2 rounds of 2s, 50 flatness upgrades, 2s steady, 2 batches with --baseline (flags given explicitly win)")
 	fs.BoolVar(&o.failOnMiss, "fail-on-miss", false, "exit 3 when a target is missed")
 	fs.Usage = func() {
 		fmt.Fprint(os.Stderr, usageText)
@@ -95,6 +113,9 @@ func parseFlags(args []string) (options, error) {
 	}
 	if o.quick {
 		o.applyQuick(fs)
+	}
+	if o.flatBatch == 0 {
+		o.flatBatch = max(1, o.flatUpgrades/10)
 	}
 	var err error
 	if o.phases, err = parsePhases(phases); err != nil {
@@ -113,6 +134,7 @@ func (o *options) applyQuick(fs *flag.FlagSet) {
 		"round":         func() { o.round = 2 * time.Second },
 		"flat-upgrades": func() { o.flatUpgrades = 50 },
 		"steady":        func() { o.steady = 2 * time.Second },
+		"batches":       func() { o.batches = 2 },
 	}
 	for name, apply := range quick {
 		if !set[name] {
@@ -145,6 +167,10 @@ func (o options) check() error {
 		return errors.New("--every, --window and --round must be positive; --steady, --warmup and --flat-pause not negative")
 	case o.drainTimeout <= 0 || o.requestTimeout <= 0 || o.wait <= 0:
 		return errors.New("--drain-timeout, --request-timeout and --wait must be positive")
+	case o.baseline == "" && (o.baselineSupervisorBin == "") != (o.baselinePathfindBin == ""):
+		return errors.New("--baseline-supervisor-bin and --baseline-pathfind-bin go together, or with --baseline REV")
+	case o.compare() && (o.batches < 1 || o.batches > o.upgrades || o.flatBatch < 1):
+		return errors.New("--batches must be from 1 to --upgrades, --flat-batch at least 1")
 	}
 	return nil
 }
@@ -156,11 +182,36 @@ func (o options) describe() map[string]any {
 		phases = append(phases, p)
 	}
 	sort.Strings(phases)
-	return map[string]any{
+	m := map[string]any{
 		"upgrades": o.upgrades, "every": o.every.String(), "window": o.window.String(), "steady": o.steady.String(),
 		"clients": o.clients, "tp_clients": o.tpClients, "rounds": o.rounds, "round": o.round.String(),
 		"flat_upgrades": o.flatUpgrades, "flat_clients": o.flatClients, "flat_pause": o.flatPause.String(),
 		"warmup": o.warmup.String(), "drain_timeout": o.drainTimeout.String(), "request_timeout": o.requestTimeout.String(),
 		"wait": o.wait.String(), "seed": o.seed, "queries": o.queries, "phases": phases, "quick": o.quick,
 	}
+	if o.compare() {
+		m["baseline"], m["batches"], m["flat_batch"] = o.baseline, o.batches, o.flatBatch
+	}
+	return m
+}
+
+// compare says whether a baseline build is measured too.
+func (o options) compare() bool {
+	return o.baseline != "" || o.baselineSupervisorBin != ""
+}
+
+// upgradeBatches is the number of batches of the upgrades phase.
+func (o options) upgradeBatches() int {
+	if o.compare() {
+		return o.batches
+	}
+	return 1
+}
+
+// flatBatchSize is the number of flatness upgrades between switches of build.
+func (o options) flatBatchSize() int {
+	if o.compare() {
+		return o.flatBatch
+	}
+	return o.flatUpgrades
 }

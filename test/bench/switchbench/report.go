@@ -7,6 +7,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/procswitch/supervisor/test/bench/benchbuild"
 )
 
 // Targets, from issue 2's "Benchmark" section.
@@ -19,15 +21,34 @@ const (
 
 // report is everything the benchmark found; it is also the JSON output.
 type report struct {
-	Command    string            `json:"command"`
-	Machine    machine           `json:"machine"`
-	Options    map[string]any    `json:"options"`
-	Queries    int               `json:"queries"`
-	Upgrades   []modeResult      `json:"upgrades,omitempty"`
-	Throughput *throughputResult `json:"throughput,omitempty"`
-	Flatness   *flatResult       `json:"flatness,omitempty"`
-	Verdicts   []verdict         `json:"verdicts"`
-	Problems   []string          `json:"problems,omitempty"`
+	Command string         `json:"command"`
+	Machine machine        `json:"machine"`
+	Options map[string]any `json:"options"`
+	Queries int            `json:"queries"`
+	results                // of this tree
+	// With --baseline: the baseline build's figures, and each figure of
+	// both side by side.
+	Baseline   *results     `json:"baseline,omitempty"`
+	Comparison []comparison `json:"comparison,omitempty"`
+	Problems   []string     `json:"problems,omitempty"`
+}
+
+// results are the figures of one build.
+type results struct {
+	Build      string             `json:"build,omitempty"`  // with --baseline: new or baseline
+	Source     *benchbuild.Source `json:"source,omitempty"` // with --baseline
+	Upgrades   []modeResult       `json:"upgrades,omitempty"`
+	Throughput *throughputResult  `json:"throughput,omitempty"`
+	Flatness   *flatResult        `json:"flatness,omitempty"`
+	Verdicts   []verdict          `json:"verdicts"`
+}
+
+// all are the results of each build: this tree's, then the baseline's.
+func (r *report) all() []*results {
+	if r.Baseline == nil {
+		return []*results{&r.results}
+	}
+	return []*results{&r.results, r.Baseline}
 }
 
 // verdict is one figure against its target.
@@ -37,12 +58,23 @@ type verdict struct {
 	Pass   bool   `json:"pass"`
 }
 
-func (r *report) add(pass bool, target, format string, args ...any) {
+func (r *results) add(pass bool, target, format string, args ...any) {
 	r.Verdicts = append(r.Verdicts, verdict{Target: target, Value: fmt.Sprintf(format, args...), Pass: pass})
 }
 
-// judge compares each figure with its target.
+// judge compares each build's figures with their targets, and the builds
+// with each other.
 func (r *report) judge() {
+	for _, res := range r.all() {
+		res.judge()
+	}
+	if r.Baseline != nil {
+		r.Comparison = compare(&r.results, r.Baseline)
+	}
+}
+
+// judge compares each figure with its target.
+func (r *results) judge() {
 	for _, m := range r.Upgrades {
 		r.add(m.Failed == 0 && m.Error == "", "0 failed requests, "+m.Mode,
 			"%d of %d failed%s", m.Failed, m.Requests, errNote(m.Error))
@@ -65,7 +97,7 @@ func (r *report) judge() {
 	}
 }
 
-func (r *report) judgeFlatness(f *flatResult) {
+func (r *results) judgeFlatness(f *flatResult) {
 	peak := max(f.MaxRSSKB, f.After.HWMKB)
 	r.add(peak > 0 && mb(peak) <= targetRSSMB, fmt.Sprintf("supervisor RSS <= %.0f MB", targetRSSMB),
 		"peak %.1f MB (VmHWM), %.1f MB before, %.1f MB after", mb(peak), mb(f.Before.RSSKB), mb(f.After.RSSKB))
@@ -91,6 +123,7 @@ func errNote(err string) string {
 	return "; phase error"
 }
 
+// missed says whether this tree's build missed a target.
 func (r *report) missed() bool {
 	for _, v := range r.Verdicts {
 		if !v.Pass {
@@ -100,7 +133,17 @@ func (r *report) missed() bool {
 	return false
 }
 
+// incomplete says whether a phase could not finish, for either build.
 func (r *report) incomplete() bool {
+	for _, res := range r.all() {
+		if res.incomplete() {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *results) incomplete() bool {
 	for _, m := range r.Upgrades {
 		if m.Error != "" {
 			return true
@@ -134,8 +177,7 @@ func formatOptions(o map[string]any) string {
 }
 
 func printReport(w io.Writer, r *report) {
-	fmt.Fprintf(w, "query mix: %d distinct /path queries on the default map (seed %v): a third within %d cells, a third within %d, a third anywhere\n\n",
-		r.Queries, r.Options["seed"], shortReach, midReach)
+	printQueryMix(w, r)
 	if len(r.Upgrades) > 0 {
 		printUpgrades(w, r.Upgrades, r.Options)
 	}
@@ -146,17 +188,30 @@ func printReport(w io.Writer, r *report) {
 		printFlatness(w, r.Flatness)
 	}
 	fmt.Fprintf(w, "load average at end: %s\n\n", r.Machine.LoadEnd)
-	fmt.Fprintln(w, "TARGETS (issue 2)")
-	for _, v := range r.Verdicts {
+	printVerdicts(w, "TARGETS (issue 2)", r.Verdicts)
+	printProblems(w, r.Problems)
+}
+
+func printQueryMix(w io.Writer, r *report) {
+	fmt.Fprintf(w, "query mix: %d distinct /path queries on the default map (seed %v): a third within %d cells, a third within %d, a third anywhere\n\n",
+		r.Queries, r.Options["seed"], shortReach, midReach)
+}
+
+func printVerdicts(w io.Writer, title string, vs []verdict) {
+	fmt.Fprintln(w, title)
+	for _, v := range vs {
 		mark := "PASS"
 		if !v.Pass {
 			mark = "MISS"
 		}
 		fmt.Fprintf(w, "  %s  %-58s %s\n", mark, v.Target, v.Value)
 	}
-	if len(r.Problems) > 0 {
+}
+
+func printProblems(w io.Writer, problems []string) {
+	if len(problems) > 0 {
 		fmt.Fprintln(w, "\nPROBLEMS")
-		for _, p := range r.Problems {
+		for _, p := range problems {
 			fmt.Fprintf(w, "  - %s\n", p)
 		}
 	}

@@ -7,7 +7,8 @@ import (
 	"strings"
 )
 
-// table prints rows of cells in aligned columns.
+// table prints rows of cells in aligned columns; a row of no cells is a
+// blank line.
 type table struct {
 	rows [][]string
 }
@@ -25,6 +26,10 @@ func (t *table) print(w io.Writer) {
 		}
 	}
 	for _, r := range t.rows {
+		if len(r) == 0 {
+			fmt.Fprintln(w)
+			continue
+		}
 		var b strings.Builder
 		for i, c := range r {
 			if i < len(r)-1 {
@@ -75,6 +80,13 @@ func printUpgrades(w io.Writer, ms []modeResult, o map[string]any) {
 		return fmt.Sprintf("%d/%d, %d/%d", m.UpgradesOK, len(m.Upgrades), m.UpgradesOK-m.NoNewAnswer, m.UpgradesOK)
 	})
 	t.print(w)
+	printUpgradeDetails(w, ms, "")
+	fmt.Fprintln(w)
+}
+
+// printUpgradeDetails prints each upgrade's switch time, failed requests and
+// phase errors, each line's mode prefixed with prefix.
+func printUpgradeDetails(w io.Writer, ms []modeResult, prefix string) {
 	for _, m := range ms {
 		var sw []string
 		for _, u := range m.Upgrades {
@@ -87,15 +99,14 @@ func printUpgrades(w io.Writer, ms []modeResult, o map[string]any) {
 				sw = append(sw, fmt.Sprintf("%.0f", u.SwitchMS))
 			}
 		}
-		fmt.Fprintf(w, "  %s switch times, ms: %s\n", m.Mode, strings.Join(sw, " "))
+		fmt.Fprintf(w, "  %s%s switch times, ms: %s\n", prefix, m.Mode, strings.Join(sw, " "))
 		for _, s := range m.ErrorSamples {
-			fmt.Fprintf(w, "  %s error: %s\n", m.Mode, s)
+			fmt.Fprintf(w, "  %s%s error: %s\n", prefix, m.Mode, s)
 		}
 		if m.Error != "" {
-			fmt.Fprintf(w, "  %s PHASE ERROR: %s\n", m.Mode, m.Error)
+			fmt.Fprintf(w, "  %s%s PHASE ERROR: %s\n", prefix, m.Mode, m.Error)
 		}
 	}
-	fmt.Fprintln(w)
 }
 
 func lat(l latency) string {

@@ -51,45 +51,66 @@ type throughputResult struct {
 
 // target is a running pathfind to load.
 type target struct {
-	name string
-	addr string
-	pids []int // the processes that should answer
-	sup  int   // the supervisor's pid, 0 when bare
+	name  string // "bare" or "supervised"
+	build *build
+	addr  string
+	pids  []int // the processes that should answer
+	sup   int   // the supervisor's pid, 0 when bare
 }
 
 // runThroughput loads pathfind run bare and pathfind under the supervisor
 // (no upgrades) in turn, opts.rounds times each (ABAB...), with the same
 // clients and the same query sequence, so that machine noise hits both.
-func runThroughput(ctx context.Context, env *env) throughputResult {
+// With two builds, each round loads the four in turn: this tree's bare and
+// supervised, then the baseline's. It returns one result per build.
+func runThroughput(ctx context.Context, env *env) []throughputResult {
 	o := env.opts
-	res := throughputResult{Clients: o.tpClients, Mode: loadgen.KeepAlive.String(), RoundSeconds: o.round.Seconds()}
-	bare, addr, _, err := startBare(env.bins.pathfind, o.wait)
-	if err != nil {
-		res.Error = err.Error()
-		return res
+	res := make([]throughputResult, len(env.builds))
+	targets := make([][]target, len(env.builds))
+	for i, b := range env.builds {
+		res[i] = throughputResult{Clients: o.tpClients, Mode: loadgen.KeepAlive.String(), RoundSeconds: o.round.Seconds()}
+		bare, addr, _, err := startBare(b.Bins.pathfind, o.wait)
+		if err != nil {
+			res[i].Error = err.Error()
+			return finishAll(res, nil)
+		}
+		defer env.stopProc(bare)
+		sup, err := startSupervisor(b.Bins, o.drainTimeout, o.wait)
+		if err != nil {
+			res[i].Error = err.Error()
+			return finishAll(res, nil)
+		}
+		defer env.stopSupervisor(sup)
+		targets[i] = []target{{"bare", b, addr, []int{bare.PID}, 0}, {"supervised", b, sup.addr, sup.pids, sup.PID}}
 	}
-	defer env.stopProc(bare)
-	sup, err := startSupervisor(env.bins, o.drainTimeout, o.wait)
-	if err != nil {
-		res.Error = err.Error()
-		return res
-	}
-	defer env.stopSupervisor(sup)
-	targets := []target{{"bare", addr, []int{bare.PID}, 0}, {"supervised", sup.addr, sup.pids, sup.PID}}
-	var per [2][]float64
-	for i := 1; i <= o.rounds; i++ {
-		for j, tg := range targets {
-			r, err := measureRound(ctx, env, tg, i)
-			if err != nil {
-				res.Error = err.Error()
-				return res.finish(per)
+	per := make([][2][]float64, len(env.builds))
+	for n := 1; n <= o.rounds; n++ {
+		for i := range env.builds {
+			for j, tg := range targets[i] {
+				r, err := measureRound(ctx, env, tg, n)
+				if err != nil {
+					res[i].Error = err.Error()
+					return finishAll(res, per)
+				}
+				res[i].Rounds = append(res[i].Rounds, r)
+				res[i].Failed += r.Failed
+				per[i][j] = append(per[i][j], r.PerSec)
 			}
-			res.Rounds = append(res.Rounds, r)
-			res.Failed += r.Failed
-			per[j] = append(per[j], r.PerSec)
 		}
 	}
-	return res.finish(per)
+	return finishAll(res, per)
+}
+
+// finishAll computes each build's figures from its rounds' req/s.
+func finishAll(res []throughputResult, per [][2][]float64) []throughputResult {
+	for i := range res {
+		var p [2][]float64
+		if i < len(per) {
+			p = per[i]
+		}
+		res[i] = res[i].finish(p)
+	}
+	return res
 }
 
 func (res throughputResult) finish(per [2][]float64) throughputResult {
@@ -141,7 +162,7 @@ func measureRound(ctx context.Context, env *env, tg target, n int) (round, error
 		return r, err
 	}
 	if cpuErr != nil || cpuErr1 != nil {
-		warnf("throughput: %s round %d: reading CPU time: %v", tg.name, n, errors.Join(cpuErr, cpuErr1))
+		warnf("throughput: %s round %d: reading CPU time: %v", tg.build.Label(tg.name), n, errors.Join(cpuErr, cpuErr1))
 	}
 	r.WorkerCPUMS, r.SupervisorCPUMS = ms(cpu1[0]-cpu0[0]), ms(cpu1[1]-cpu0[1])
 	var in []loadgen.Record
@@ -161,7 +182,7 @@ func measureRound(ctx context.Context, env *env, tg target, n int) (round, error
 		r.CPUPerReqUS = r.WorkerCPUMS * 1000 / float64(len(in))
 	}
 	if r.Failed > 0 {
-		warnf("throughput: %s round %d: %d requests failed:\n%s", tg.name, n, r.Failed, res.Summary())
+		warnf("throughput: %s round %d: %d requests failed:\n%s", tg.build.Label(tg.name), n, r.Failed, res.Summary())
 	}
 	return r, nil
 }

@@ -67,80 +67,140 @@ type modeResult struct {
 	// supervisor's clock: switch_ms - ready_ms, per upgrade, median.
 	BeyondReadyMedianMS float64 `json:"switch_minus_ready_median_ms"`
 	Error               string  `json:"error,omitempty"`
+
+	// Gathered batch by batch, for finish.
+	steady, after []loadgen.Record // OK or not, outside the warm-up
+	parts         switchParts
 }
 
+// switchParts are the switch times and their parts, one per upgrade that has
+// each (see upgradeRecord).
+type switchParts struct {
+	switches, ready, beyond, signal, drainToNew []float64
+}
+
+// maxErrorSamples is how many failed requests a modeResult describes.
+const maxErrorSamples = 10
+
 // runUpgrades measures opts.upgrades SIGHUP upgrades under load in one
-// client mode, on a supervisor of its own: steady load, the upgrades spaced
-// by opts.every, steady load again.
-func runUpgrades(ctx context.Context, env *env, mode loadgen.Mode) modeResult {
+// client mode, on a supervisor of its own for each build: steady load, the
+// upgrades spaced by opts.every, steady load again. With two builds, it does
+// so in batches, alternating the builds, each batch with a share of the
+// steady load; it returns one result per build.
+func runUpgrades(ctx context.Context, env *env, mode loadgen.Mode) []modeResult {
 	o := env.opts
-	res := modeResult{Mode: mode.String(), Clients: o.clients}
-	sup, err := startSupervisor(env.bins, o.drainTimeout, o.wait)
-	if err != nil {
-		res.Error = err.Error()
-		return res
+	runs := make([]*upgradeRun, len(env.builds))
+	for i, b := range env.builds {
+		runs[i] = &upgradeRun{build: b, mode: mode, res: modeResult{Mode: mode.String(), Clients: o.clients}}
+		sup, err := startSupervisor(b.Bins, o.drainTimeout, o.wait)
+		if err != nil {
+			runs[i].res.Error = err.Error()
+			continue
+		}
+		runs[i].sup = sup
+		defer env.stopSupervisor(sup)
 	}
-	defer env.stopSupervisor(sup)
+	batches := o.upgradeBatches()
+	for n := range batches {
+		upgrades := o.upgrades*(n+1)/batches - o.upgrades*n/batches
+		for _, r := range runs {
+			if r.sup != nil && r.res.Error == "" && ctx.Err() == nil {
+				r.batch(ctx, env, upgrades, o.steady/time.Duration(batches), o.seed+uint64(n))
+			}
+		}
+	}
+	out := make([]modeResult, len(runs))
+	for i, r := range runs {
+		r.res.finish()
+		out[i] = r.res
+	}
+	return out
+}
+
+// upgradeRun is the upgrades phase of one build in one client mode.
+type upgradeRun struct {
+	build *build
+	mode  loadgen.Mode
+	sup   *supervisor
+	res   modeResult
+}
+
+// batch loads the supervisor for opts.warmup, then steady, then upgrades
+// it n times, then loads it for opts.window and steady again.
+func (r *upgradeRun) batch(ctx context.Context, env *env, n int, steady time.Duration, seed uint64) {
+	o := env.opts
 	start := time.Now()
-	ld, err := startLoad(ctx, env, sup.addr, o.seed, loadgen.Config{Mode: mode, Clients: o.clients})
+	ld, err := startLoad(ctx, env, r.sup.addr, seed, loadgen.Config{Mode: r.mode, Clients: o.clients})
 	if err != nil {
-		res.Error = err.Error()
-		return res
+		r.res.Error = err.Error()
+		return
 	}
 	steadyFrom := start.Add(o.warmup)
 	var ups []procwatch.Upgrade
-	err = sleepCtx(ctx, o.warmup+o.steady)
-	for i := 0; err == nil && i < o.upgrades; i++ {
+	err = sleepCtx(ctx, o.warmup+steady)
+	for i := 0; err == nil && i < n; i++ {
 		var u procwatch.Upgrade
-		u, err = sup.hup(o.wait)
+		u, err = r.sup.hup(o.wait)
 		if err != nil {
 			break
 		}
 		ups = append(ups, u)
-		if err = sup.waitDrained(u, o.wait); err != nil {
+		if err = r.sup.waitDrained(u, o.wait); err != nil {
 			break
 		}
 		err = sleepCtx(ctx, time.Until(u.Sent.Add(o.every)))
 	}
 	if err == nil {
-		err = sleepCtx(ctx, o.window+o.steady)
+		err = sleepCtx(ctx, o.window+steady)
 	}
 	result := ld.Stop()
 	if err != nil {
-		res.Error = err.Error()
+		r.res.Error = err.Error()
 	}
-	res.fill(result, ups, sup.Log.All(), steadyFrom, o.window)
-	return res
+	r.res.add(result, ups, r.sup.Log.All(), steadyFrom, o.window)
 }
 
-// fill computes the figures from the load's records, the upgrades and the
-// supervisor's log.
-func (res *modeResult) fill(r *loadgen.Result, ups []procwatch.Upgrade, log []procwatch.Entry, steadyFrom time.Time, window time.Duration) {
-	res.Seconds = r.End.Sub(r.Start).Seconds()
-	res.Requests, res.Failed = len(r.Records), r.Failed()
-	res.OKPerSecond = r.Throughput()
-	res.ByClass = make(map[string]int)
+// add counts one batch's load, the upgrades and the supervisor's log in.
+func (res *modeResult) add(r *loadgen.Result, ups []procwatch.Upgrade, log []procwatch.Entry, steadyFrom time.Time, window time.Duration) {
+	res.Seconds += r.End.Sub(r.Start).Seconds()
+	res.Requests += len(r.Records)
+	res.Failed += r.Failed()
+	if res.ByClass == nil {
+		res.ByClass = make(map[string]int)
+	}
 	for c, n := range r.ByClass() {
-		res.ByClass[c.String()] = n
+		res.ByClass[c.String()] += n
 	}
-	for _, rec := range r.Errors(10) {
-		res.ErrorSamples = append(res.ErrorSamples, fmt.Sprintf("+%v client %d: %v: %v",
-			rec.Start.Sub(r.Start).Round(time.Millisecond), rec.Client, rec.Class, rec.Err))
+	if left := maxErrorSamples - len(res.ErrorSamples); left > 0 {
+		for _, rec := range r.Errors(left) {
+			res.ErrorSamples = append(res.ErrorSamples, fmt.Sprintf("+%v client %d: %v: %v",
+				rec.Start.Sub(r.Start).Round(time.Millisecond), rec.Client, rec.Class, rec.Err))
+		}
 	}
-	var steady, after []loadgen.Record
 	for _, rec := range r.Records {
 		switch {
 		case nearUpgrade(rec, ups, window):
-			after = append(after, rec)
+			res.after = append(res.after, rec)
 		case !rec.Start.Before(steadyFrom):
-			steady = append(steady, rec)
+			res.steady = append(res.steady, rec)
 		}
 	}
-	res.Steady, res.AfterUpgrade = summarize(steady), summarize(after)
+	res.switchTimes(r, ups, log)
+}
+
+// finish computes the figures of all the batches added.
+func (res *modeResult) finish() {
+	if res.Seconds > 0 {
+		res.OKPerSecond = float64(res.Requests-res.Failed) / res.Seconds
+	}
+	res.Steady, res.AfterUpgrade = summarize(res.steady), summarize(res.after)
 	if res.Steady.P99MS > 0 {
 		res.P99Ratio = res.AfterUpgrade.P99MS / res.Steady.P99MS
 	}
-	res.switchTimes(r, ups, log)
+	p := &res.parts
+	res.SwitchMedianMS, res.SwitchP90MS = median(p.switches), quantile(p.switches, 0.9)
+	res.ReadyMedianMS, res.BeyondReadyMedianMS = median(p.ready), median(p.beyond)
+	res.SignalMedianMS, res.DrainToNewMedianMS = median(p.signal), median(p.drainToNew)
 }
 
 // nearUpgrade says whether rec was under way at some time within window
@@ -155,8 +215,8 @@ func nearUpgrade(rec loadgen.Record, ups []procwatch.Upgrade, window time.Durati
 	return false
 }
 
-// switchTimes finds, for each upgrade, the first answer from a worker of the
-// new generation: the new PIDs from the supervisor's log, or else the first
+// switchTimes finds, for each upgrade of a batch, the first answer from a
+// worker of the new generation: the new PIDs from the supervisor's log, or else the first
 // PID not seen before the SIGHUP. It splits the switch time at the times of
 // the supervisor's log lines.
 func (res *modeResult) switchTimes(r *loadgen.Result, ups []procwatch.Upgrade, log []procwatch.Entry) {
@@ -170,12 +230,12 @@ func (res *modeResult) switchTimes(r *loadgen.Result, ups []procwatch.Upgrade, l
 			first[rec.PID] = at
 		}
 	}
-	var switches, ready, beyond, signal, drainToNew []float64
+	p := &res.parts
 	for _, u := range ups {
 		ur := upgradeRecord{Gen: u.Gen, OK: u.OK, Reason: u.Reason, Pids: u.PIDs, ReadyMS: u.ReadyMS, SwitchMS: -1}
 		if u.OK {
 			res.UpgradesOK++
-			ready = append(ready, u.ReadyMS)
+			p.ready = append(p.ready, u.ReadyMS)
 			pids := u.PIDs
 			if len(pids) == 0 {
 				pids = newPIDs(first, u.Sent)
@@ -183,15 +243,15 @@ func (res *modeResult) switchTimes(r *loadgen.Result, ups []procwatch.Upgrade, l
 			started, succeeded, logged := logTimes(log, u)
 			if logged {
 				ur.SignalMS = ms(started.Sub(u.Sent))
-				signal = append(signal, ur.SignalMS)
+				p.signal = append(p.signal, ur.SignalMS)
 			}
 			if t, ok := earliest(first, pids, u.Sent); ok {
 				ur.SwitchMS = ms(t.Sub(u.Sent))
-				switches = append(switches, ur.SwitchMS)
-				beyond = append(beyond, ur.SwitchMS-u.ReadyMS)
+				p.switches = append(p.switches, ur.SwitchMS)
+				p.beyond = append(p.beyond, ur.SwitchMS-u.ReadyMS)
 				if logged {
 					ur.DrainToNewMS = ms(t.Sub(succeeded))
-					drainToNew = append(drainToNew, ur.DrainToNewMS)
+					p.drainToNew = append(p.drainToNew, ur.DrainToNewMS)
 				}
 			} else {
 				res.NoNewAnswer++
@@ -199,9 +259,6 @@ func (res *modeResult) switchTimes(r *loadgen.Result, ups []procwatch.Upgrade, l
 		}
 		res.Upgrades = append(res.Upgrades, ur)
 	}
-	res.SwitchMedianMS, res.SwitchP90MS = median(switches), quantile(switches, 0.9)
-	res.ReadyMedianMS, res.BeyondReadyMedianMS = median(ready), median(beyond)
-	res.SignalMedianMS, res.DrainToNewMedianMS = median(signal), median(drainToNew)
 }
 
 // logTimes are the times of u's "upgrade started" and outcome lines, by the

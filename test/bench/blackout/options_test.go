@@ -1,0 +1,33 @@
+package main
+
+import (
+	"slices"
+	"testing"
+)
+
+func TestRows(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []size
+		rnds int
+	}{
+		{[]string{"--rows", "100k/1k"}, []size{{100_000, 1000}}, 1},
+		{[]string{"--rows", "100k/1k, 1M/10k", "--baseline", "HEAD"}, []size{{100_000, 1000}, {1_000_000, 10_000}}, 3},
+		{[]string{"--players", "1k,2k", "--conns", "100", "--rounds", "2"}, []size{{1000, 100}, {2000, 100}}, 2},
+	} {
+		o, err := parseFlags(tc.args)
+		if err != nil || !slices.Equal(o.sizes, tc.want) || o.rounds != tc.rnds {
+			t.Errorf("%q: sizes %v, rounds %d, %v; want %v, %d", tc.args, o.sizes, o.rounds, err, tc.want, tc.rnds)
+		}
+	}
+	for _, bad := range [][]string{
+		{"--rows", "100k"},
+		{"--rows", "100k/"},
+		{"--rows", "1k/1", "--players", "5"},
+		{"--baseline-game-a", "a", "--baseline-game-b", "b"},
+	} {
+		if _, err := parseFlags(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
