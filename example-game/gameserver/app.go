@@ -117,12 +117,6 @@ func (a *app) start() error {
 	return err
 }
 
-func closeConns(conns []handoff.Conn) {
-	for _, c := range conns {
-		c.Close()
-	}
-}
-
 // restore is the State's Restore hook: it reads the snapshot at path, if
 // there is one, into a new world. The State calls it while the connections
 // handed over are still being made ready.

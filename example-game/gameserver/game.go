@@ -1,15 +1,10 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 )
-
-// errNotEnoughCoin is the fixed build's answer to a purchase the player
-// cannot afford.
-var errNotEnoughCoin = errors.New("not enough coin")
 
 // game is the logic: it runs one command line of a session on the world.
 type game struct {

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -105,7 +104,7 @@ func buildAll(dir string) error {
 func goBuild(ctx context.Context, args []string) error {
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		goTool = filepath.Join(os.Getenv("GOROOT"), "bin", "go") // as go test sets it
 	}
 	if raceEnabled {
 		args = append([]string{"-race"}, args...)

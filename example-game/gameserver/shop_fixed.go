@@ -2,6 +2,12 @@
 
 package main
 
+import "errors"
+
+// errNotEnoughCoin is this build's answer to a purchase the player cannot
+// afford.
+var errNotEnoughCoin = errors.New("not enough coin")
+
 // shopRule names this build's BUY rule, for the start line.
 const shopRule = "fixed shop: BUY checks the balance"
 
