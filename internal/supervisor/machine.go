@@ -315,7 +315,7 @@ func (s *Supervisor) onNextFailed(g *generation, kind Kind, reason string) {
 // restored then).
 func (s *Supervisor) onSaved(from *generation, note string) {
 	switch {
-	case s.state == stateSelfUpgrading && from == s.self.old && !s.self.saved:
+	case s.state == stateSelfUpgrading && s.cfg.Handover && from == s.self.old && !s.self.saved:
 		s.selfSaved(note)
 	case (s.state == stateSaving || s.state == stateRollingBack) && s.handover != nil &&
 		from == s.handover.old && !s.handover.saved:
