@@ -19,10 +19,11 @@ import (
 //	serving        ready                       nil           nil        nil
 //	upgrading      serving                     starting      nil        nil
 //	saving         the old one, saving         waiting       set        nil
-//	restoring      the old one, exited         restoring     set        nil
+//	restoring      the old one, saved          restoring     set        nil
 //	rolling-back   the old one until it has    nil           set until  nil
 //	               saved, then the previous                  it serves
-//	               binary again, cold
+//	               binary again, cold                        (nil after
+//	                                                         a SIGUSR2)
 //	self-upgrading serving (overlap) or saving nil           nil        set
 //	retired        nil                         nil           nil        nil
 //	stopping       nil                         nil           nil        nil
@@ -56,7 +57,8 @@ import (
 //	failed (the next generation exited, was not ready in time, or could not
 //	be started or given its connections)
 //	  upgrading      kill it → serving (starting if current never was ready)
-//	  saving         kill it → rolling-back, once the old worker has saved
+//	  saving         (only by exiting: no ready timer runs, nothing is passed
+//	                 yet) kill it → rolling-back, once the old worker has saved
 //	  restoring      kill it, start the previous binary → rolling-back
 //	waiting (handover: the new worker is initialised)
 //	  upgrading      the old worker saves → saving
@@ -73,8 +75,8 @@ import (
 //	  retired, stopping: Run returns
 //
 // A worker of the current generation that crashes is restarted with
-// back-off in every state that has a current generation, except a saving
-// one; the watchdog, STATUS= and the drain timeout are per worker, in
+// back-off in every state that has a current generation, except one that
+// is saving or has saved (it drains); the watchdog, STATUS= and the drain timeout are per worker, in
 // every state.
 type state int
 
