@@ -373,7 +373,6 @@ func (s *Supervisor) onSuccessor(err error) {
 
 // retire drains our workers once a successor supervisor serves.
 func (s *Supervisor) retire() {
-	s.retired = true
 	s.setState(stateRetired)
 	if g := s.current; g != nil {
 		s.current = nil

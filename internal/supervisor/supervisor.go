@@ -54,7 +54,6 @@ type Supervisor struct {
 	waiters  []chan Result // replies for the running upgrade
 	queued   []chan Result // replies for the one coalesced next upgrade
 	store    []stored      // the fd store: connections handed over
-	retired  bool          // a successor supervisor took over
 
 	gens            []*generation // every generation with live processes or a socket
 	lastGen         int
@@ -137,7 +136,7 @@ func (s *Supervisor) Stop() { s.send(stopRequest{}) }
 
 // Retired reports, once Run has returned, whether a successor supervisor
 // took over (SIGUSR2) rather than a stop.
-func (s *Supervisor) Retired() bool { return s.retired }
+func (s *Supervisor) Retired() bool { return s.state == stateRetired }
 
 // send hands an event to the loop; it reports false once the loop is gone.
 func (s *Supervisor) send(ev any) bool {
