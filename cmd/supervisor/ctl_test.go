@@ -112,7 +112,7 @@ type fakeSupervisor struct {
 
 func (f *fakeSupervisor) Status() (supervisor.Status, bool) { return f.status, true }
 func (f *fakeSupervisor) Stop()                             { f.stops <- struct{}{} }
-func (f *fakeSupervisor) Upgrade() <-chan supervisor.Result {
+func (f *fakeSupervisor) UpgradeBy(string) <-chan supervisor.Result {
 	r := make(chan supervisor.Result, 1)
 	f.upgrades <- r
 	return r

@@ -69,7 +69,7 @@ func newFake() *fake {
 
 func (f *fake) Status() (supervisor.Status, bool) { return f.status, !f.down.Load() }
 
-func (f *fake) Upgrade() <-chan supervisor.Result {
+func (f *fake) UpgradeBy(string) <-chan supervisor.Result {
 	r := make(chan supervisor.Result, 1)
 	f.upgrades <- r
 	return r

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/procswitch/supervisor/internal/history"
 	"github.com/procswitch/supervisor/internal/supervisor"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
@@ -26,7 +27,7 @@ const (
 // Supervisor is what the control socket drives.
 type Supervisor interface {
 	Status() (supervisor.Status, bool)
-	Upgrade() <-chan supervisor.Result
+	UpgradeBy(trigger string) <-chan supervisor.Result
 	Stop()
 }
 
@@ -181,7 +182,7 @@ func (s *Server) answer(req Request, c *net.UnixConn) Response {
 		s.sup.Stop()
 		return Response{OK: true, PID: os.Getpid()}
 	case CmdUpgrade:
-		result := s.sup.Upgrade()
+		result := s.sup.UpgradeBy(history.TriggerCtl)
 		if !req.Wait {
 			return Response{OK: true}
 		}

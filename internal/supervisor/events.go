@@ -4,7 +4,14 @@ import "github.com/procswitch/supervisor/internal/notify"
 
 // Requests and events the loop handles.
 type (
-	upgradeRequest     struct{ reply chan Result }
+	upgradeRequest struct {
+		reply   chan Result
+		trigger string // history.Trigger*
+	}
+	rollbackRequest struct {
+		reply chan Result
+		to    int // the generation whose binary to go back to; 0: the previous one
+	}
 	selfUpgradeRequest struct{ reply chan Result }
 	stopRequest        struct{}
 	successorEvent     struct{ err error } // the successor supervisor serves (nil), or failed

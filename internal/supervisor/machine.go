@@ -396,3 +396,8 @@ func (s *Supervisor) finished() bool {
 	}
 	return true
 }
+
+// onRollbackRequest: ctl rollback.
+func (s *Supervisor) onRollbackRequest(reply chan Result, to int) {
+	s.refuseUpgrade(reply, refused("rollback is not implemented yet"))
+}

@@ -25,6 +25,23 @@ type Status struct {
 	LastUpgrade     *UpgradeStatus `json:"last_upgrade,omitempty"`
 	LastSelfUpgrade *UpgradeStatus `json:"last_self_upgrade,omitempty"` // the last SIGUSR2; Gen is 0
 	Stopping        bool           `json:"stopping,omitempty"`
+	// Versions are the binaries held open, newest first: the current
+	// generation's and those `ctl rollback` can go back to.
+	Versions []VersionStatus `json:"versions,omitempty"`
+	// Probation is set while the current generation is on probation: a
+	// crash or a hang rolls it back by itself until then.
+	ProbationUntil *time.Time `json:"probation_until,omitempty"`
+}
+
+// VersionStatus is one held binary.
+type VersionStatus struct {
+	Gen     int       `json:"gen"`               // the last generation that ran it
+	Binary  string    `json:"binary"`            // the path it was started from (the file there may have changed since)
+	Version string    `json:"version,omitempty"` // sha256, 12 hex digits
+	Current bool      `json:"current,omitempty"`
+	Bad     bool      `json:"bad,omitempty"`    // rolled back from: never started again by a crash restart
+	Reason  string    `json:"reason,omitempty"` // why it is bad
+	Since   time.Time `json:"since"`            // when it last became current
 }
 
 // GenStatus describes one generation.

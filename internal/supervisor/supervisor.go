@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/procswitch/supervisor/internal/history"
 	"github.com/procswitch/supervisor/internal/proc"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
@@ -113,8 +114,20 @@ func (s *Supervisor) Ready() <-chan struct{} { return s.readyCh }
 // Upgrade asks for an upgrade: a new generation from the configured path.
 // A request made while an upgrade runs is coalesced with any other such
 // request into one more upgrade after it. The channel receives the result.
-func (s *Supervisor) Upgrade() <-chan Result {
-	return s.request(func(reply chan Result) any { return upgradeRequest{reply: reply} })
+func (s *Supervisor) Upgrade() <-chan Result { return s.UpgradeBy(history.TriggerSIGHUP) }
+
+// UpgradeBy is Upgrade, recorded in the history as asked for by trigger
+// (history.TriggerSIGHUP, history.TriggerCtl).
+func (s *Supervisor) UpgradeBy(trigger string) <-chan Result {
+	return s.request(func(reply chan Result) any { return upgradeRequest{reply: reply, trigger: trigger} })
+}
+
+// Rollback asks to switch back to a held earlier binary: generation to's,
+// or with to 0 the one that served before the current generation. It is an
+// upgrade like any other (a handover in handover mode), from the held file
+// rather than the path. The channel receives the result.
+func (s *Supervisor) Rollback(to int) <-chan Result {
+	return s.request(func(reply chan Result) any { return rollbackRequest{reply: reply, to: to} })
 }
 
 // SelfUpgrade asks for a successor supervisor (Config.Successor) to take
@@ -181,6 +194,8 @@ func (s *Supervisor) handle(ev any) {
 	switch ev := ev.(type) {
 	case upgradeRequest:
 		s.onUpgradeRequest(ev.reply)
+	case rollbackRequest:
+		s.onRollbackRequest(ev.reply, ev.to)
 	case stopRequest:
 		s.onStop()
 	case selfUpgradeRequest:
