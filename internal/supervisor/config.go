@@ -5,6 +5,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/procswitch/supervisor/internal/history"
 	"github.com/procswitch/supervisor/internal/ready"
 	"github.com/procswitch/supervisor/listener"
 	"github.com/rs/zerolog"
@@ -16,6 +17,9 @@ const (
 	DefaultDrainTimeout = 30 * time.Second
 	DefaultRestartMin   = 100 * time.Millisecond
 	DefaultRestartMax   = 30 * time.Second
+	DefaultKeepVersions = 3
+	DefaultStartTries   = 5
+	DefaultPassTimeout  = 30 * time.Second
 )
 
 // Config is what the supervisor runs and how.
@@ -32,6 +36,22 @@ type Config struct {
 	Watchdog     time.Duration // a ready worker silent this long is hung; 0 turns it off
 	RestartMin   time.Duration // first restart delay after a crash; 0 means DefaultRestartMin
 	RestartMax   time.Duration // restart delay cap, and the uptime after which a worker counts as healthy again
+
+	// Probation is how long after an upgrade a crash or a hang of the new
+	// generation rolls it back by itself to the binary that served before
+	// (probation.go); 0 turns it off.
+	Probation    time.Duration
+	KeepVersions int // binaries of the last generations held for rollbacks; 0 means DefaultKeepVersions
+	// StartAttempts bounds how often the first generation is started before
+	// Run gives up with an error, as a failed start; 0 means DefaultStartTries.
+	StartAttempts int
+	// PassTimeout bounds passing the stored connections to the new worker
+	// in a handover; 0 means DefaultPassTimeout.
+	PassTimeout time.Duration
+
+	// Record, when set, is given every entry of the upgrade history
+	// (package history). It runs on the supervisor's loop: it must not block.
+	Record func(history.Record)
 
 	// Handover mode: on upgrade the old worker saves its state to
 	// SnapshotPath and hands its connections over (see handover.go).
@@ -103,6 +123,15 @@ func (c *Config) setDefaults() error {
 	}
 	if c.RestartMax < c.RestartMin {
 		c.RestartMax = max(DefaultRestartMax, c.RestartMin)
+	}
+	if c.KeepVersions <= 0 {
+		c.KeepVersions = DefaultKeepVersions
+	}
+	if c.StartAttempts <= 0 {
+		c.StartAttempts = DefaultStartTries
+	}
+	if c.PassTimeout <= 0 {
+		c.PassTimeout = DefaultPassTimeout
 	}
 	return nil
 }

@@ -16,16 +16,18 @@ type Kind string
 
 // The kinds of failure.
 const (
-	KindNotExecutable Kind = "not-executable"      // the binary at the path cannot be run
-	KindStartFailed   Kind = "start-failed"        // the supervisor could not start it (fork, notify socket, fds)
-	KindExited        Kind = "exited-before-ready" // the new worker exited before it was ready
-	KindNotReady      Kind = "not-ready-in-time"   // the new worker was not ready within the ready timeout
-	KindRestoreFailed Kind = "restore-failed"      // handover: the new worker failed after it was told to restore
-	KindPassFailed    Kind = "pass-failed"         // handover: the connections could not be passed to the new worker
-	KindSaveFailed    Kind = "save-failed"         // handover: the old worker could not save its state
-	KindSuccessor     Kind = "successor-failed"    // self-upgrade: the new supervisor did not take over
-	KindRefused       Kind = "refused"             // the request cannot be served in the supervisor's state
-	KindCancelled     Kind = "cancelled"           // a stop cut it short
+	KindNotExecutable  Kind = "not-executable"      // the binary at the path cannot be run
+	KindStartFailed    Kind = "start-failed"        // the supervisor could not start it (fork, notify socket, fds)
+	KindExited         Kind = "exited-before-ready" // the new worker exited before it was ready
+	KindNotReady       Kind = "not-ready-in-time"   // the new worker was not ready within the ready timeout
+	KindRestoreFailed  Kind = "restore-failed"      // handover: the new worker failed after it was told to restore
+	KindPassFailed     Kind = "pass-failed"         // handover: the connections could not be passed to the new worker
+	KindSaveFailed     Kind = "save-failed"         // handover: the old worker could not save its state
+	KindSuccessor      Kind = "successor-failed"    // self-upgrade: the new supervisor did not take over
+	KindRefused        Kind = "refused"             // the request cannot be served in the supervisor's state
+	KindStateLost      Kind = "state-lost"          // it happened, but players lost state or connections: the reason says what
+	KindRollbackFailed Kind = "rollback-failed"     // a rollback's binary did not serve
+	KindCancelled      Kind = "cancelled"           // a stop cut it short
 )
 
 // UpgradeError is why an upgrade (Gen is the generation it started), a

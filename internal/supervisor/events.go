@@ -27,8 +27,11 @@ type (
 		token int // the worker's readyToken when armed
 	}
 	watchdogEvent     struct{ w *worker }
-	drainTimeoutEvent struct{ gen *generation }
-	restartEvent      struct {
+	drainTimeoutEvent struct {
+		gen   *generation
+		token int // the generation's drainTok when armed
+	}
+	restartEvent struct {
 		gen  *generation
 		slot *slot
 	}

@@ -49,6 +49,13 @@ type generation struct {
 	everReady    bool
 	reaped       bool   // forgotten: its last worker exited
 	version      string // sha256 of the binary, once hashed
+
+	trigger  string        // what started it (history.Trigger*)
+	rollback bool          // it runs a held earlier binary
+	from     int           // the generation it replaces, 0 for the first
+	blackout time.Duration // handover mode: save to ready
+	drainTok int           // which drain timeout counts
+	hashing  bool          // hashBinary is computing its version
 }
 
 // slot is one of a generation's N places for a worker: a worker that
@@ -75,6 +82,7 @@ type worker struct {
 	handover   *handoverConn // handover mode: the connection of a worker started ahead
 	readyToken int           // which ready timeout counts: handover mode re-arms it at GO
 	readyTimer *time.Timer
+	hung       bool // the watchdog killed it
 }
 
 func (w *worker) pid() int { return w.proc.PID() }

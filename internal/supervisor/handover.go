@@ -55,11 +55,13 @@ func newHandoverConn() (*handoverConn, int, error) {
 
 // handover is an upgrade in handover mode past the new worker's WAITING.
 type handover struct {
-	next   *worker     // the new worker, started ahead
-	old    *generation // the generation handing over
-	began  time.Time   // the old one was told to save: the blackout begins
-	saved  bool        // the old one said HANDOVER=saved, or died trying
-	goSent bool
+	next    *worker     // the new worker, started ahead
+	old     *generation // the generation handing over
+	began   time.Time   // the old one was told to save: the blackout begins
+	saved   bool        // the old one said HANDOVER=saved, or died trying
+	goSent  bool
+	lost    string // what players lost: the old worker died or hung while saving
+	cutover string // the cutover snapshot kept for probation, if any
 
 	oldPIDs []int // the old generation's workers, for the log
 }
@@ -135,11 +137,70 @@ func (s *Supervisor) onHandingWorkerExit(old *worker) {
 		return
 	}
 	age := s.snapshotAge()
+	lost := "the old worker died while saving"
+	if old.gen.killed > 0 {
+		lost = "the old worker did not save within the drain timeout (" + s.cfg.DrainTimeout.String() + ") and was killed"
+	}
+	lost += ": " + age + " was restored"
+	if len(s.store) == 0 {
+		lost += ", and its connections were dropped (it stored none)"
+	} else {
+		lost += ", with the " + itoa(len(s.store)) + " connections it had stored"
+	}
 	if s.handover != nil {
-		s.log.Error().Int("gen", old.gen.n).Int("pid", old.pid()).Str("snapshot_age", age).
+		s.handover.lost = lost
+		s.log.Error().Int("gen", old.gen.n).Int("pid", old.pid()).Str("lost", lost).
 			Msg("handover: old worker died while saving; using the last complete snapshot")
+	} else {
+		s.self.lost = lost
 	}
 	s.onSaved(old.gen, age)
+}
+
+// onSaveFailed: the old worker could not save (HANDOVER=failed) and goes
+// on serving on its connections: the upgrade or self-upgrade fails with
+// kind save-failed, and nobody is disconnected.
+func (s *Supervisor) onSaveFailed(w *worker, reason string) {
+	if reason == "" {
+		reason = "the worker gave no reason"
+	}
+	switch {
+	case s.handover != nil && w.gen == s.handover.old && !s.handover.saved:
+		h := s.handover
+		s.handover = nil
+		s.clearStore() // the worker keeps its own
+		s.undrain(h.old)
+		s.log.Error().Int("gen", h.old.n).Int("pid", w.pid()).Str("reason", reason).
+			Msg("handover: the old worker could not save; it goes on serving")
+		if s.state == stateRollingBack { // the new worker failed first; that is reported already
+			s.setState(stateServing)
+			s.startQueued()
+			return
+		}
+		g := s.next
+		s.next = nil
+		g.phase = failed
+		s.killGeneration(g)
+		s.release(g.exe)
+		s.setState(stateServing)
+		fail := &UpgradeError{Gen: g.n, Kind: KindSaveFailed,
+			Reason: "the old worker could not save its state (" + reason + "): it goes on serving, nobody was disconnected"}
+		s.log.Error().Int("gen", g.n).Str("binary", g.binary).Str("kind", string(fail.Kind)).Str("reason", fail.Reason).
+			Str("result", "failed").Msg("upgrade failed")
+		s.reapGeneration(g)
+		s.finishUpgrade(g, Result{Gen: g.n, Err: fail})
+	case s.state == stateSelfUpgrading && s.cfg.Handover && w.gen == s.self.old && !s.self.saved:
+		ss := s.self
+		s.self = nil
+		s.clearStore()
+		s.undrain(ss.old)
+		s.setState(stateServing)
+		s.finishSelfUpgrade(ss.reply, &UpgradeError{Kind: KindSaveFailed, SelfUpgrade: true,
+			Reason: "the worker could not save its state (" + reason + "): it goes on serving, nobody was disconnected"})
+		if ss.stopAfter {
+			s.stopAll()
+		}
+	}
 }
 
 // sendGo passes the stored connections to the new worker and says GO.
@@ -159,7 +220,7 @@ func (s *Supervisor) sendGo(h *handover, note string) {
 	store := append([]stored(nil), s.store...)
 	began := time.Now()
 	go func() {
-		if err := w.handover.sendStore(store); err != nil {
+		if err := w.handover.sendStore(store, s.cfg.PassTimeout); err != nil {
 			s.send(passFailedEvent{w: w, err: err})
 			return
 		}
@@ -179,8 +240,8 @@ func (s *Supervisor) onPassFailed(w *worker, err error) {
 
 // sendStore writes the fds in batches, then GO. The store's fds are ours
 // until a generation is ready on them; the worker gets duplicates.
-func (h *handoverConn) sendStore(store []stored) error {
-	h.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+func (h *handoverConn) sendStore(store []stored, timeout time.Duration) error {
+	h.conn.SetWriteDeadline(time.Now().Add(timeout))
 	names := make([]string, len(store))
 	fds := make([]int, len(store))
 	for i, st := range store {
@@ -271,25 +332,71 @@ func (s *Supervisor) clearStore() {
 	s.store = nil
 }
 
-// rollback starts the old binary again, cold, on the same snapshot and the
-// stored connections, as the current generation (state rolling-back).
-func (s *Supervisor) rollback(old *generation, reason string) {
-	g, err := s.newGenerationFrom(old.binary, old.exe)
+// rollbackRun is a rollback in state rolling-back that the history records
+// on its own (one on probation); an upgrade's own rollback is recorded with
+// the upgrade.
+type rollbackRun struct {
+	trigger string
+	from    int
+	lost    string
+	why     string
+}
+
+// rollbackRetryEvent retries a rollback whose generation could not be made.
+type rollbackRetryEvent struct {
+	binary string
+	exe    *executable
+	from   int
+	reason string
+	tries  int
+}
+
+// rollback starts a previous binary again, cold, on the snapshot and the
+// stored connections, as the current generation (state rolling-back). If
+// the generation cannot even be made (its notify socket, say), it tries
+// again with the crash restarts' back-off: never zero workers in silence.
+func (s *Supervisor) rollback(binary string, exe *executable, from int, reason string) {
+	s.rollbackTry(rollbackRetryEvent{binary: binary, exe: exe, from: from, reason: reason})
+}
+
+func (s *Supervisor) rollbackTry(r rollbackRetryEvent) {
+	g, err := s.newGenerationFrom(r.binary, r.exe)
 	if err != nil {
-		s.log.Error().Err(err).Msg("rollback failed: the supervisor will restart the worker")
+		r.tries++
+		delay := min(s.cfg.RestartMin<<min(r.tries-1, 20), s.cfg.RestartMax)
+		s.log.Error().Err(err).Int("tries", r.tries).Float64("retry_ms", ms(delay)).
+			Msg("rollback failed: nothing serves; trying again")
+		s.rollbackWaiting = true
+		time.AfterFunc(delay, func() { s.send(r) })
 		return
+	}
+	g.rollback, g.from = true, r.from
+	if s.rollingBack != nil {
+		g.trigger = s.rollingBack.trigger
+	}
+	if s.current != nil && s.current != g {
+		old := s.current
+		s.current = nil
+		s.reapGeneration(old)
 	}
 	s.current = g
 	s.gens = append(s.gens, g)
-	s.reapGeneration(old)
-	s.log.Warn().Int("gen", g.n).Int("old_gen", old.n).Str("binary", g.binary).Str("reason", reason).
+	s.log.Warn().Int("gen", g.n).Int("old_gen", r.from).Str("binary", g.binary).Str("reason", r.reason).
 		Int("stored_fds", len(s.store)).Msg("rolling back to the previous binary")
 	for _, sl := range g.slots {
 		if err := s.startWorker(g, sl); err != nil {
-			s.log.Error().Err(err).Int("gen", g.n).Msg("rollback start failed")
+			s.log.Error().Err(err).Int("gen", g.n).Msg("rollback start failed: restarting with back-off")
 			s.scheduleRestart(g, sl, nil)
 		}
 	}
+}
+
+func (s *Supervisor) onRollbackRetry(r rollbackRetryEvent) {
+	if !s.rollbackWaiting || s.state != stateRollingBack {
+		return
+	}
+	s.rollbackWaiting = false
+	s.rollbackTry(r)
 }
 
 // handoverEnv adds the handover variables to a worker's environment.

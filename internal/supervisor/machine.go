@@ -3,6 +3,8 @@ package supervisor
 import (
 	"errors"
 	"time"
+
+	"github.com/procswitch/supervisor/internal/history"
 )
 
 // The supervisor's lifecycle is one state machine: the type state, the
@@ -83,6 +85,7 @@ type state int
 const (
 	stateStarting state = iota
 	stateServing
+	stateProbation
 	stateUpgrading
 	stateSaving
 	stateRestoring
@@ -92,7 +95,7 @@ const (
 	stateStopping
 )
 
-var stateNames = [...]string{"starting", "serving", "upgrading", "saving", "restoring",
+var stateNames = [...]string{"starting", "serving", "probation", "upgrading", "saving", "restoring",
 	"rolling-back", "self-upgrading", "retired", "stopping"}
 
 func (st state) String() string { return stateNames[st] }
@@ -129,6 +132,9 @@ func (s *Supervisor) checkInvariants() error {
 	if err := has(s.self != nil, "self-upgrade", stateSelfUpgrading); err != nil {
 		return err
 	}
+	if err := has(s.probation != nil, "probation", stateProbation); err != nil {
+		return err
+	}
 	if s.handover != nil && s.state != stateSaving && s.state != stateRestoring && s.state != stateRollingBack {
 		return errors.New(s.state.String() + ": handover set")
 	}
@@ -138,6 +144,9 @@ func (s *Supervisor) checkInvariants() error {
 	if s.current != nil && (s.state == stateRetired || s.state == stateStopping) {
 		return errors.New(s.state.String() + ": a current generation")
 	}
+	if s.rollingBack != nil && s.state != stateRollingBack {
+		return errors.New(s.state.String() + ": a rollback run")
+	}
 	if len(s.queued) > 0 && s.state != stateStarting && s.state != stateUpgrading && s.state != stateSaving &&
 		s.state != stateRestoring && s.state != stateRollingBack {
 		return errors.New(s.state.String() + ": a queued upgrade")
@@ -146,20 +155,21 @@ func (s *Supervisor) checkInvariants() error {
 }
 
 // onUpgradeRequest: an upgrade of the workers was asked for.
-func (s *Supervisor) onUpgradeRequest(reply chan Result) {
+func (s *Supervisor) onUpgradeRequest(reply chan Result, trigger string) {
 	switch s.state {
 	case stateStarting:
 		if len(s.store) > 0 {
-			s.queue(reply, "the first generation must take the stored connections first")
+			s.queue(reply, trigger, "the first generation must take the stored connections first")
 			return
 		}
-		s.startUpgrade([]chan Result{reply})
-	case stateServing:
-		s.startUpgrade([]chan Result{reply})
+		s.startUpgrade(upgradeSource{trigger: trigger}, []chan Result{reply})
+	case stateServing, stateProbation:
+		s.endProbation("an upgrade was asked for")
+		s.startUpgrade(upgradeSource{trigger: trigger}, []chan Result{reply})
 	case stateUpgrading, stateSaving, stateRestoring:
-		s.queue(reply, "an upgrade is running")
+		s.queue(reply, trigger, "an upgrade is running")
 	case stateRollingBack:
-		s.queue(reply, "a rollback is running")
+		s.queue(reply, trigger, "a rollback is running")
 	case stateSelfUpgrading:
 		s.refuseUpgrade(reply, refused("the supervisor is upgrading itself (SIGUSR2): upgrade the workers once that is done"))
 	case stateRetired:
@@ -169,8 +179,37 @@ func (s *Supervisor) onUpgradeRequest(reply chan Result) {
 	}
 }
 
-func (s *Supervisor) queue(reply chan Result, why string) {
+// onRollbackRequest: ctl rollback [--to GEN]. A rollback is an upgrade
+// from a held binary; it is not queued behind a running upgrade, whose
+// outcome changes what "previous" means.
+func (s *Supervisor) onRollbackRequest(reply chan Result, to int) {
+	var err *UpgradeError
+	switch s.state {
+	case stateServing, stateProbation:
+		var target *held
+		if target, err = s.rollbackTarget(to); err == nil {
+			s.endProbation("a rollback was asked for")
+			s.startUpgrade(upgradeSource{held: target, trigger: history.TriggerCtl, why: "asked for (ctl rollback)"},
+				[]chan Result{reply})
+			return
+		}
+	case stateStarting:
+		err = refused("the first generation is not ready yet: there is nothing to roll back")
+	case stateUpgrading, stateSaving, stateRestoring, stateRollingBack:
+		err = refused("an upgrade or a rollback is running: roll back once it has finished (ctl status says)")
+	case stateSelfUpgrading:
+		err = refused("the supervisor is upgrading itself (SIGUSR2): roll back once that is done")
+	case stateRetired:
+		err = refused("this supervisor has handed over to its successor: ask the new supervisor")
+	case stateStopping:
+		err = stoppingError(0, KindRefused)
+	}
+	s.refuseUpgrade(reply, err)
+}
+
+func (s *Supervisor) queue(reply chan Result, trigger, why string) {
 	s.queued = append(s.queued, reply)
+	s.queuedTrigger = trigger
 	ev := s.log.Info().Str("state", s.state.String()).Str("reason", why)
 	if s.next != nil {
 		ev = ev.Int("gen", s.next.n)
@@ -188,7 +227,7 @@ func (s *Supervisor) refuseUpgrade(reply chan Result, err *UpgradeError) {
 func (s *Supervisor) onSelfUpgradeRequest(reply chan Result) {
 	var err *UpgradeError
 	switch s.state {
-	case stateServing:
+	case stateServing, stateProbation:
 	case stateStarting:
 		err = refused("this supervisor's first generation is not ready yet: send SIGUSR2 again once it is")
 	case stateUpgrading, stateSaving, stateRestoring, stateRollingBack:
@@ -213,6 +252,7 @@ func (s *Supervisor) onSelfUpgradeRequest(reply chan Result) {
 		s.finishSelfUpgrade(reply, err)
 		return
 	}
+	s.endProbation("the supervisor upgrades itself")
 	s.startSelfUpgrade(reply)
 }
 
@@ -230,6 +270,7 @@ func (s *Supervisor) onStop() {
 		s.log.Info().Msg("stop requested during the self-upgrade: it begins once the new supervisor has answered")
 		return
 	}
+	s.endProbation("stopping")
 	s.stopAll()
 }
 
@@ -267,6 +308,11 @@ func (s *Supervisor) onGenerationReady(g *generation) {
 	case g == s.current && (s.state == stateStarting || s.state == stateRollingBack):
 		s.clearStore() // a cold start got the stored connections
 		s.handover = nil
+		s.hold(g)
+		if r := s.rollingBack; r != nil {
+			s.rollingBack = nil
+			s.rollbackServed(g, r)
+		}
 		s.setState(stateServing)
 		s.firstReady()
 		s.startQueued()
@@ -285,7 +331,7 @@ func (s *Supervisor) onNextFailed(g *generation, kind Kind, reason string) {
 	g.phase = failed
 	s.next = nil
 	s.killGeneration(g)
-	g.exe.close()
+	s.release(g.exe)
 	fail := &UpgradeError{Gen: g.n, Kind: kind, Reason: reason}
 	switch s.state {
 	case stateUpgrading:
@@ -293,6 +339,7 @@ func (s *Supervisor) onNextFailed(g *generation, kind Kind, reason string) {
 		if s.current != nil && !s.current.everReady {
 			s.setState(stateStarting)
 		}
+		s.restartEmptySlots(s.current) // a rollback on probation that failed: the bad one is all there is
 	case stateSaving:
 		fail.Reason += "; the previous binary restarts once the old worker has saved"
 		fail.RolledBack = true
@@ -304,12 +351,12 @@ func (s *Supervisor) onNextFailed(g *generation, kind Kind, reason string) {
 			fail.Reason += "; rolled back to the previous binary with the same snapshot and connections"
 		}
 		s.setState(stateRollingBack)
-		s.rollback(h.old, reason)
+		s.rollback(h.old.binary, h.old.exe, h.old.n, reason)
 	}
 	s.log.Error().Int("gen", g.n).Str("binary", g.binary).Str("kind", string(kind)).Str("reason", fail.Reason).
 		Bool("rolled_back", fail.RolledBack).Str("result", "failed").Msg("upgrade failed")
 	s.reapGeneration(g)
-	s.finishUpgrade(Result{Gen: g.n, Err: fail})
+	s.finishUpgrade(g, Result{Gen: g.n, Err: fail})
 }
 
 // onSaved: the old worker committed its snapshot and stored its
@@ -324,10 +371,11 @@ func (s *Supervisor) onSaved(from *generation, note string) {
 		h := s.handover
 		h.saved = true
 		if s.state == stateRollingBack {
-			s.rollback(h.old, "the new worker failed")
+			s.rollback(h.old.binary, h.old.exe, h.old.n, "the new worker failed")
 			return
 		}
 		s.setState(stateRestoring)
+		h.cutover = s.keepCutover()
 		s.sendGo(h, note)
 	}
 }
@@ -349,8 +397,14 @@ func (s *Supervisor) onSuccessor(err error) {
 			s.log.Info().Int("connections", ss.conns).Float64("successor_ready_ms", ms(time.Since(ss.began))).
 				Msg("self-upgrade: the new supervisor's worker restored the snapshot and connections")
 		}
-		s.log.Info().Str("result", "ok").Msg("self-upgrade succeeded: the new supervisor serves; draining this one's workers")
-		s.finishSelfUpgrade(ss.reply, nil)
+		if ss.lost != "" {
+			s.log.Error().Str("lost", ss.lost).Str("result", "lost").Msg("self-upgrade finished: the new supervisor serves, but players lost state")
+			s.finishSelfUpgrade(ss.reply, &UpgradeError{Kind: KindStateLost, SelfUpgrade: true,
+				Reason: "the new supervisor serves, but " + ss.lost})
+		} else {
+			s.log.Info().Str("result", "ok").Msg("self-upgrade succeeded: the new supervisor serves; draining this one's workers")
+			s.finishSelfUpgrade(ss.reply, nil)
+		}
 		s.retire()
 		return
 	}
@@ -362,7 +416,7 @@ func (s *Supervisor) onSuccessor(err error) {
 		} else {
 			fail.RolledBack = true
 			s.setState(stateRollingBack)
-			s.rollback(ss.old, "supervisor self-upgrade failed: "+err.Error())
+			s.rollback(ss.old.binary, ss.old.exe, ss.old.n, "supervisor self-upgrade failed: "+err.Error())
 		}
 	}
 	s.finishSelfUpgrade(ss.reply, fail)
@@ -395,9 +449,4 @@ func (s *Supervisor) finished() bool {
 		g.notify.Close()
 	}
 	return true
-}
-
-// onRollbackRequest: ctl rollback.
-func (s *Supervisor) onRollbackRequest(reply chan Result, to int) {
-	s.refuseUpgrade(reply, refused("rollback is not implemented yet"))
 }

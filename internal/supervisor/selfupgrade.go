@@ -36,9 +36,10 @@ type selfUpgrade struct {
 	reply     chan Result
 	old       *generation
 	began     time.Time
-	saved     bool // handover mode: the worker saved, or died trying
-	conns     int  // connections passed to the successor
-	stopAfter bool // a stop came meanwhile
+	saved     bool   // handover mode: the worker saved, or died trying
+	conns     int    // connections passed to the successor
+	stopAfter bool   // a stop came meanwhile
+	lost      string // what players lost: the worker died or hung while saving
 }
 
 func (s *Supervisor) startSelfUpgrade(reply chan Result) {

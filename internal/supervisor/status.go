@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/procswitch/supervisor/internal/history"
 	"golang.org/x/sys/unix"
 )
 
@@ -71,6 +72,7 @@ type UpgradeStatus struct {
 	RolledBack bool      `json:"rolled_back,omitempty"`
 	At         time.Time `json:"at"`
 	ReadyMS    float64   `json:"ready_ms,omitempty"`
+	Rollback   bool      `json:"rollback,omitempty"` // to a held earlier binary (ctl rollback, probation)
 }
 
 // Summary is the status in one line, for systemd's STATUS=.
@@ -152,7 +154,12 @@ func (s *Supervisor) Status() (st Status, ok bool) {
 // status builds the Status; it runs on the loop.
 func (s *Supervisor) status() Status {
 	st := Status{PID: os.Getpid(), Mode: "overlap", State: s.state.String(), LastGen: s.lastGen,
-		LastUpgrade: s.lastUpgrade, LastSelfUpgrade: s.lastSelfUpgrade, Stopping: s.state == stateStopping}
+		LastUpgrade: s.lastUpgrade, LastSelfUpgrade: s.lastSelfUpgrade, Stopping: s.state == stateStopping,
+		Versions: s.versionsStatus()}
+	if p := s.probation; p != nil {
+		until := p.until
+		st.ProbationUntil = &until
+	}
 	if s.cfg.Handover {
 		st.Mode = "handover"
 	}
@@ -188,15 +195,82 @@ func (s *Supervisor) observe(c Change) {
 	}
 }
 
-// recordUpgrade keeps the result of a finished upgrade for Status.
-func (s *Supervisor) recordUpgrade(r Result, readyMS float64) {
-	u := &UpgradeStatus{Gen: r.Gen, OK: r.Err == nil, At: time.Now(), ReadyMS: readyMS}
+// recordUpgrade keeps the result of a finished upgrade or rollback of the
+// workers for Status and the history.
+func (s *Supervisor) recordUpgrade(g *generation, r Result) {
+	u := &UpgradeStatus{Gen: r.Gen, OK: r.Err == nil, At: time.Now()}
+	var ue *UpgradeError
+	errors.As(r.Err, &ue)
+	if r.Err == nil || ue != nil && ue.Kind == KindStateLost {
+		u.ReadyMS = ms(g.readyTime)
+	}
 	if r.Err != nil {
 		u.Reason, u.Kind = r.Err.Error(), string(KindOf(r.Err))
-		var ue *UpgradeError
-		u.RolledBack = errors.As(r.Err, &ue) && ue.RolledBack
+		u.RolledBack = ue != nil && ue.RolledBack
 	}
+	u.Rollback = g.rollback
 	s.lastUpgrade = u
+	rec := history.Record{Event: history.EventUpgrade, Trigger: g.trigger, Gen: g.n, FromGen: g.from,
+		Binary: g.binary, Version: g.version, Result: historyResult(ue), Kind: u.Kind, ReadyMS: u.ReadyMS,
+		BlackoutMS: ms(g.blackout)}
+	if g.rollback {
+		rec.Event = history.EventRollback
+	}
+	if ue != nil && ue.Kind == KindStateLost {
+		rec.Lost = ue.Reason
+	} else {
+		rec.Reason = u.Reason
+	}
+	if g.hashing && g.version == "" && (r.Err == nil || ue != nil && ue.Kind == KindStateLost) {
+		// Written once the binary is hashed (hashBinary), with its version.
+		s.unhashed = append(s.unhashed, pendingRecord{gen: g, rec: rec})
+		return
+	}
+	s.record(rec)
+}
+
+// pendingRecord is a history record that waits for its generation's version.
+type pendingRecord struct {
+	gen *generation
+	rec history.Record
+}
+
+// record hands one entry to the history, if one is kept.
+func (s *Supervisor) record(rec history.Record) {
+	if s.cfg.Record == nil {
+		return
+	}
+	if rec.Time.IsZero() {
+		rec.Time = time.Now()
+	}
+	rec.PID = os.Getpid()
+	s.cfg.Record(rec)
+}
+
+// onVersion: g's binary is hashed (version "" if it could not be read).
+func (s *Supervisor) onVersion(g *generation, id fileID, version string) {
+	if version != "" {
+		g.version = version
+		s.versions[id] = version
+		if h := s.heldOf(g); h != nil {
+			h.version = version
+		}
+		s.log.Info().Int("gen", g.n).Str("binary", g.binary).Str("version", version).Msg("generation version")
+		if g == s.current {
+			s.observe(WorkersChanged) // the STATUS= line gains the version
+		}
+	}
+	kept := s.unhashed[:0]
+	for _, p := range s.unhashed {
+		if p.gen == g {
+			p.rec.Version = version
+			s.record(p.rec)
+			continue
+		}
+		kept = append(kept, p)
+	}
+	clear(s.unhashed[len(kept):])
+	s.unhashed = kept
 }
 
 // hashBinary computes g's version off the loop, from a duplicate of the
@@ -216,13 +290,15 @@ func (s *Supervisor) hashBinary(g *generation) {
 	if err != nil {
 		return
 	}
+	g.hashing = true
 	go func() {
 		f := os.NewFile(uintptr(fd), g.binary)
 		defer f.Close()
 		h := sha256.New()
-		if _, err := io.Copy(h, io.NewSectionReader(f, 0, 1<<40)); err != nil {
-			return
+		version := ""
+		if _, err := io.Copy(h, io.NewSectionReader(f, 0, 1<<40)); err == nil {
+			version = hex.EncodeToString(h.Sum(nil))[:12]
 		}
-		s.send(versionEvent{gen: g, id: id, version: hex.EncodeToString(h.Sum(nil))[:12]})
+		s.send(versionEvent{gen: g, id: id, version: version})
 	}()
 }

@@ -47,14 +47,22 @@ type Supervisor struct {
 
 	// Owned by the loop. Which of these are set in each state is in
 	// machine.go, with the state machine.
-	state    state
-	current  *generation   // the generation that serves, or is starting as the first
-	next     *generation   // the generation an upgrade starts beside current
-	handover *handover     // handover mode: the new worker said WAITING
-	self     *selfUpgrade  // SIGUSR2: a successor supervisor is starting
-	waiters  []chan Result // replies for the running upgrade
-	queued   []chan Result // replies for the one coalesced next upgrade
-	store    []stored      // the fd store: connections handed over
+	state           state
+	current         *generation     // the generation that serves, or is starting as the first
+	next            *generation     // the generation an upgrade starts beside current
+	handover        *handover       // handover mode: the new worker said WAITING
+	self            *selfUpgrade    // SIGUSR2: a successor supervisor is starting
+	waiters         []chan Result   // replies for the running upgrade
+	queued          []chan Result   // replies for the one coalesced next upgrade
+	store           []stored        // the fd store: connections handed over
+	queuedTrigger   string          // what asked for the queued upgrade (history.Trigger*)
+	held            []*held         // binaries held for rollbacks, newest first (versions.go)
+	probation       *probation      // the current generation's trial after an upgrade
+	rollingBack     *rollbackRun    // a rollback on probation in handover mode, until it serves
+	rollbackWaiting bool            // a rollback's generation could not be made: a retry is due
+	startFailures   int             // the first generation's failed starts
+	fatal           error           // why Run gives up
+	unhashed        []pendingRecord // history records waiting for their version
 
 	gens            []*generation // every generation with live processes or a socket
 	lastGen         int
@@ -163,7 +171,8 @@ func (s *Supervisor) send(ev any) bool {
 
 // Run starts the first generation and supervises until Stop, and every
 // worker has exited. It returns an error only when the first generation
-// cannot be started at all.
+// cannot be started at all, or did not become ready in
+// Config.StartAttempts attempts.
 func (s *Supervisor) Run() error {
 	defer s.procs.Close()
 	defer close(s.done)
@@ -187,13 +196,13 @@ func (s *Supervisor) Run() error {
 			s.afterEvent(ev)
 		}
 	}
-	return nil
+	return s.fatal
 }
 
 func (s *Supervisor) handle(ev any) {
 	switch ev := ev.(type) {
 	case upgradeRequest:
-		s.onUpgradeRequest(ev.reply)
+		s.onUpgradeRequest(ev.reply, ev.trigger)
 	case rollbackRequest:
 		s.onRollbackRequest(ev.reply, ev.to)
 	case stopRequest:
@@ -215,7 +224,7 @@ func (s *Supervisor) handle(ev any) {
 	case waitingEvent:
 		s.onWaiting(ev.w)
 	case drainTimeoutEvent:
-		s.onDrainTimeout(ev.gen)
+		s.onDrainTimeout(ev.gen, ev.token)
 	case restartEvent:
 		s.onRestart(ev.gen, ev.slot)
 	case watchdogEvent:
@@ -223,12 +232,11 @@ func (s *Supervisor) handle(ev any) {
 	case statusRequest:
 		ev.reply <- s.status()
 	case versionEvent:
-		ev.gen.version = ev.version
-		s.versions[ev.id] = ev.version
-		s.log.Info().Int("gen", ev.gen.n).Str("binary", ev.gen.binary).Str("version", ev.version).Msg("generation version")
-		if ev.gen == s.current {
-			s.observe(WorkersChanged) // the STATUS= line gains the version
-		}
+		s.onVersion(ev.gen, ev.id, ev.version)
+	case probationEndEvent:
+		s.onProbationEnd(ev.gen)
+	case rollbackRetryEvent:
+		s.onRollbackRetry(ev)
 	}
 }
 

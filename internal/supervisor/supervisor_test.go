@@ -151,6 +151,7 @@ func TestCrashedWorkerIsRestarted(t *testing.T) {
 func TestCrashLoopBacksOff(t *testing.T) {
 	h := startSupervisor(t, "exit", func(c *Config) {
 		c.RestartMin, c.RestartMax = 10*time.Millisecond, 80*time.Millisecond
+		c.StartAttempts = 100
 	})
 	at := 0
 	var delays []float64

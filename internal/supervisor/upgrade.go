@@ -6,31 +6,64 @@ import (
 	"os"
 	"time"
 
+	"github.com/procswitch/supervisor/internal/history"
 	"github.com/procswitch/supervisor/internal/proc"
 	"golang.org/x/sys/unix"
 )
 
+// upgradeSource is where an upgrade's binary comes from: the configured
+// path, or a held earlier binary (a rollback).
+type upgradeSource struct {
+	held    *held  // nil: the path
+	trigger string // history.Trigger*
+	why     string // a rollback's reason, for the log
+}
+
 // startUpgrade starts a new generation beside the current one. It becomes
 // current once all its workers are ready; until then the old one serves.
-func (s *Supervisor) startUpgrade(waiters []chan Result) {
+func (s *Supervisor) startUpgrade(src upgradeSource, waiters []chan Result) {
 	n := s.lastGen + 1
-	g, err := s.newGeneration()
+	if src.held == nil {
+		if bad := s.badAtPath(s.cfg.Path); bad != "" {
+			s.upgradeNotStarted(n, src, waiters, KindRefused, errors.New(bad))
+			return
+		}
+	}
+	var g *generation
+	var err error
+	if src.held != nil {
+		g, err = s.newGenerationFrom(src.held.binary, src.held.exe)
+	} else {
+		g, err = s.newGeneration()
+	}
 	if err != nil {
-		if xerr := CheckExecutable(s.cfg.Path); xerr != nil {
-			s.upgradeNotStarted(n, waiters, KindNotExecutable, xerr)
+		if xerr := CheckExecutable(s.cfg.Path); xerr != nil && src.held == nil {
+			s.upgradeNotStarted(n, src, waiters, KindNotExecutable, xerr)
 		} else {
-			s.upgradeNotStarted(n, waiters, KindStartFailed, err)
+			s.upgradeNotStarted(n, src, waiters, KindStartFailed, err)
 		}
 		return
+	}
+	g.trigger, g.rollback = src.trigger, src.held != nil
+	if s.current != nil {
+		g.from = s.current.n
 	}
 	s.next, s.waiters = g, waiters
 	s.gens = append(s.gens, g)
 	s.setState(stateUpgrading)
-	s.log.Info().Int("gen", g.n).Str("binary", g.binary).Msg("upgrade started")
+	ev := s.log.Info().Int("gen", g.n).Str("binary", g.binary).Str("trigger", src.trigger)
+	if src.held != nil {
+		ev.Int("to_gen", src.held.gen()).Str("version", src.held.version).Str("reason", src.why).
+			Msg("rollback started: the held binary of an earlier generation")
+	} else {
+		ev.Msg("upgrade started")
+	}
 	s.observe(UpgradeStarted)
-	if err := CheckExecutable(g.binary); err != nil {
-		s.onNextFailed(g, KindNotExecutable, err.Error())
-		return
+	if src.held == nil {
+		if err := CheckExecutable(g.binary); err != nil {
+			s.onNextFailed(g, KindNotExecutable, err.Error())
+			return
+		}
 	}
 	for _, sl := range g.slots {
 		if err := s.startWorker(g, sl); err != nil {
@@ -42,12 +75,20 @@ func (s *Supervisor) startUpgrade(waiters []chan Result) {
 
 // upgradeNotStarted reports an upgrade that failed before its generation
 // existed.
-func (s *Supervisor) upgradeNotStarted(n int, waiters []chan Result, kind Kind, err error) {
+func (s *Supervisor) upgradeNotStarted(n int, src upgradeSource, waiters []chan Result, kind Kind, err error) {
 	fail := &UpgradeError{Gen: n, Kind: kind, Reason: err.Error()}
-	s.log.Error().Int("gen", fail.Gen).Str("binary", s.cfg.Path).Str("kind", string(kind)).Str("reason", fail.Reason).
+	binary := s.cfg.Path
+	if src.held != nil {
+		binary = src.held.binary
+	}
+	s.log.Error().Int("gen", fail.Gen).Str("binary", binary).Str("kind", string(kind)).Str("reason", fail.Reason).
 		Str("result", "failed").Msg("upgrade failed")
 	s.waiters = waiters
-	s.finishUpgrade(Result{Gen: fail.Gen, Err: fail})
+	g := &generation{n: n, binary: binary, trigger: src.trigger, rollback: src.held != nil}
+	if s.current != nil {
+		g.from = s.current.n
+	}
+	s.finishUpgrade(g, Result{Gen: fail.Gen, Err: fail})
 }
 
 // CheckExecutable says in words why the worker at path cannot be run: the
@@ -68,34 +109,69 @@ func CheckExecutable(path string) error {
 }
 
 // promote makes the next generation, now ready, the current one, and
-// drains the old one.
+// drains the old one. An upgrade that lost player state (the old worker
+// died or hung while saving) serves, but does not succeed: its result says
+// what was lost.
 func (s *Supervisor) promote(g *generation) {
 	old := s.current
 	s.current, s.next = g, nil
-	ev := s.log.Info().Int("gen", g.n).Ints("pids", g.pids()).Str("binary", g.binary).
-		Float64("ready_ms", ms(g.readyTime)).Str("result", "ok")
+	s.hold(g)
+	var fail *UpgradeError
 	oldPIDs := []int(nil)
 	if old != nil {
 		oldPIDs = old.pids()
 	}
+	var kept []stored
+	cutover := ""
 	if h := s.handover; h != nil {
-		ev = ev.Float64("blackout_ms", ms(time.Since(h.began))).Int("connections", len(s.store))
+		g.blackout = time.Since(h.began)
 		oldPIDs = h.oldPIDs // they have exited by now
 		s.handover = nil
+		kept, s.store = s.store, nil
+		cutover = h.cutover
+		if h.lost != "" {
+			fail = &UpgradeError{Gen: g.n, Kind: KindStateLost, Reason: "generation " + itoa(g.n) + " serves, but " + h.lost}
+		}
 	}
-	s.clearStore()
+	ev := s.log.Info()
+	msg := "upgrade succeeded"
+	if fail != nil {
+		ev, msg = s.log.Error().Str("kind", string(fail.Kind)).Str("lost", fail.Reason), "upgrade finished, but players lost state"
+	}
+	ev = ev.Int("gen", g.n).Ints("pids", g.pids()).Str("binary", g.binary).
+		Float64("ready_ms", ms(g.readyTime)).Str("result", historyResult(fail))
+	if s.cfg.Handover {
+		ev = ev.Float64("blackout_ms", ms(g.blackout)).Int("connections", len(kept))
+	}
 	if old != nil {
 		ev = ev.Int("old_gen", old.n).Ints("old_pids", oldPIDs)
 	}
-	ev.Msg("upgrade succeeded")
+	if g.rollback {
+		msg = "rollback succeeded"
+	}
+	ev.Msg(msg)
 	s.setState(stateServing)
 	s.firstReady()
 	if old != nil {
 		s.drain(old) // in handover mode it already is draining
 		s.reapGeneration(old)
-		old.exe.close() // no rollback to it any more
 	}
-	s.finishUpgrade(Result{Gen: g.n})
+	s.startProbation(g, kept, cutover)
+	r := Result{Gen: g.n}
+	if fail != nil {
+		r.Err = fail
+	}
+	s.finishUpgrade(g, r)
+}
+
+func historyResult(fail *UpgradeError) string {
+	switch {
+	case fail == nil:
+		return history.ResultOK
+	case fail.Kind == KindStateLost:
+		return history.ResultLost
+	}
+	return history.ResultFailed
 }
 
 // firstReady marks the first time a generation is ready: the service is up.
@@ -109,26 +185,24 @@ func (s *Supervisor) firstReady() {
 
 // finishUpgrade answers the upgrade's waiters and starts the coalesced next
 // upgrade, if one was asked for and the state allows it now.
-func (s *Supervisor) finishUpgrade(r Result) {
+func (s *Supervisor) finishUpgrade(g *generation, r Result) {
 	reply(s.waiters, r)
 	s.waiters = nil
-	readyMS := 0.0
-	if r.Err == nil && s.current != nil {
-		readyMS = ms(s.current.readyTime)
-	}
-	s.recordUpgrade(r, readyMS)
+	s.recordUpgrade(g, r)
 	s.observe(UpgradeFinished)
 	s.startQueued()
 }
 
 // startQueued starts the coalesced upgrade once nothing is in the way.
 func (s *Supervisor) startQueued() {
-	if len(s.queued) == 0 || !(s.state == stateServing || s.state == stateStarting && len(s.store) == 0) {
+	if len(s.queued) == 0 || !(s.state == stateServing || s.state == stateProbation ||
+		s.state == stateStarting && len(s.store) == 0) {
 		return
 	}
 	next := s.queued
 	s.queued = nil
-	s.startUpgrade(next)
+	s.endProbation("an upgrade was asked for")
+	s.startUpgrade(upgradeSource{trigger: s.queuedTrigger}, next)
 }
 
 // answerQueued answers the coalesced upgrade's requests with err.
@@ -165,11 +239,31 @@ func (s *Supervisor) drain(g *generation) {
 		s.reapGeneration(g)
 		return
 	}
-	time.AfterFunc(s.cfg.DrainTimeout, func() { s.send(drainTimeoutEvent{gen: g}) })
+	g.drainTok++
+	tok := g.drainTok
+	time.AfterFunc(s.cfg.DrainTimeout, func() { s.send(drainTimeoutEvent{gen: g, token: tok}) })
 }
 
-func (s *Supervisor) onDrainTimeout(g *generation) {
-	if g.phase != draining || g.alive() == 0 {
+// undrain puts a generation told to drain back to serving: its worker could
+// not save for a handover, and goes on serving (HANDOVER=failed).
+func (s *Supervisor) undrain(g *generation) {
+	g.phase = serving
+	g.drainTok++ // the drain timeout no longer counts
+	for _, sl := range g.slots {
+		w := sl.worker
+		if w == nil {
+			continue
+		}
+		w.lastPing = time.Now()
+		if s.cfg.Watchdog > 0 && w.ready {
+			time.AfterFunc(s.cfg.Watchdog, func() { s.send(watchdogEvent{w: w}) })
+		}
+	}
+	s.restartEmptySlots(g)
+}
+
+func (s *Supervisor) onDrainTimeout(g *generation, token int) {
+	if g.phase != draining || g.alive() == 0 || token != g.drainTok {
 		return
 	}
 	g.killed = g.alive()
@@ -197,8 +291,14 @@ func (s *Supervisor) reapGeneration(g *generation) {
 	}
 	g.reaped = true
 	if g.phase == draining {
-		s.log.Info().Int("gen", g.n).Float64("drain_ms", ms(time.Since(g.drainStarted))).
-			Int("killed", g.killed).Msg("generation drained")
+		drain := ms(time.Since(g.drainStarted))
+		s.log.Info().Int("gen", g.n).Float64("drain_ms", drain).Int("killed", g.killed).Msg("generation drained")
+		rec := history.Record{Event: history.EventDrained, Gen: g.n, Binary: g.binary, Version: g.version,
+			Result: history.ResultOK, DrainMS: drain}
+		if g.killed > 0 {
+			rec.Reason = itoa(g.killed) + " worker(s) killed at the drain timeout"
+		}
+		s.record(rec)
 	}
 	g.notify.Close()
 	for i, x := range s.gens {

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/procswitch/supervisor/internal/history"
 	"github.com/procswitch/supervisor/internal/notify"
 	"github.com/procswitch/supervisor/internal/proc"
 	"github.com/procswitch/supervisor/internal/ready"
@@ -34,8 +35,19 @@ func (s *Supervisor) onExit(w *worker) {
 	case g.phase == draining || g.phase == failed:
 		s.onHandingWorkerExit(w)
 		s.reapGeneration(g)
+	case g == s.current && s.state == stateProbation && s.probation.gen == g:
+		why := fmt.Sprintf("worker %d exited: %s", w.pid(), status)
+		if w.hung {
+			why = fmt.Sprintf("worker %d hung (no WATCHDOG=1 for %v) and was killed", w.pid(), s.cfg.Watchdog)
+		}
+		s.onProbationFailure(g, why)
 	case g == s.current:
+		if s.startFailed(g, w, status) {
+			return
+		}
 		s.scheduleRestart(g, sl, w)
+		s.record(history.Record{Event: history.EventCrash, Trigger: history.TriggerCrash, Gen: g.n,
+			Binary: g.binary, Version: g.version, Result: history.ResultOK, Reason: fmt.Sprintf("worker %d: %s", w.pid(), status)})
 	default:
 		s.reapGeneration(g)
 	}
@@ -124,6 +136,7 @@ func (s *Supervisor) onWatchdog(w *worker) {
 	}
 	s.log.Error().Int("gen", g.n).Int("pid", w.pid()).Float64("silent_ms", ms(silent)).
 		Msg("worker hung")
+	w.hung = true
 	w.proc.Kill()
 }
 
@@ -161,6 +174,9 @@ func (s *Supervisor) onNotify(g *generation, msg notify.Message) {
 	if msg.Has("HANDOVER", "saved") {
 		s.onWorkerSaved(w)
 	}
+	if msg.Has("HANDOVER", "failed") {
+		s.onSaveFailed(w, msg.Vars["HANDOVER_ERROR"])
+	}
 	if st, ok := msg.Vars["STATUS"]; ok {
 		w.status = st
 		s.log.Debug().Int("gen", g.n).Int("pid", w.pid()).Str("status", st).Msg("worker status")
@@ -192,4 +208,32 @@ func (s *Supervisor) failKind(kind Kind) Kind {
 		return KindRestoreFailed
 	}
 	return kind
+}
+
+// startFailed counts a failed start of the first generation (before it was
+// ever ready) and, past Config.StartAttempts, gives up: Run returns the
+// reason, as a failed start of a systemd service.
+func (s *Supervisor) startFailed(g *generation, w *worker, status string) bool {
+	if s.state != stateStarting || g.everReady || s.firstWasReady() {
+		return false
+	}
+	s.startFailures++
+	if s.startFailures < s.cfg.StartAttempts {
+		return false
+	}
+	s.fatal = fmt.Errorf("the first generation did not become ready in %d attempts; the last worker (pid %d) %s: fix the worker, or raise --start-attempts",
+		s.startFailures, w.pid(), status)
+	s.log.Error().Int("gen", g.n).Int("attempts", s.startFailures).Str("reason", s.fatal.Error()).Msg("start failed: giving up")
+	s.stopAll()
+	return true
+}
+
+// firstWasReady reports whether any generation was ever ready.
+func (s *Supervisor) firstWasReady() bool {
+	select {
+	case <-s.readyCh:
+		return true
+	default:
+		return false
+	}
 }
