@@ -122,7 +122,7 @@ func drainConns(c *net.UnixConn, deadline time.Time) {
 }
 
 // receiveConns is the successor's side: every batch, to the end.
-func receiveConns(upg *tableflip.Upgrader) ([]supervisor.StoredConn, error) {
+func receiveConns(upg *tableflip.Upgrader, timeout time.Duration) ([]supervisor.StoredConn, error) {
 	f, err := upg.File("conns")
 	if err != nil || f == nil {
 		return nil, fmt.Errorf("the previous supervisor passed no connections channel (%v)", err)
@@ -138,7 +138,7 @@ func receiveConns(upg *tableflip.Upgrader) ([]supervisor.StoredConn, error) {
 		return nil, errors.New("the connections channel is not a unix socket")
 	}
 	defer uc.Close()
-	uc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	uc.SetReadDeadline(time.Now().Add(timeout))
 	var conns []supervisor.StoredConn
 	buf := make([]byte, 64<<10)
 	oob := make([]byte, fdbatch.OOBSize())

@@ -47,6 +47,11 @@ type options struct {
 	snapshot     string
 	control      string // the control socket's path; "" for none
 	pidFile      string
+	probation    time.Duration
+	keepVersions int
+	startTries   int
+	stateDir     string // the upgrade history's directory; "" for none
+	passTimeout  time.Duration
 	command      []string // the worker's path, resolved, then its arguments
 }
 
@@ -83,6 +88,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.snapshot, "snapshot", "", "handover mode: the snapshot file `PATH` (default: $STATE_DIRECTORY/snapshot)")
 	fs.StringVar(&o.runtimeDir, "runtime-dir", "", "directory for the notify sockets (default: $RUNTIME_DIRECTORY, else a new temporary one)")
 	fs.StringVar(&o.control, "control", control.DefaultPath(), "the control socket `PATH` for `supervisor ctl` (default: $RUNTIME_DIRECTORY/control; none outside systemd)")
+	durationVar(fs, &o.probation, "probation", supervisor.DefaultProbation, "for this `duration` after an upgrade, a crash or a hang of the new generation rolls back by\nitself to the previous binary (0: off)")
+	countVar(fs, &o.keepVersions, "keep-versions", supervisor.DefaultKeepVersions, "the `number` of generations' binaries held open for rollbacks, the current one included")
+	countVar(fs, &o.startTries, "start-attempts", supervisor.DefaultStartTries, "the first generation is started this `number` of times at most; then the supervisor exits 1")
+	fs.StringVar(&o.stateDir, "state-dir", "", "the `directory` of the upgrade history, history.jsonl (default: $STATE_DIRECTORY; none without)")
+	durationVar(fs, &o.passTimeout, "pass-timeout", supervisor.DefaultPassTimeout, "the `duration` passing the stored connections to a new worker or supervisor may take")
 	fs.StringVar(&o.pidFile, "pid-file", "", "write the supervisor's PID to `PATH`, atomically; rewritten by a self-upgrade (SIGUSR2)")
 	fs.Usage = func() {} // an error is one line; the usage text is for --help
 	if err := fs.Parse(args); err != nil {
@@ -113,6 +123,19 @@ func (o *options) check(command []string) error {
 		return fmt.Errorf("--log-format %q: want json or console", o.logFormat)
 	case o.mode != "overlap" && o.mode != "handover":
 		return fmt.Errorf("--mode %q: want overlap or handover", o.mode)
+	case o.probation < 0:
+		return fmt.Errorf("--probation %v: want 0 (off) or a duration such as 60s", o.probation)
+	case o.keepVersions < 1 || o.keepVersions > 64:
+		return fmt.Errorf("--keep-versions %d: want 1 to 64 (1 keeps only the current binary: no rollback)", o.keepVersions)
+	case o.startTries < 1:
+		return fmt.Errorf("--start-attempts %d: want 1 or more", o.startTries)
+	case o.passTimeout <= 0:
+		return errors.New("--pass-timeout must be a positive duration, such as 30s")
+	}
+	if o.stateDir == "" {
+		if dir := os.Getenv("STATE_DIRECTORY"); dir != "" {
+			o.stateDir = strings.Split(dir, ":")[0]
+		}
 	}
 	if err := o.checkHandover(); err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/cloudflare/tableflip"
 	"github.com/procswitch/supervisor/internal/supervisor"
@@ -45,7 +46,7 @@ type inheritance struct {
 }
 
 // takeInheritance reads what the supervisor we replace passed on, if any.
-func takeInheritance(upg *tableflip.Upgrader) (*inheritance, error) {
+func takeInheritance(upg *tableflip.Upgrader, passTimeout time.Duration) (*inheritance, error) {
 	if !upg.HasParent() {
 		return nil, nil
 	}
@@ -75,7 +76,7 @@ func takeInheritance(upg *tableflip.Upgrader) (*inheritance, error) {
 		}
 	}
 	if m.Conns > 0 {
-		conns, err := receiveConns(upg)
+		conns, err := receiveConns(upg, passTimeout)
 		if err != nil {
 			in.close()
 			return nil, fmt.Errorf("self-upgrade: receiving the stored connections: %w", err)

@@ -82,7 +82,7 @@ func startTableflip(opts *options) (*tableflip.Upgrader, *inheritance, error) {
 	// successor. Workers must not see it: one using tableflip itself would
 	// take its sockets for tableflip's pipes.
 	os.Unsetenv(tableflipMark)
-	inherited, err := takeInheritance(upg)
+	inherited, err := takeInheritance(upg, opts.passTimeout)
 	if err != nil {
 		upg.Stop()
 		return nil, nil, err
@@ -113,26 +113,30 @@ func openSockets(opts *options, inherited *inheritance, log zerolog.Logger) (*li
 func engineConfig(opts *options, sockets *listener.Set, runtimeDir string, inherited *inheritance,
 	succ *successor, r *reporter, log zerolog.Logger) supervisor.Config {
 	return supervisor.Config{
-		Path:         opts.command[0],
-		Args:         opts.command[1:],
-		Workers:      opts.workers,
-		Ready:        opts.ready,
-		ReadyTimeout: opts.readyTimeout,
-		DrainSignal:  opts.drainSignal,
-		DrainTimeout: opts.drainTimeout,
-		Watchdog:     opts.watchdog,
-		RestartMin:   opts.restartMin,
-		RestartMax:   opts.restartMax,
-		Handover:     opts.mode == "handover",
-		SnapshotPath: opts.snapshot,
-		Sockets:      sockets,
-		RuntimeDir:   runtimeDir,
-		Shim:         "/proc/self/exe",
-		Stored:       inherited.storedConns(),
-		LastGen:      inherited.base(),
-		Successor:    succ,
-		Log:          log,
-		Observe:      r.observe,
+		Path:          opts.command[0],
+		Args:          opts.command[1:],
+		Workers:       opts.workers,
+		Ready:         opts.ready,
+		ReadyTimeout:  opts.readyTimeout,
+		DrainSignal:   opts.drainSignal,
+		DrainTimeout:  opts.drainTimeout,
+		Watchdog:      opts.watchdog,
+		RestartMin:    opts.restartMin,
+		RestartMax:    opts.restartMax,
+		Probation:     opts.probation,
+		KeepVersions:  opts.keepVersions,
+		StartAttempts: opts.startTries,
+		PassTimeout:   opts.passTimeout,
+		Handover:      opts.mode == "handover",
+		SnapshotPath:  opts.snapshot,
+		Sockets:       sockets,
+		RuntimeDir:    runtimeDir,
+		Shim:          "/proc/self/exe",
+		Stored:        inherited.storedConns(),
+		LastGen:       inherited.base(),
+		Successor:     succ,
+		Log:           log,
+		Observe:       r.observe,
 	}
 }
 

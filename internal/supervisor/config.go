@@ -18,8 +18,14 @@ const (
 	DefaultRestartMin   = 100 * time.Millisecond
 	DefaultRestartMax   = 30 * time.Second
 	DefaultKeepVersions = 3
-	DefaultStartTries   = 5
-	DefaultPassTimeout  = 30 * time.Second
+	// DefaultProbation: a bad build usually fails on its first real
+	// requests, within seconds of taking traffic; a minute also covers
+	// start-up work that runs late (a first autosave, caches that fill, a
+	// periodic job), while the previous binary and, in handover mode, the
+	// copies of the connections are held no longer than that.
+	DefaultProbation   = time.Minute
+	DefaultStartTries  = 5
+	DefaultPassTimeout = 30 * time.Second
 )
 
 // Config is what the supervisor runs and how.
