@@ -6,9 +6,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// executable is a generation's worker binary, held open so that the same
-// code can be started again (a crash restart, a rollback) even after a new
-// build has been installed at the same path.
+// executable is a generation's worker file, a binary or a "#!" script, held
+// open so that the same code can be started again (a crash restart, a
+// rollback) even after a new build has been installed at the same path. The
+// exec shim runs it from the held fd then (proc.EnvExecFD), and never the
+// new build in its place.
 type executable struct {
 	fd  int
 	st  unix.Stat_t
@@ -29,21 +31,14 @@ func openExecutable(path string) (*executable, error) {
 }
 
 // at reports whether path still names this very file, unchanged: then it
-// is executed by path, which scripts need; else through the held fd.
+// is executed by path, so that the worker's argv[0], /proc/PID/exe and a
+// script's $0 are the path; else through the held fd.
 func (e *executable) at(path string) bool {
 	var st unix.Stat_t
 	if unix.Stat(path, &st) != nil {
 		return false
 	}
 	return st.Dev == e.st.Dev && st.Ino == e.st.Ino && st.Size == e.st.Size && st.Mtim == e.st.Mtim
-}
-
-// script reports whether the file starts with "#!": its interpreter opens
-// it by the path it is given, which a held fd, close-on-exec, cannot be.
-func (e *executable) script() bool {
-	var b [2]byte
-	n, _ := unix.Pread(e.fd, b[:], 0)
-	return n == 2 && string(b[:]) == "#!"
 }
 
 func (e *executable) close() {

@@ -272,7 +272,11 @@ func (s *Supervisor) prepareLaunch(g *generation) (*launch, error) {
 		}
 		env = s.handoverEnv(env, handoverFD)
 	}
-	if g.exe != nil && !g.exe.at(g.binary) && !g.exe.script() {
+	// The held file, binary or script, whenever the path names another: the
+	// shim runs it or nothing (proc.EnvExecFD says how, and what $0 a script
+	// then sees). Where the path still names it, by path, for a natural
+	// argv[0] and /proc/PID/exe.
+	if g.exe != nil && !g.exe.at(g.binary) {
 		env = append(env, proc.EnvExecFD+"="+strconv.Itoa(contract.ListenFDsStart+len(l.files)))
 		l.files = append(l.files, g.exe.fd)
 	}

@@ -19,6 +19,7 @@ import (
 //	starting       the first (or a restarted)  nil           nil        nil
 //	               generation, not ready yet
 //	serving        ready                       nil           nil        nil
+//	probation      ready, on trial (probation.go) nil        nil        nil
 //	upgrading      serving                     starting      nil        nil
 //	saving         the old one, saving         waiting       set        nil
 //	restoring      the old one, saved          restoring     set        nil
@@ -30,8 +31,11 @@ import (
 //	retired        nil                         nil           nil        nil
 //	stopping       nil                         nil           nil        nil
 //
-// Events (rows) in each state (columns: starting, serving, upgrading,
-// saving, restoring, rolling-back, self-upgrading, retired, stopping).
+// Events (rows) in each state (columns: starting, serving, probation,
+// upgrading, saving, restoring, rolling-back, self-upgrading, retired,
+// stopping). probation is serving with the previous binary, and in handover
+// mode the connections and the cutover snapshot, kept (probation.go): any
+// request ends it first, then is served as in serving.
 // "refused" answers at once with an *UpgradeError of kind Refused and the
 // reason given in the handler; "-" cannot happen in that state, or changes
 // nothing; "queued" is coalesced into one more upgrade after the running
@@ -40,9 +44,15 @@ import (
 //	upgrade (SIGHUP, ctl upgrade)
 //	  starting       start the next generation → upgrading; queued while
 //	                 the first generation starts on stored connections
-//	  serving        start the next generation → upgrading
+//	  serving        start the next generation → upgrading (refused while
+//	                 the file at the path is a binary rolled back from)
 //	  upgrading, saving, restoring, rolling-back: queued
 //	  self-upgrading, retired, stopping: refused
+//	rollback (ctl rollback [--to GEN])
+//	  serving        start a held earlier binary as the next generation →
+//	                 upgrading; refused when none is held
+//	  every other state: refused (not queued: a running upgrade changes
+//	                 what "previous" means)
 //	self-upgrade (SIGUSR2)
 //	  serving        overlap: start the successor; handover: the worker
 //	                 saves first → self-upgrading
@@ -62,6 +72,21 @@ import (
 //	  saving         (only by exiting: no ready timer runs, nothing is passed
 //	                 yet) kill it → rolling-back, once the old worker has saved
 //	  restoring      kill it, start the previous binary → rolling-back
+//	crash (a worker of the current generation exited on its own)
+//	  probation      rolled back by itself: overlap: start the previous
+//	                 binary → upgrading; handover: the previous binary,
+//	                 cold, on the kept connections and the cutover snapshot
+//	                 → rolling-back
+//	  other states   restarted with back-off (below); in starting, after
+//	                 StartAttempts failed starts of the first generation:
+//	                 → stopping, and Run returns the reason
+//	probation ends (the timer)
+//	  probation      → serving
+//	save failed (HANDOVER=failed from the old worker)
+//	  saving         kill the next generation, the old one serves again
+//	                 → serving (save-failed)
+//	  rolling-back   (before the old worker saved) → serving
+//	  self-upgrading (handover, saving) → serving (save-failed)
 //	waiting (handover: the new worker is initialised)
 //	  upgrading      the old worker saves → saving
 //	saved (the old worker said HANDOVER=saved, or exited while saving)
@@ -78,8 +103,10 @@ import (
 //
 // A worker of the current generation that crashes is restarted with
 // back-off in every state that has a current generation, except one that
-// is saving or has saved (it drains); the watchdog, STATUS= and the drain timeout are per worker, in
-// every state.
+// is saving or has saved (it drains), and probation; the watchdog, STATUS=
+// and the drain timeout are per worker, in every state. An upgrade whose
+// old worker died or hung while saving serves, but ends with kind
+// state-lost, which names what was lost.
 type state int
 
 const (
@@ -279,6 +306,7 @@ func (s *Supervisor) stopAll() {
 	s.log.Info().Msg("stopping: draining every generation")
 	defer s.observe(Stopping)
 	s.answerQueued(stoppingError(0, KindRefused))
+	s.rollingBack, s.rollbackWaiting = nil, false
 	if g := s.next; g != nil {
 		s.next = nil
 		s.log.Warn().Int("gen", g.n).Str("binary", g.binary).Str("reason", "stopping").

@@ -36,6 +36,9 @@ func TestMachine(t *testing.T) {
 								if su.stored {
 									storeOne(t, c)
 								}
+								if strings.HasPrefix(su.name, "probation") {
+									c.Probation = time.Hour // ended by the probation-end event
+								}
 							})
 							m.run(su, row.event, outcome(row.want, mode, su.name))
 						})
@@ -92,6 +95,11 @@ var machineSetups = []machineSetup{
 	{"retired", "retired", "overlap", false, []string{"ready", "self-upgrade", "successor-ok"}},
 	{"retired", "retired", "handover", false, []string{"ready", "self-upgrade", "saved", "successor-ok"}},
 	{"stopping", "stopping", "overlap handover", false, []string{"ready", "stop"}},
+	// Setups named probation… run with Config.Probation on.
+	{"probation", "probation", "overlap", false, []string{"ready", "upgrade", "ready"}},
+	{"probation", "probation", "handover", false, []string{"ready", "upgrade", "waiting", "saved", "ready"}},
+	{"probation-rollback", "upgrading", "overlap", false, []string{"ready", "upgrade", "ready", "crash"}},
+	{"probation-rollback", "rolling-back", "handover", false, []string{"ready", "upgrade", "waiting", "saved", "ready", "crash"}},
 }
 
 // machineTable is what each event does in each setup's state. An outcome is:
@@ -117,42 +125,59 @@ var machineTable = []struct {
 	event string
 	want  map[string]string
 }{
-	{"upgrade", upgradeRow("upgrading", "upgrading")},
-	{"upgrade-not-executable", upgradeRow("starting req=not-executable", "serving req=not-executable")},
-	{"upgrade-start-fails", upgradeRow("starting req=start-failed", "serving req=start-failed")},
+	{"upgrade", upgradeRow("upgrading", "upgrading", "upgrading")},
+	{"rollback", map[string]string{"*": "- req=refused", "probation": "upgrading"}},
+	{"save-failed", map[string]string{"*": "-", // HANDOVER=failed from the worker that saves, or would
+		"saving": "serving up=save-failed", "rolling-back-saving": "serving",
+		"self-upgrading-saving": "serving self=save-failed"}},
+	{"probation-end", map[string]string{"*": "-", "probation": "serving"}},
+	{"upgrade-not-executable", upgradeRow("starting req=not-executable", "serving req=not-executable", "serving req=not-executable")},
+	{"upgrade-start-fails", upgradeRow("starting req=start-failed", "serving req=start-failed", "serving req=start-failed")},
 	{"self-upgrade", map[string]string{"*": "- req=refused",
-		"overlap/serving": "self-upgrading +successor", "handover/serving": "self-upgrading"}},
+		"overlap/serving": "self-upgrading +successor", "handover/serving": "self-upgrading",
+		"overlap/probation": "self-upgrading +successor", "handover/probation": "self-upgrading"}},
 	{"self-upgrade-unprepared", map[string]string{"*": "- req=refused"}},
 	{"stop", map[string]string{"*": "stopping",
 		"upgrading": "stopping up=cancelled", "upgrading-early": "stopping up=cancelled",
 		"saving": "stopping up=cancelled", "restoring": "stopping up=cancelled",
-		"self-upgrading": "-", "self-upgrading-saving": "-", "self-upgrading-stopping": "-", "retired": "-", "stopping": "-"}},
+		"self-upgrading": "-", "self-upgrading-saving": "-", "self-upgrading-stopping": "-", "retired": "-", "stopping": "-",
+	}},
 	{"ready", map[string]string{"*": "-", // the worker of the generation being started; else the newest one, ready already
 		"starting": "serving", "starting-stored": "serving", "rolling-back": "serving",
 		"upgrading": "serving up=ok", "upgrading-early": "serving up=ok", "restoring": "serving up=ok",
-		"saving": "-"}}, // READY=1 before GO is ignored
+		"saving":                     "-", // READY=1 before GO is ignored
+		"overlap/probation-rollback": "serving", "handover/probation-rollback": "serving"}},
 	{"next-exit", map[string]string{"*": "n/a",
 		"upgrading": "serving up=exited-before-ready", "upgrading-early": "starting up=exited-before-ready",
-		"saving": "rolling-back cur=1 up=exited-before-ready+rb", "restoring": "rolling-back cur=3 up=restore-failed+rb"}},
+		"saving": "rolling-back cur=1 up=exited-before-ready+rb", "restoring": "rolling-back cur=3 up=restore-failed+rb",
+		"overlap/probation-rollback": "serving"}}, // the bad generation restarts: nothing else is left
 	{"ready-timeout", map[string]string{"*": "-", // the timer armed at start; in saving and restoring it is stale
 		"starting": "=", "starting-stored": "=", "rolling-back": "=", // killed; the crash restarts it
-		"upgrading": "serving up=not-ready-in-time", "upgrading-early": "starting up=not-ready-in-time"}},
+		"upgrading": "serving up=not-ready-in-time", "upgrading-early": "starting up=not-ready-in-time",
+		"overlap/probation-rollback": "serving", "handover/probation-rollback": "="}},
 	{"go-timeout", map[string]string{"*": "n/a",
-		"restoring": "rolling-back cur=3 up=restore-failed+rb", "rolling-back": "-"}},
+		"restoring": "rolling-back cur=3 up=restore-failed+rb", "rolling-back": "-",
+		"handover/probation": "-", "handover/probation-rollback": "-"}}, // stale: from the setup's handover
 	{"pass-failed", map[string]string{"*": "n/a",
-		"restoring": "rolling-back cur=3 up=pass-failed+rb", "rolling-back": "-"}},
+		"restoring": "rolling-back cur=3 up=pass-failed+rb", "rolling-back": "-",
+		"handover/probation": "-", "handover/probation-rollback": "-"}},
 	{"waiting", map[string]string{"*": "n/a",
 		"handover/upgrading": "saving", "handover/upgrading-early": "saving",
-		"saving": "-", "restoring": "-", "rolling-back": "-", "rolling-back-saving": "-"}},
+		"saving": "-", "restoring": "-", "rolling-back": "-", "rolling-back-saving": "-",
+		"handover/probation": "-", "handover/probation-rollback": "-"}},
 	{"saved", map[string]string{"*": "-", // from the worker that saves, or would
 		"saving": "restoring", "rolling-back-saving": "rolling-back cur=3", "self-upgrading-saving": "self-upgrading +successor"}},
 	{"old-exit", map[string]string{"*": "n/a",
 		"saving": "restoring", "restoring": "=", "rolling-back": "-", "rolling-back-saving": "rolling-back cur=3",
 		"handover/self-upgrading": "=", "self-upgrading-saving": "self-upgrading +successor",
-		"handover/self-upgrading-stopping": "=", "retired": "done", "stopping": "done"}},
+		"handover/self-upgrading-stopping": "=", "retired": "done", "stopping": "done",
+		"probation": "=", "probation-rollback": "="}},
 	{"crash", map[string]string{"*": "=", // restarted, with back-off; n/a where it drains (old-exit)
 		"saving": "n/a", "restoring": "n/a", "rolling-back-saving": "n/a", "handover/self-upgrading": "n/a",
-		"self-upgrading-saving": "n/a", "handover/self-upgrading-stopping": "n/a", "retired": "n/a", "stopping": "n/a"}},
+		"self-upgrading-saving": "n/a", "handover/self-upgrading-stopping": "n/a", "retired": "n/a", "stopping": "n/a",
+		"overlap/probation": "upgrading", "handover/probation": "rolling-back", // rolled back on probation
+		"overlap/probation-rollback": "n/a", // the bad generation's worker is gone
+		"handover/probation-rollback": "="}}, // the rolled-back generation's: restarted
 	{"successor-ok", map[string]string{"*": "-", // a late answer, where no successor is starting
 		"self-upgrading": "retired self=ok", "self-upgrading-stopping": "retired self=ok",
 		"self-upgrading-saving": "n/a"}},
@@ -164,10 +189,10 @@ var machineTable = []struct {
 
 // upgradeRow is an upgrade request's row: how it ends in starting and in
 // serving; queued while an upgrade or a rollback runs, refused otherwise.
-func upgradeRow(starting, serving string) map[string]string {
-	row := map[string]string{"*": "- req=refused", "starting": starting, "serving": serving}
+func upgradeRow(starting, serving, probation string) map[string]string {
+	row := map[string]string{"*": "- req=refused", "starting": starting, "serving": serving, "probation": probation}
 	for _, st := range []string{"starting-stored", "upgrading", "upgrading-early", "saving", "restoring",
-		"rolling-back", "rolling-back-saving"} {
+		"rolling-back", "rolling-back-saving", "probation-rollback"} {
 		row[st] = "-"
 	}
 	return row
@@ -206,6 +231,18 @@ var machineEvents = map[string]struct {
 		m.request("self", m.s.SelfUpgrade)
 	}},
 	"stop": {always, func(m *machine, v view) { m.s.Stop(); m.settle() }},
+	"rollback": {always, func(m *machine, v view) {
+		m.request("up", func() <-chan Result { return m.s.Rollback(0) })
+	}},
+	"save-failed": {func(v view) string { return missing(v.saver, "no live worker") },
+		func(m *machine, v view) { m.notify(v.saver, "HANDOVER", "failed") }},
+	"probation-end": {always, func(m *machine, v view) { // a stale timer where no generation is on probation
+		ev := probationEndEvent{}
+		if v.current != nil {
+			ev.gen = v.current.gen
+		}
+		m.send(ev)
+	}},
 	"ready": {func(v view) string { return missing(v.being, "no live worker") },
 		func(m *machine, v view) { m.notify(v.being, "READY", "1") }},
 	"next-exit": {func(v view) string { return missing(v.next, "no next generation") },
@@ -248,6 +285,11 @@ func (m *machine) send(ev any) {
 
 // notify is a message from w, as the kernel would vouch for it.
 func (m *machine) notify(w *worker, key, value string) {
+	if p := w.proc.(*fakeProcess); key == "HANDOVER" && value == "failed" {
+		p.mu.Lock()
+		p.failedSaves++
+		p.mu.Unlock()
+	}
 	m.send(notifyEvent{gen: w.gen, msg: notify.Message{PID: w.pid(), Vars: map[string]string{key: value}}})
 }
 
