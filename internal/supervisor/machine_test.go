@@ -176,7 +176,7 @@ var machineTable = []struct {
 		"saving": "n/a", "restoring": "n/a", "rolling-back-saving": "n/a", "handover/self-upgrading": "n/a",
 		"self-upgrading-saving": "n/a", "handover/self-upgrading-stopping": "n/a", "retired": "n/a", "stopping": "n/a",
 		"overlap/probation": "upgrading", "handover/probation": "rolling-back", // rolled back on probation
-		"overlap/probation-rollback": "n/a", // the bad generation's worker is gone
+		"overlap/probation-rollback":  "n/a", // the bad generation's worker is gone
 		"handover/probation-rollback": "="}}, // the rolled-back generation's: restarted
 	{"successor-ok", map[string]string{"*": "-", // a late answer, where no successor is starting
 		"self-upgrading": "retired self=ok", "self-upgrading-stopping": "retired self=ok",
