@@ -1,6 +1,13 @@
 // Package history is the supervisor's record of what ran when: every
 // upgrade, rollback, self-upgrade and crash restart, one JSON line each, in
 // a file in the state directory that survives restarts and self-upgrades.
+//
+// Log writes it: Append queues a record and returns at once, one goroutine
+// writes and fsyncs them in order, and Last reads the last ones back. The
+// file is FileName in the directory, rotated to FileName.1 and so on when
+// it would pass Options.MaxSize; lines are whole, and writers (an old
+// supervisor draining and its successor) take turns under flock(2) on a
+// lock file beside it. A line that is not a record is skipped when read.
 package history
 
 import "time"
@@ -33,6 +40,7 @@ const (
 	EventSelfUpgrade = "self-upgrade" // SIGUSR2: a successor supervisor
 	EventCrash       = "crash"        // a worker of the current generation died and is restarted
 	EventDrained     = "drained"      // an old generation's last worker exited (DrainMS)
+	EventDropped     = "dropped"      // written by Log itself: records were lost; Lost says how many, Reason why
 )
 
 // Triggers.
