@@ -347,6 +347,7 @@ func (s *Supervisor) onGenerationReady(g *generation) {
 	case g == s.current:
 		// The first generation, ready while an upgrade or a self-upgrade
 		// runs; or a generation whose workers all restarted after crashes.
+		s.hold(g)
 		s.firstReady()
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/procswitch/supervisor/internal/history"
 	"golang.org/x/sys/unix"
 )
 
@@ -103,12 +104,26 @@ func (s *Supervisor) startSuccessor(conns []StoredConn) {
 // finishSelfUpgrade records and reports a self-upgrade's end.
 func (s *Supervisor) finishSelfUpgrade(reply chan Result, err *UpgradeError) {
 	u := &UpgradeStatus{OK: err == nil, At: time.Now()}
+	rec := history.Record{Event: history.EventSelfUpgrade, Trigger: history.TriggerSIGUSR2, Result: history.ResultOK,
+		Gen: s.lastGen}
+	if g := s.current; g != nil {
+		rec.Gen, rec.Binary, rec.Version = g.n, g.binary, g.version
+	}
 	if err != nil {
 		u.Reason, u.Kind, u.RolledBack = err.Reason, string(err.Kind), err.RolledBack
-		s.log.Error().Str("kind", u.Kind).Str("reason", u.Reason).Bool("rolled_back", u.RolledBack).
-			Str("result", "failed").Msg("self-upgrade failed: this supervisor goes on serving")
+		rec.Kind = u.Kind
+		if err.Kind == KindStateLost { // logged by onSuccessor: the successor serves
+			rec.Result, rec.Lost = history.ResultLost, err.Reason
+		} else {
+			rec.Result, rec.Reason = history.ResultFailed, err.Reason
+			s.log.Error().Str("kind", u.Kind).Str("reason", u.Reason).Bool("rolled_back", u.RolledBack).
+				Str("result", "failed").Msg("self-upgrade failed: this supervisor goes on serving")
+		}
 	}
 	s.lastSelfUpgrade = u
+	if err == nil || err.Kind != KindRefused { // a refusal is not an attempt
+		s.record(rec)
+	}
 	s.observe(SelfUpgradeFinished)
 	if err != nil {
 		reply <- Result{Err: err}

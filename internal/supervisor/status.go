@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
@@ -221,12 +222,7 @@ func (s *Supervisor) recordUpgrade(g *generation, r Result) {
 	} else {
 		rec.Reason = u.Reason
 	}
-	if g.hashing && g.version == "" && (r.Err == nil || ue != nil && ue.Kind == KindStateLost) {
-		// Written once the binary is hashed (hashBinary), with its version.
-		s.unhashed = append(s.unhashed, pendingRecord{gen: g, rec: rec})
-		return
-	}
-	s.record(rec)
+	s.recordFor(g, rec)
 }
 
 // pendingRecord is a history record that waits for its generation's version.
@@ -235,11 +231,34 @@ type pendingRecord struct {
 	rec history.Record
 }
 
-// record hands one entry to the history, if one is kept.
+// recordFor records rec once g's binary is hashed (hashBinary), with its
+// version.
+func (s *Supervisor) recordFor(g *generation, rec history.Record) {
+	if s.cfg.Record == nil {
+		return
+	}
+	if !g.hashing {
+		rec.Version = g.version
+		s.record(rec)
+		return
+	}
+	s.unhashed = append(s.unhashed, pendingRecord{gen: g, rec: rec})
+}
+
+// record hands one entry to the history, if one is kept, behind those that
+// wait for a version.
 func (s *Supervisor) record(rec history.Record) {
 	if s.cfg.Record == nil {
 		return
 	}
+	if len(s.unhashed) > 0 {
+		s.unhashed = append(s.unhashed, pendingRecord{rec: rec})
+		return
+	}
+	s.write(rec)
+}
+
+func (s *Supervisor) write(rec history.Record) {
 	if rec.Time.IsZero() {
 		rec.Time = time.Now()
 	}
@@ -260,17 +279,20 @@ func (s *Supervisor) onVersion(g *generation, id fileID, version string) {
 			s.observe(WorkersChanged) // the STATUS= line gains the version
 		}
 	}
-	kept := s.unhashed[:0]
+	g.hashing = false
+	// Written in the order they were made, each once its version is known.
+	n := 0
 	for _, p := range s.unhashed {
-		if p.gen == g {
-			p.rec.Version = version
-			s.record(p.rec)
-			continue
+		if p.gen != nil && p.gen.hashing {
+			break
 		}
-		kept = append(kept, p)
+		if p.gen != nil {
+			p.rec.Version = p.gen.version
+		}
+		s.write(p.rec)
+		n++
 	}
-	clear(s.unhashed[len(kept):])
-	s.unhashed = kept
+	s.unhashed = slices.Delete(s.unhashed, 0, n)
 }
 
 // hashBinary computes g's version off the loop, from a duplicate of the

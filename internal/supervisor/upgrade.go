@@ -180,6 +180,14 @@ func (s *Supervisor) firstReady() {
 	s.readyOnce.Do(func() { close(s.readyCh); first = true })
 	if first {
 		s.observe(FirstReady)
+		if g := s.current; g != nil {
+			rec := history.Record{Event: history.EventStart, Trigger: history.TriggerStart, Gen: g.n,
+				Binary: g.binary, Version: g.version, Result: history.ResultOK, ReadyMS: ms(g.readyTime)}
+			if s.cfg.LastGen > 0 {
+				rec.Trigger, rec.FromGen = history.TriggerSIGUSR2, s.cfg.LastGen // a successor's first generation
+			}
+			s.recordFor(g, rec)
+		}
 	}
 }
 
