@@ -141,7 +141,11 @@ func (s *Supervisor) onHandingWorkerExit(old *worker) {
 	if old.gen.killed > 0 {
 		lost = "the old worker did not save within the drain timeout (" + s.cfg.DrainTimeout.String() + ") and was killed"
 	}
-	lost += ": " + age + " was restored"
+	if fi, err := os.Stat(s.cfg.SnapshotPath); err != nil {
+		lost += ": no snapshot exists, so the new worker started empty"
+	} else {
+		lost += ": the last complete snapshot, " + time.Since(fi.ModTime()).Round(time.Millisecond).String() + " old, was restored"
+	}
 	if len(s.store) == 0 {
 		lost += ", and its connections were dropped (it stored none)"
 	} else {

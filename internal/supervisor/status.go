@@ -237,6 +237,7 @@ func (s *Supervisor) recordFor(g *generation, rec history.Record) {
 	if s.cfg.Record == nil {
 		return
 	}
+	rec.Time = time.Now()
 	if !g.hashing {
 		rec.Version = g.version
 		s.record(rec)
@@ -250,6 +251,9 @@ func (s *Supervisor) recordFor(g *generation, rec history.Record) {
 func (s *Supervisor) record(rec history.Record) {
 	if s.cfg.Record == nil {
 		return
+	}
+	if rec.Time.IsZero() {
+		rec.Time = time.Now()
 	}
 	if len(s.unhashed) > 0 {
 		s.unhashed = append(s.unhashed, pendingRecord{rec: rec})
