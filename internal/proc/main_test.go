@@ -48,6 +48,7 @@ var helpers = map[string]func() error{
 	"pdeath":   helperPdeath,
 	"printpid": helperPrintPID,
 	"goshim":   helperGoShim,
+	"interp":   helperInterp,
 }
 
 func TestMain(m *testing.M) {
@@ -230,6 +231,27 @@ func holdsOwnExecutable() bool {
 		}
 	}
 	return false
+}
+
+// helperInterp is the interpreter of the tests' "#!" scripts (see
+// installScript): the kernel runs it with the script's path, as the shim
+// executed it, then the worker's arguments. It reports that path, the
+// script's body (what follows the "#!" line) and what the shim gave it.
+func helperInterp() error {
+	if len(os.Args) < 2 {
+		return fmt.Errorf("run as a script interpreter, without a script")
+	}
+	b, err := os.ReadFile(os.Args[1])
+	if err != nil {
+		return err
+	}
+	_, body, _ := strings.Cut(string(b), "\n")
+	execFD, ok := os.LookupEnv(EnvExecFD)
+	if !ok {
+		execFD = "unset"
+	}
+	return report("script=%s body=%q args=%q LISTEN_PID=%s pid=%d shim=%q %s=%s",
+		os.Args[1], body, os.Args[2:], os.Getenv("LISTEN_PID"), os.Getpid(), os.Getenv(shimEnv), EnvExecFD, execFD)
 }
 
 // helperGoShim is shim mode through RunShim whatever the build: its

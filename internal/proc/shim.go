@@ -1,6 +1,7 @@
 package proc
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -12,8 +13,20 @@ import (
 // mode: `supervisor ShimArg WORKER [ARGS...]`.
 const ShimArg = "__supervisor-exec-worker"
 
-// EnvExecFD, set for the shim only, names an fd of the binary to execute
-// instead of the path in argv[0].
+// EnvExecFD, set for the shim only, names an fd of the worker's file to
+// execute instead of the path in argv[0]: the file the supervisor held open
+// for a generation whose path has since been given to another build. Given
+// one, the shim runs that file or nothing; it never falls back to the path,
+// which would start the other build under the old generation's name.
+//
+// A binary is executed through /proc/self/fd/N with the fd close-on-exec, so
+// the worker does not inherit it. A "#!" script cannot be: the kernel hands
+// its interpreter the path the shim executed, and the interpreter opens that
+// path after the exec. So for a script the fd stays open in the worker, and
+// the script sees $0 (and its interpreter's script argument) as
+// /proc/self/fd/N, not as the worker's path; the worker's own argv[0] is
+// dropped, as for any script. A script that needs its path or directory
+// should take it from its configuration, not from $0.
 const EnvExecFD = "SUPERVISOR_EXEC_FD"
 
 // ShimCommand returns the argv that starts argv (worker path first) through
@@ -43,17 +56,53 @@ func RunShim(argv []string) int {
 	if os.Getenv("WATCHDOG_USEC") != "" {
 		os.Setenv("WATCHDOG_PID", pid)
 	}
-	path := argv[0]
-	if fd, err := strconv.Atoi(os.Getenv(EnvExecFD)); err == nil && fd > 2 {
-		// The generation's own binary, replaced at its path since: exec the
-		// file the supervisor held open. Close-on-exec, so it does not leak.
-		os.Unsetenv(EnvExecFD)
-		unix.CloseOnExec(fd)
-		path = "/proc/self/fd/" + strconv.Itoa(fd)
+	held := os.Getenv(EnvExecFD)
+	os.Unsetenv(EnvExecFD) // for the shim only
+	if held == "" {
+		err := unix.Exec(argv[0], argv, os.Environ())
+		fmt.Fprintf(os.Stderr, "supervisor: cannot execute worker %s: %v\n", argv[0], err)
+		return ExitCodeFromShim
 	}
-	err := unix.Exec(path, argv, os.Environ())
-	fmt.Fprintf(os.Stderr, "supervisor: cannot execute worker %s: %v\n", argv[0], err)
+	path, err := heldPath(held)
+	if err == nil {
+		err = unix.Exec(path, argv, os.Environ())
+	}
+	fmt.Fprintf(os.Stderr, "supervisor: cannot execute worker %s from the file the supervisor held open for it (%s=%s): %v%s; "+
+		"the file now at that path is another build and is not run in its place: upgrade to it to start workers again\n",
+		argv[0], EnvExecFD, held, err, heldHint(err))
 	return ExitCodeFromShim
+}
+
+// heldPath readies the held file at fd for exec (value is EnvExecFD's) and
+// returns the path that executes it: close-on-exec for a binary, not for a
+// script, as EnvExecFD says. shim_cgo.go does the same in C.
+func heldPath(value string) (string, error) {
+	fd, err := strconv.ParseUint(value, 10, 31) // digits only, up to INT_MAX
+	if err != nil || fd <= 2 {
+		return "", fmt.Errorf("%q is not an fd number above stdio", value)
+	}
+	var magic [2]byte
+	n, err := unix.Pread(int(fd), magic[:], 0)
+	if err != nil {
+		return "", fmt.Errorf("read fd %d: %w", fd, err)
+	}
+	flag := unix.FD_CLOEXEC
+	if n == 2 && string(magic[:]) == "#!" {
+		flag = 0
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, flag); err != nil {
+		return "", fmt.Errorf("fd %d: %w", fd, err)
+	}
+	return "/proc/self/fd/" + strconv.FormatUint(fd, 10), nil
+}
+
+// heldHint is what to check for the failures of the held file that have a
+// likely cause.
+func heldHint(err error) string {
+	if errors.Is(err, unix.ENOENT) {
+		return " (is /proc mounted?)"
+	}
+	return ""
 }
 
 // closeInheritedFDs marks every fd from 3 up close-on-exec, so that fds the

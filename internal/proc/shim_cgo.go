@@ -12,10 +12,16 @@ package proc
 // It handles only the plain case, exactly as RunShim would. Anything else it
 // leaves alone and returns, so that the Go runtime starts and RunShim, the
 // reference, does the work or reports the error: shim mode without a worker,
-// a SUPERVISOR_EXEC_FD that is not a plain fd number, a failed exec. A
-// failed exec changes nothing RunShim reads (the Go runtime takes the
-// environment from the process's start, not from the C library), so
-// RunShim's own attempt and its message are as if this had not run.
+// a SUPERVISOR_EXEC_FD that is not a plain fd number, a failed exec. In
+// particular it never runs the worker's path when it was given a held file:
+// if that exec fails, RunShim tries the held file again and reports.
+//
+// It must therefore change nothing RunShim reads. The Go runtime takes the
+// environment from the array the kernel laid out at the process's start, and
+// glibc's unsetenv and setenv edit that very array in place; so this builds
+// the worker's environment in an array of its own and execs with execve,
+// never touching the process's. The only change it makes is to the held
+// fd's close-on-exec flag, which RunShim sets the same way.
 //
 // glibc passes a constructor argc, argv and envp; other C libraries do not,
 // so elsewhere this compiles to nothing and RunShim does it all.
@@ -44,22 +50,66 @@ static int shim_fd(const char *s) {
 	return fd > 2 ? (int)fd : -1;
 }
 
+// shim_held readies the held file at fd as RunShim's heldPath does:
+// close-on-exec for a binary, open across the exec for a "#!" script, whose
+// interpreter opens /proc/self/fd/N after it. -1 on failure.
+static int shim_held(int fd) {
+	char magic[2];
+	ssize_t n = pread(fd, magic, sizeof magic, 0);
+	if (n < 0) return -1;
+	int script = n == 2 && magic[0] == '#' && magic[1] == '!';
+	return fcntl(fd, F_SETFD, script ? 0 : FD_CLOEXEC);
+}
+
+// shim_has says whether env entry kv is the variable name (NAME=...).
+static int shim_has(const char *kv, const char *name) {
+	size_t n = strlen(name);
+	return strncmp(kv, name, n) == 0 && kv[n] == '=';
+}
+
+// shim_getenv is getenv on envp: the first value of name, or NULL.
+static const char *shim_getenv(char **envp, const char *name) {
+	for (; *envp; envp++)
+		if (shim_has(*envp, name)) return *envp + strlen(name) + 1;
+	return NULL;
+}
+
 __attribute__((constructor)) static void supervisor_exec_shim(int argc, char **argv, char **envp) {
-	(void)envp;
 	if (argc < 3 || strcmp(argv[1], "__supervisor-exec-worker") != 0) return;
-	char pid[24], self[48];
-	snprintf(pid, sizeof pid, "%d", (int)getpid());
 	const char *path = argv[2], *v;
-	if ((v = getenv("SUPERVISOR_EXEC_FD")) != NULL) {
+	char self[48], listen[40], watchdog[40];
+	if ((v = shim_getenv(envp, "SUPERVISOR_EXEC_FD")) != NULL && *v != '\0') {
 		int fd = shim_fd(v);
-		if (fd < 0) return;
+		if (fd < 0 || shim_held(fd) != 0) return;
 		snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
 		path = self;
-		if (unsetenv("SUPERVISOR_EXEC_FD") != 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) return;
 	}
-	if ((v = getenv("LISTEN_FDS")) != NULL && *v != '\0' && setenv("LISTEN_PID", pid, 1) != 0) return;
-	if ((v = getenv("WATCHDOG_USEC")) != NULL && *v != '\0' && setenv("WATCHDOG_PID", pid, 1) != 0) return;
-	execv(path, argv + 2);
+	// The worker's environment: ours without SUPERVISOR_EXEC_FD, with
+	// LISTEN_PID and WATCHDOG_PID set to our PID when there is something
+	// to claim (as RunShim, a set but empty variable counts as not set).
+	int pid = (int)getpid(), n = 0;
+	int claim_listen = (v = shim_getenv(envp, "LISTEN_FDS")) != NULL && *v != '\0';
+	int claim_watchdog = (v = shim_getenv(envp, "WATCHDOG_USEC")) != NULL && *v != '\0';
+	while (envp[n] != NULL) n++;
+	char **env = malloc((n + 3) * sizeof *env), **e = env;
+	if (env == NULL) return;
+	for (char **kv = envp; *kv; kv++) {
+		if (shim_has(*kv, "SUPERVISOR_EXEC_FD") || (claim_listen && shim_has(*kv, "LISTEN_PID")) ||
+		    (claim_watchdog && shim_has(*kv, "WATCHDOG_PID")))
+			continue;
+		*e++ = *kv;
+	}
+	if (claim_listen) {
+		snprintf(listen, sizeof listen, "LISTEN_PID=%d", pid);
+		*e++ = listen;
+	}
+	if (claim_watchdog) {
+		snprintf(watchdog, sizeof watchdog, "WATCHDOG_PID=%d", pid);
+		*e++ = watchdog;
+	}
+	*e = NULL;
+	execve(path, argv + 2, env);
+	free(env);
 }
 #else
 #define SUPERVISOR_FAST_SHIM 0

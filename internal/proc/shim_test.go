@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -42,13 +44,20 @@ var shimPaths = []shimPath{"fast", "go"}
 // printpid) with argv through path, with env added and files as fds 3, 4, ….
 func (sp shimPath) command(t *testing.T, argv []string, files []int, env ...string) *Command {
 	t.Helper()
+	return sp.commandFor(t, "printpid", argv, files, env...)
+}
+
+// commandFor is command for a worker that runs helper: printpid for the test
+// binary, interp for a script of installScript's.
+func (sp shimPath) commandFor(t *testing.T, helper string, argv []string, files []int, env ...string) *Command {
+	t.Helper()
 	exe := executable(t)
 	if sp == "go" {
 		return &Command{Path: exe, Args: append([]string{exe}, argv...), Files: files,
-			Env: append(helperEnviron("goshim"), append(env, nextEnv+"=printpid")...)}
+			Env: append(helperEnviron("goshim"), append(env, nextEnv+"="+helper)...)}
 	}
 	path, args := ShimCommand(exe, argv)
-	return &Command{Path: path, Args: args, Env: append(helperEnviron("printpid"), env...), Files: files}
+	return &Command{Path: path, Args: args, Env: append(helperEnviron(helper), env...), Files: files}
 }
 
 // ran is what the worker reports as the shim that started it.
@@ -115,42 +124,63 @@ func TestShimWithoutSockets(t *testing.T) {
 	}
 }
 
-// With SUPERVISOR_EXEC_FD the shim executes the file open at that fd, not
-// the path in argv[0] (a new build may have replaced it since), and neither
-// the variable nor the fd reaches the worker.
-func TestShimExecFD(t *testing.T) {
-	for _, sp := range shimPaths {
-		t.Run(string(sp), func(t *testing.T) {
-			rep := newPipe(t)
-			f, err := os.Open(executable(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			gone := filepath.Join(t.TempDir(), "replaced-worker")
-			c := sp.command(t, []string{gone, "-x"}, []int{rep.wfd(), int(f.Fd())}, "LISTEN_FDS=1", EnvExecFD+"=4")
-			got, pid := runShim(t, c, rep)
-			want := fmt.Sprintf("LISTEN_PID=%d WATCHDOG_PID= pid=%d args=%q shim=%q %s=unset holdsexe=false",
-				pid, pid, []string{"-x"}, sp.ran(), EnvExecFD)
-			if got != want {
-				t.Errorf("worker reported\n%s\nwant\n%s", got, want)
-			}
-		})
+// installScript puts a "#!" script at path whose interpreter is the test
+// binary (helper interp, which reports body): by rename, as an install
+// does, so that an fd held on the file it replaces keeps the old one.
+func installScript(t *testing.T, path, body string) {
+	t.Helper()
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, []byte("#!"+executable(t)+"\n"+body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
 	}
 }
 
-// A SUPERVISOR_EXEC_FD that is not an fd above stdio is ignored: the worker
-// runs from its path. The fast path leaves such values to RunShim.
-func TestShimExecFDIgnored(t *testing.T) {
+// With SUPERVISOR_EXEC_FD the shim executes the file open at that fd, not
+// the file now at the path in argv[0], another build installed since: a
+// binary, which does not inherit the fd, and a "#!" script, whose
+// interpreter gets /proc/self/fd/N as the script's path and so inherits the
+// fd to open it. Neither sees the variable. Without it, a script runs from
+// its path, which its interpreter then gets.
+func TestShimRunsHeldFile(t *testing.T) {
+	cases := []struct {
+		name   string
+		held   string // "binary" (the test binary), "script", or "" for none
+		helper string
+		want   string // the worker's report line; {pid}, {shim} and {worker} filled in
+	}{
+		{"binary", "binary", "printpid",
+			`LISTEN_PID={pid} WATCHDOG_PID= pid={pid} args=["-x"] shim={shim} SUPERVISOR_EXEC_FD=unset holdsexe=false`},
+		{"script", "script", "interp",
+			`script=/proc/self/fd/4 body="old" args=["-x"] LISTEN_PID={pid} pid={pid} shim={shim} SUPERVISOR_EXEC_FD=unset`},
+		{"script by path", "", "interp",
+			`script={worker} body="new" args=["-x"] LISTEN_PID={pid} pid={pid} shim={shim} SUPERVISOR_EXEC_FD=unset`},
+	}
 	for _, sp := range shimPaths {
-		for _, v := range []string{"", "2", "x4", "4x", "99999999999999999999"} {
-			t.Run(fmt.Sprintf("%s/%q", sp, v), func(t *testing.T) {
+		for _, tc := range cases {
+			t.Run(string(sp)+"/"+tc.name, func(t *testing.T) {
 				rep := newPipe(t)
-				exe := executable(t)
-				c := sp.command(t, []string{exe}, []int{rep.wfd()}, EnvExecFD+"="+v)
-				got, pid := runShim(t, c, rep)
-				// Only RunShim runs for these; it leaves the variable set.
-				want := fmt.Sprintf("LISTEN_PID= WATCHDOG_PID= pid=%d args=[] shim=%q %s=%s holdsexe=false", pid, "go", EnvExecFD, v)
+				worker := filepath.Join(t.TempDir(), "worker")
+				files, env := []int{rep.wfd()}, []string{"LISTEN_FDS=1"}
+				if tc.held != "" {
+					held := executable(t)
+					if tc.held == "script" {
+						installScript(t, worker, "old")
+						held = worker
+					}
+					f, err := os.Open(held)
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer f.Close()
+					files, env = append(files, int(f.Fd())), append(env, EnvExecFD+"=4")
+				}
+				installScript(t, worker, "new")
+				got, pid := runShim(t, sp.commandFor(t, tc.helper, []string{worker, "-x"}, files, env...), rep)
+				want := strings.NewReplacer("{pid}", strconv.Itoa(pid), "{shim}", strconv.Quote(sp.ran()),
+					"{worker}", worker).Replace(tc.want)
 				if got != want {
 					t.Errorf("worker reported\n%s\nwant\n%s", got, want)
 				}
@@ -159,22 +189,101 @@ func TestShimExecFDIgnored(t *testing.T) {
 	}
 }
 
-// shimRun runs the shim with exec.Cmd (no Reaper is live in this test, so
-// nothing else waits for the child) and returns its exit code and stderr.
+// Given a held file it cannot execute, the shim exits with ExitCodeFromShim
+// and says why, and never runs the file at the worker's path instead (here
+// the test binary, which would report): with the fast path too, whose
+// failed exec must leave RunShim the variable to refuse with. A malformed
+// fd number counts as a held file the shim cannot execute.
+func TestShimHeldFileFails(t *testing.T) {
+	cases := []struct {
+		name, value string
+		mode        os.FileMode // of the held file at fd 4; 0 for none
+		reason      string
+	}{
+		{"not executable", "4", 0o644, "permission denied"},
+		{"not a program", "4", 0o755, "exec format error"},
+		{"not open", "1000", 0, "bad file descriptor"},
+		{"stdio", "2", 0, "not an fd number above stdio"},
+		{"signed", "+4", 0o755, "not an fd number above stdio"},
+		{"trailing junk", "4x", 0o755, "not an fd number above stdio"},
+		{"leading junk", "x4", 0o755, "not an fd number above stdio"},
+		{"too large", "99999999999999999999", 0o755, "not an fd number above stdio"},
+	}
+	for _, sp := range shimPaths {
+		for _, tc := range cases {
+			t.Run(string(sp)+"/"+tc.name, func(t *testing.T) {
+				rep := newPipe(t)
+				files := []*os.File{rep.w}
+				if tc.mode != 0 {
+					held := filepath.Join(t.TempDir(), "held")
+					if err := os.WriteFile(held, []byte("not a program\n"), tc.mode); err != nil {
+						t.Fatal(err)
+					}
+					f, err := os.Open(held)
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer f.Close()
+					files = append(files, f)
+				}
+				exe := executable(t)
+				c := sp.command(t, []string{exe, "-x"}, nil, "LISTEN_FDS=1", EnvExecFD+"="+tc.value)
+				code, stderr := shimExit(t, c, files...)
+				rep.w.Close()
+				if ran, _ := io.ReadAll(rep.r); len(ran) > 0 {
+					t.Errorf("the program at the worker's path ran: %q", ran)
+				}
+				if code != ExitCodeFromShim {
+					t.Errorf("exit status %d, want %d", code, ExitCodeFromShim)
+				}
+				for _, s := range []string{"cannot execute worker " + exe, EnvExecFD + "=" + tc.value, tc.reason, "not run in its place"} {
+					if !strings.Contains(stderr, s) {
+						t.Errorf("stderr %q should say %q", stderr, s)
+					}
+				}
+			})
+		}
+	}
+}
+
+// A SUPERVISOR_EXEC_FD set but empty counts as not set: the worker runs from
+// its path, and the variable does not reach it.
+func TestShimEmptyExecFD(t *testing.T) {
+	for _, sp := range shimPaths {
+		t.Run(string(sp), func(t *testing.T) {
+			rep := newPipe(t)
+			exe := executable(t)
+			got, pid := runShim(t, sp.command(t, []string{exe}, []int{rep.wfd()}, EnvExecFD+"="), rep)
+			want := fmt.Sprintf("LISTEN_PID= WATCHDOG_PID= pid=%d args=[] shim=%q %s=unset holdsexe=false", pid, sp.ran(), EnvExecFD)
+			if got != want {
+				t.Errorf("worker reported\n%s\nwant\n%s", got, want)
+			}
+		})
+	}
+}
+
+// shimRun runs the shim on argv and returns its exit code and stderr.
 func shimRun(t *testing.T, argv ...string) (int, string) {
+	t.Helper()
+	path, args := ShimCommand(executable(t), argv)
+	return shimExit(t, &Command{Path: path, Args: args, Env: append(helperEnviron(""), "LISTEN_FDS=0")})
+}
+
+// shimExit runs c, with files as fds 3, 4, … (c.Files is not used), through
+// exec.Cmd (no Reaper is live in these tests, so nothing else waits for the
+// child), and returns its exit code and stderr. The shim must fail.
+func shimExit(t *testing.T, c *Command, files ...*os.File) (int, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	exe := executable(t)
-	path, args := ShimCommand(exe, argv)
-	cmd := exec.CommandContext(ctx, path, args[1:]...)
-	cmd.Env = append(helperEnviron(""), "LISTEN_FDS=0")
+	cmd := exec.CommandContext(ctx, c.Path)
+	cmd.Args, cmd.Env, cmd.ExtraFiles = c.Args, c.Env, files
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	err := cmd.Run()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) {
-		t.Fatalf("shim %q: %v, want it to exit with a status (ctx: %v)", argv, err, ctx.Err())
+		t.Fatalf("shim %q: %v, want it to exit with a status (ctx: %v)", c.Args, err, ctx.Err())
 	}
 	return ee.ExitCode(), stderr.String()
 }
