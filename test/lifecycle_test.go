@@ -96,7 +96,10 @@ func TestCrashRestartUnderLoad(t *testing.T) {
 func TestCrashLoopBacksOff(t *testing.T) {
 	s := startSupervisor(t, supervisorConfig{
 		binary: helperBin, env: []string{helperEnv + "=exit"},
-		flags: goodFlags("--restart-min", loopRestartMin.String(), "--restart-max", loopRestartMax.String()),
+		// Attempts enough to outlast the window: here the loop itself is
+		// under test, not giving up on a first start (TestStartGivesUp).
+		flags: goodFlags("--restart-min", loopRestartMin.String(), "--restart-max", loopRestartMax.String(),
+			"--start-attempts", "1000"),
 	})
 	end := time.Now().Add(crashLoopWindow)
 	var restarts []procwatch.Entry
@@ -138,6 +141,45 @@ func TestCrashLoopBacksOff(t *testing.T) {
 	}
 	if max := float64(loopRestartMax / time.Millisecond); delays[len(delays)-1] > max*1.01 {
 		t.Errorf("delay %vms exceeds --restart-max %v", delays[len(delays)-1], loopRestartMax)
+	}
+}
+
+// TestStartGivesUp proves that a first generation that never becomes ready
+// is started --start-attempts times, then the supervisor exits non-zero
+// with the reason, as a failed `systemctl start` would have it, instead of
+// restarting it forever; and that it leaves no worker behind.
+func TestStartGivesUp(t *testing.T) {
+	const attempts = 3
+	s := startSupervisor(t, supervisorConfig{
+		binary: helperBin, env: []string{helperEnv + "=exit"},
+		flags: goodFlags("--restart-min", loopRestartMin.String(), "--restart-max", loopRestartMin.String(),
+			"--start-attempts", fmt.Sprint(attempts)),
+	})
+	select {
+	case <-s.Done():
+	case <-time.After(waitBound):
+		t.Fatalf("supervisor still running %v after its start: it never gave up", waitBound)
+	}
+	var ee *exec.ExitError
+	if !errors.As(s.Err(), &ee) || ee.ExitCode() <= 0 {
+		t.Errorf("supervisor exit: %v, want a non-zero exit status", s.Err())
+	}
+	starts := 0
+	for _, e := range s.Log.All() {
+		if e.Msg() == "worker exited" {
+			starts++
+		}
+	}
+	if starts != attempts {
+		t.Errorf("%d workers exited, want exactly --start-attempts %d", starts, attempts)
+	}
+	e, _ := s.waitFor(0, waitBound, "start failed", msg("start failed: giving up", []string{"reason", "attempts"}))
+	if r := e.Str("reason"); !strings.Contains(r, "--start-attempts") {
+		t.Errorf("reason %q does not say what to do (--start-attempts)", r)
+	}
+	s.Log.WaitEOF(stopBound)
+	if !strings.Contains(s.Log.Tail(3), "did not become ready") {
+		t.Errorf("the last lines do not say why the supervisor exited:\n%s", s.Log.Tail(3))
 	}
 }
 
