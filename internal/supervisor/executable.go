@@ -41,12 +41,6 @@ func (e *executable) at(path string) bool {
 	return st.Dev == e.st.Dev && st.Ino == e.st.Ino && st.Size == e.st.Size && st.Mtim == e.st.Mtim
 }
 
-// same reports whether e and o are one file, unchanged since each was
-// opened.
-func (e *executable) same(o *executable) bool {
-	return e == o || e.st.Dev == o.st.Dev && e.st.Ino == o.st.Ino && e.st.Size == o.st.Size && e.st.Mtim == o.st.Mtim
-}
-
 func (e *executable) close() {
 	if e != nil && e.own {
 		e.own = false

@@ -35,25 +35,16 @@ func (s *Supervisor) hold(g *generation) {
 	if g.exe == nil {
 		return
 	}
-	// The same file started again (a SIGHUP without a new build, a
-	// rollback) shares its entry and its fd: holding one file twice would
-	// cost an fd per upgrade and offer a "previous" version that is not one.
-	i := slices.IndexFunc(s.held, func(h *held) bool { return h.exe.same(g.exe) })
+	i := slices.IndexFunc(s.held, func(h *held) bool { return h.exe == g.exe })
 	h := &held{exe: g.exe, binary: g.binary}
 	if i >= 0 {
 		h = s.held[i]
 		s.held = slices.Delete(s.held, i, i+1)
-		if h.exe != g.exe {
-			g.exe.close()
-			g.exe = h.exe
-		}
 	}
 	h.gens = append(h.gens, g.n)
 	h.since = time.Now()
 	if g.version != "" {
 		h.version = g.version
-	} else if h.version != "" {
-		g.version = h.version
 	}
 	s.held = slices.Insert(s.held, 0, h)
 	for len(s.held) > s.cfg.KeepVersions {
