@@ -105,9 +105,22 @@ func TestParseCtlArgs(t *testing.T) {
 
 // fakeSupervisor is what the control server drives in these tests.
 type fakeSupervisor struct {
-	status   supervisor.Status
-	upgrades chan chan supervisor.Result
-	stops    chan struct{}
+	status    supervisor.Status
+	upgrades  chan chan supervisor.Result
+	rollbacks chan fakeRollback
+	stops     chan struct{}
+}
+
+// fakeRollback is one Rollback call: its argument and result channel.
+type fakeRollback struct {
+	to     int
+	result chan supervisor.Result
+}
+
+func (f *fakeSupervisor) Rollback(to int) <-chan supervisor.Result {
+	r := make(chan supervisor.Result, 1)
+	f.rollbacks <- fakeRollback{to: to, result: r}
+	return r
 }
 
 func (f *fakeSupervisor) Status() (supervisor.Status, bool) { return f.status, true }
@@ -134,8 +147,9 @@ func serveFake(t *testing.T, dir string) (string, *fakeSupervisor) {
 			LastUpgrade: &supervisor.UpgradeStatus{Gen: 4, OK: false, Kind: string(supervisor.KindExited),
 				Reason: "upgrade to generation 4 failed: worker 77 exited before it was ready: exit status 1", At: at},
 		},
-		upgrades: make(chan chan supervisor.Result, 8),
-		stops:    make(chan struct{}, 8),
+		upgrades:  make(chan chan supervisor.Result, 8),
+		rollbacks: make(chan fakeRollback, 8),
+		stops:     make(chan struct{}, 8),
 	}
 	srv := control.NewServer(ln, path, f, zerolog.Nop())
 	t.Cleanup(func() { srv.Close() })

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/procswitch/supervisor/internal/history"
 	"github.com/procswitch/supervisor/internal/supervisor"
 	"github.com/rs/zerolog"
 )
@@ -52,9 +53,10 @@ func TestMain(m *testing.M) {
 
 // fake is the supervisor the control socket drives in these tests.
 type fake struct {
-	status   supervisor.Status
-	down     atomic.Bool                 // Status says the supervisor is shutting down
-	upgrades chan chan supervisor.Result // each Upgrade's result channel, for the test to answer
+	status    supervisor.Status
+	down      atomic.Bool                 // Status says the supervisor is shutting down
+	upgrades  chan chan supervisor.Result // each Upgrade's result channel, for the test to answer
+	rollbacks chan rollback               // each Rollback's, with its to
 
 	mu    sync.Mutex
 	stops int
@@ -64,7 +66,31 @@ func newFake() *fake {
 	return &fake{status: supervisor.Status{PID: 4242, Mode: "overlap", Current: &supervisor.GenStatus{
 		Gen: 3, Phase: "serving", Binary: "/srv/app", Version: "0123456789ab",
 		Workers: []supervisor.WorkerStatus{{PID: 4300, Ready: true}},
-	}}, upgrades: make(chan chan supervisor.Result, 64)}
+	}}, upgrades: make(chan chan supervisor.Result, 64), rollbacks: make(chan rollback, 64)}
+}
+
+// rollback is one call of Rollback: its argument and its result channel.
+type rollback struct {
+	to     int
+	result chan supervisor.Result
+}
+
+func (f *fake) Rollback(to int) <-chan supervisor.Result {
+	r := make(chan supervisor.Result, 1)
+	f.rollbacks <- rollback{to: to, result: r}
+	return r
+}
+
+// rollback waits for the next Rollback call.
+func (f *fake) rollback(t *testing.T) rollback {
+	t.Helper()
+	select {
+	case r := <-f.rollbacks:
+		return r
+	case <-time.After(bound):
+		t.Fatal("no rollback was asked for")
+		return rollback{}
+	}
 }
 
 func (f *fake) Status() (supervisor.Status, bool) { return f.status, !f.down.Load() }
@@ -547,6 +573,113 @@ func TestRefusesOtherUsers(t *testing.T) {
 	for _, m := range refused {
 		if m["uid"] != float64(nobody) {
 			t.Errorf("refusal logged with uid %v, want %d", m["uid"], nobody)
+		}
+	}
+}
+
+// TestRollback: rollback asks the supervisor for the generation given (0:
+// the one before) and answers as upgrade does, at once or with the result.
+func TestRollback(t *testing.T) {
+	s := serve(t, "")
+	if r, err := Do(s.path, Request{Cmd: CmdRollback}, bound); err != nil || !r.OK || r.Gen != 0 {
+		t.Errorf("rollback: %+v, %v", r, err)
+	}
+	if rb := s.sup.rollback(t); rb.to != 0 {
+		t.Errorf("rollback without to asked for generation %d, want 0 (the one before)", rb.to)
+	}
+	refusal := &supervisor.UpgradeError{Kind: supervisor.KindRefused,
+		Reason: "generation 9's binary is not held (held: generation 3, 2; --keep-versions keeps more)"}
+	for _, tc := range []struct {
+		to     int
+		result supervisor.Result
+	}{
+		{0, supervisor.Result{Gen: 4}},
+		{2, supervisor.Result{Gen: 5}},
+		{9, supervisor.Result{Err: refusal}},
+	} {
+		answered := make(chan Response, 1)
+		go func() {
+			r, _ := Do(s.path, Request{Cmd: CmdRollback, To: tc.to, Wait: true}, bound)
+			answered <- r
+		}()
+		rb := s.sup.rollback(t)
+		if rb.to != tc.to {
+			t.Errorf("rollback --to %d asked the supervisor for %d", tc.to, rb.to)
+		}
+		select {
+		case r := <-answered:
+			t.Fatalf("rollback --wait answered before the result: %+v", r)
+		default:
+		}
+		rb.result <- tc.result
+		r := <-answered
+		switch {
+		case tc.result.Err == nil && (!r.OK || r.Gen != tc.result.Gen || r.Error != ""):
+			t.Errorf("rollback --to %d --wait with %+v: %+v", tc.to, tc.result, r)
+		case tc.result.Err != nil && (r.OK || r.Error != refusal.Error() || r.Kind != string(supervisor.KindRefused)):
+			t.Errorf("refused rollback: %+v, want the refusal with kind refused", r)
+		}
+	}
+	if r, err := Do(s.path, Request{Cmd: CmdRollback, To: -1}, bound); err != nil || r.OK || !strings.Contains(r.Error, "positive") {
+		t.Errorf("rollback to -1: %+v, %v; want an error", r, err)
+	}
+	select {
+	case rb := <-s.sup.rollbacks:
+		t.Errorf("rollback to -1 reached the supervisor: %+v", rb)
+	default:
+	}
+	if got := s.log.lines("control request"); len(got) == 0 || got[len(got)-1]["to"] != float64(-1) {
+		t.Errorf("control request lines %v, want the last with to -1", got)
+	}
+}
+
+// TestHistory: history answers the last n records of the Log given, oldest
+// first, with the unreadable lines counted; without a Log, ErrNoHistory.
+func TestHistory(t *testing.T) {
+	s := serve(t, "")
+	if r, err := Do(s.path, Request{Cmd: CmdHistory}, bound); err != nil || r.OK || r.Error != ErrNoHistory.Error() {
+		t.Errorf("history without a Log: %+v, %v; want %q", r, err, ErrNoHistory)
+	}
+
+	dir := t.TempDir()
+	h, err := history.Open(dir, history.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	total := DefaultHistory + 5
+	for i := range total {
+		h.Append(history.Record{Time: at.Add(time.Duration(i) * time.Minute), Event: history.EventUpgrade,
+			Trigger: history.TriggerCtl, Gen: i + 1, FromGen: i, Result: history.ResultOK})
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A torn line at the end, as a crash leaves it.
+	f, err := os.OpenFile(filepath.Join(dir, history.FileName), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(`{"time":"2026-12-01T12:00:00Z","event":"upgr`)
+	f.Close()
+
+	path := filepath.Join(t.TempDir(), "control")
+	ln, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(ln, path, newFake(), zerolog.Nop(), WithHistory(h))
+	defer srv.Close()
+	for _, tc := range []struct{ n, want int }{{0, DefaultHistory}, {3, 3}, {-1, total}, {total + 10, total}} {
+		r, err := Do(path, Request{Cmd: CmdHistory, N: tc.n}, bound)
+		if err != nil || !r.OK || len(r.History) != tc.want || r.Skipped != 1 {
+			t.Errorf("history n=%d: %d records, %d skipped, %q, %v; want %d and 1 skipped", tc.n, len(r.History), r.Skipped, r.Error, err, tc.want)
+			continue
+		}
+		for i, rec := range r.History {
+			if gen := total - tc.want + i + 1; rec.Gen != gen || !rec.Time.Equal(at.Add(time.Duration(gen-1)*time.Minute)) {
+				t.Errorf("history n=%d: record %d is generation %d at %v, want %d, oldest first", tc.n, i, rec.Gen, rec.Time, gen)
+			}
 		}
 	}
 }

@@ -1,6 +1,7 @@
 // Package control is the supervisor's control socket: a unix stream socket,
-// mode 0600, on which `supervisor ctl` asks for the status, an upgrade
-// (optionally waiting for its result) or a stop.
+// mode 0600, on which `supervisor ctl` asks for the status, an upgrade or a
+// rollback (optionally waiting for its result), the upgrade history, or a
+// stop.
 //
 // The protocol is one JSON request line and one JSON response line per
 // connection:
@@ -9,6 +10,10 @@
 //	{"cmd":"upgrade","wait":true}    -> {"ok":true,"gen":4}   once generation 4 is ready and serving
 //	                                 -> {"ok":false,"error":"upgrade to generation 4 failed: ...","kind":"exited-before-ready"}
 //	{"cmd":"upgrade"}                -> {"ok":true}           at once: the upgrade was asked for
+//	{"cmd":"rollback","to":2}        -> as upgrade, "wait" too: back to generation 2's binary (no "to": the one before)
+//	{"cmd":"history","n":20}         -> {"ok":true,"history":[{...},...],"skipped":1}  the last 20 records, oldest first
+//	                                    (no "n": DefaultHistory; -1: all); skipped: unreadable lines passed over
+//	                                 -> {"ok":false,"error":"this supervisor keeps no history: ..."}  without --state-dir
 //	{"cmd":"stop"}                   -> {"ok":true}           the drain has begun
 //	{"cmd":"stop","wait":true}       -> {"ok":true,"pid":N}, then end of file once every worker has drained
 //
@@ -25,31 +30,42 @@ import (
 	"os"
 	"strings"
 
+	"github.com/procswitch/supervisor/internal/history"
 	"github.com/procswitch/supervisor/internal/supervisor"
 )
 
 // Request is what a client asks.
 type Request struct {
-	Cmd  string `json:"cmd"` // status, upgrade or stop
+	Cmd  string `json:"cmd"` // a Cmd* constant
 	Wait bool   `json:"wait,omitempty"`
+	To   int    `json:"to,omitempty"` // rollback: the generation whose binary to go back to; 0: the one before
+	N    int    `json:"n,omitempty"`  // history: how many records; 0: DefaultHistory; below 0: every one
 }
 
 // Response is the one answer to a request.
 type Response struct {
 	OK     bool               `json:"ok"`
 	Error  string             `json:"error,omitempty"`
-	Kind   string             `json:"kind,omitempty"` // of a failed upgrade: supervisor.Kind
-	Gen    int                `json:"gen,omitempty"`  // the generation an upgrade started
+	Kind   string             `json:"kind,omitempty"` // of a failed upgrade or rollback: supervisor.Kind
+	Gen    int                `json:"gen,omitempty"`  // the generation an upgrade or rollback started
 	PID    int                `json:"pid,omitempty"`  // the supervisor's, in the answer to stop
 	Status *supervisor.Status `json:"status,omitempty"`
+
+	History []history.Record `json:"history,omitempty"` // oldest first
+	Skipped int              `json:"skipped,omitempty"` // unreadable history lines passed over
 }
 
 // Commands a request may name.
 const (
-	CmdStatus  = "status"
-	CmdUpgrade = "upgrade"
-	CmdStop    = "stop"
+	CmdStatus   = "status"
+	CmdUpgrade  = "upgrade"
+	CmdRollback = "rollback"
+	CmdHistory  = "history"
+	CmdStop     = "stop"
 )
+
+// DefaultHistory is how many records a history request without n gets.
+const DefaultHistory = 20
 
 // SocketName is the control socket's file name in the runtime directory.
 const SocketName = "control"
@@ -64,6 +80,11 @@ func DefaultPath() string {
 	return dir + "/" + SocketName
 }
 
-// ErrNoPath means there is no control socket to use: neither a --control
-// path nor systemd's RUNTIME_DIRECTORY.
-var ErrNoPath = errors.New("no control socket: give --control PATH (the path the supervisor was started with), or run under systemd with RuntimeDirectory=")
+var (
+	// ErrNoPath means there is no control socket to use: neither a
+	// --control path nor systemd's RUNTIME_DIRECTORY.
+	ErrNoPath = errors.New("no control socket: give --control PATH (the path the supervisor was started with), or run under systemd with RuntimeDirectory=")
+	// ErrNoHistory is the answer to a history request when the server was
+	// given no history (WithHistory).
+	ErrNoHistory = errors.New("this supervisor keeps no history: start it with --state-dir DIR or under systemd with StateDirectory=")
+)

@@ -28,18 +28,30 @@ const (
 type Supervisor interface {
 	Status() (supervisor.Status, bool)
 	UpgradeBy(trigger string) <-chan supervisor.Result
+	Rollback(to int) <-chan supervisor.Result
 	Stop()
+}
+
+// Option adds to what NewServer serves.
+type Option func(*Server)
+
+// WithHistory serves the history requests from h; without it they are
+// answered with ErrNoHistory. The server only reads h: closing it is the
+// caller's, and Last works after Close.
+func WithHistory(h *history.Log) Option {
+	return func(s *Server) { s.history = h }
 }
 
 // Server serves the control socket.
 type Server struct {
-	ln     *net.UnixListener
-	path   string
-	sup    Supervisor
-	log    zerolog.Logger
-	slots  chan struct{}
-	wg     sync.WaitGroup
-	closed chan struct{} // closed by Close: `stop --wait` clients learn the end
+	ln      *net.UnixListener
+	path    string
+	sup     Supervisor
+	history *history.Log // nil: no history kept
+	log     zerolog.Logger
+	slots   chan struct{}
+	wg      sync.WaitGroup
+	closed  chan struct{} // closed by Close: `stop --wait` clients learn the end
 
 	mu       sync.Mutex
 	keepFile bool // the socket file now belongs to a successor: do not remove it
@@ -74,9 +86,12 @@ func Listen(path string) (*net.UnixListener, error) {
 
 // NewServer serves requests on ln, which Listen made or a predecessor
 // passed on, until Close.
-func NewServer(ln *net.UnixListener, path string, sup Supervisor, log zerolog.Logger) *Server {
+func NewServer(ln *net.UnixListener, path string, sup Supervisor, log zerolog.Logger, opts ...Option) *Server {
 	ln.SetUnlinkOnClose(false)
 	s := &Server{ln: ln, path: path, sup: sup, log: log, slots: make(chan struct{}, MaxConns), closed: make(chan struct{})}
+	for _, o := range opts {
+		o(s)
+	}
 	s.wg.Add(1)
 	go s.serve()
 	return s
@@ -159,8 +174,11 @@ func (s *Server) handle(c *net.UnixConn) {
 		writeResponse(c, Response{Error: err.Error()})
 		return
 	}
-	s.log.Info().Str("cmd", req.Cmd).Bool("wait", req.Wait).Int("uid", int(cred.Uid)).Int("pid", int(cred.Pid)).
-		Msg("control request")
+	ev := s.log.Info().Str("cmd", req.Cmd).Bool("wait", req.Wait)
+	if req.Cmd == CmdRollback {
+		ev = ev.Int("to", req.To)
+	}
+	ev.Int("uid", int(cred.Uid)).Int("pid", int(cred.Pid)).Msg("control request")
 	writeResponse(c, s.answer(req, c))
 	if req.Cmd == CmdStop && req.Wait {
 		// The connection stays open until the supervisor is done: its end
@@ -182,18 +200,49 @@ func (s *Server) answer(req Request, c *net.UnixConn) Response {
 		s.sup.Stop()
 		return Response{OK: true, PID: os.Getpid()}
 	case CmdUpgrade:
-		result := s.sup.UpgradeBy(history.TriggerCtl)
-		if !req.Wait {
-			return Response{OK: true}
+		return await(req, c, s.sup.UpgradeBy(history.TriggerCtl))
+	case CmdRollback:
+		if req.To < 0 {
+			return Response{Error: fmt.Sprintf("rollback to generation %d: a generation is a positive number (ctl status lists the held ones)", req.To)}
 		}
-		c.SetDeadline(time.Time{})
-		r := <-result
-		if r.Err != nil {
-			return Response{Gen: r.Gen, Error: r.Err.Error(), Kind: string(supervisor.KindOf(r.Err))}
-		}
-		return Response{OK: true, Gen: r.Gen}
+		return await(req, c, s.sup.Rollback(req.To))
+	case CmdHistory:
+		return s.lastRecords(req.N)
 	}
-	return Response{Error: fmt.Sprintf("unknown command %q: use status, upgrade or stop", req.Cmd)}
+	return Response{Error: fmt.Sprintf("unknown command %q: use status, upgrade, rollback, history or stop", req.Cmd)}
+}
+
+// await answers an upgrade or a rollback: at once without wait, else with
+// its result, however long it takes.
+func await(req Request, c *net.UnixConn, result <-chan supervisor.Result) Response {
+	if !req.Wait {
+		return Response{OK: true}
+	}
+	c.SetDeadline(time.Time{})
+	r := <-result
+	if r.Err != nil {
+		return Response{Gen: r.Gen, Error: r.Err.Error(), Kind: string(supervisor.KindOf(r.Err))}
+	}
+	return Response{OK: true, Gen: r.Gen}
+}
+
+// lastRecords answers a history request: the last n records (0:
+// DefaultHistory; below 0: every one), oldest first.
+func (s *Server) lastRecords(n int) Response {
+	if s.history == nil {
+		return Response{Error: ErrNoHistory.Error()}
+	}
+	switch {
+	case n == 0:
+		n = DefaultHistory
+	case n < 0:
+		n = 0 // Last: every record
+	}
+	recs, skipped, err := s.history.Last(n)
+	if err != nil {
+		return Response{Error: fmt.Sprintf("reading the history in %s: %v", s.history.Dir(), err)}
+	}
+	return Response{OK: true, History: recs, Skipped: skipped}
 }
 
 // readRequest reads one bounded JSON request line within RequestTimeout.
