@@ -44,9 +44,21 @@ const (
 	ModeHandover = "handover"
 
 	// Messages on NOTIFY_SOCKET from the worker handing over.
-	MsgFDStore       = "FDSTORE=1" // with FDNAME= and the fds (SCM_RIGHTS), as systemd's fd store
-	MsgFDNameKey     = "FDNAME="
-	MsgHandoverSaved = "HANDOVER=saved" // the snapshot is committed and every connection stored
+	MsgFDStore          = "FDSTORE=1" // with FDNAME= and the fds (SCM_RIGHTS), as systemd's fd store
+	MsgFDNameKey        = "FDNAME="
+	MsgHandoverSaved    = KeyHandover + "=" + HandoverSaved  // the snapshot is committed and every connection stored
+	MsgHandoverFailed   = KeyHandover + "=" + HandoverFailed // the worker could not save: it stored nothing and goes on serving
+	MsgHandoverErrorKey = KeyHandoverError + "="             // with HANDOVER=failed: why, one line (MaxHandoverError bytes)
+
+	// The same messages' keys and values, as a parser splits a line.
+	KeyHandover      = "HANDOVER"
+	KeyHandoverError = "HANDOVER_ERROR"
+	HandoverSaved    = "saved"
+	HandoverFailed   = "failed"
+
+	// MaxHandoverError bounds HANDOVER_ERROR's value, in bytes: the
+	// datagram stays far below systemd's 4096.
+	MaxHandoverError = 512
 
 	// Messages on the handover connection.
 	HandoverWaiting = "WAITING" // worker → supervisor: initialised, waiting for the state

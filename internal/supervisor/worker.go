@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/procswitch/supervisor/internal/contract"
 	"github.com/procswitch/supervisor/internal/history"
 	"github.com/procswitch/supervisor/internal/notify"
 	"github.com/procswitch/supervisor/internal/proc"
@@ -171,11 +172,11 @@ func (s *Supervisor) onNotify(g *generation, msg notify.Message) {
 	} else {
 		msg.CloseFDs()
 	}
-	if msg.Has("HANDOVER", "saved") {
+	if msg.Has(contract.KeyHandover, contract.HandoverSaved) {
 		s.onWorkerSaved(w)
 	}
-	if msg.Has("HANDOVER", "failed") {
-		s.onSaveFailed(w, msg.Vars["HANDOVER_ERROR"])
+	if msg.Has(contract.KeyHandover, contract.HandoverFailed) {
+		s.onSaveFailed(w, msg.Vars[contract.KeyHandoverError])
 	}
 	if st, ok := msg.Vars["STATUS"]; ok {
 		w.status = st
