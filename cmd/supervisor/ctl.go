@@ -6,11 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/procswitch/supervisor/internal/control"
-	"github.com/procswitch/supervisor/internal/supervisor"
 )
 
 const ctlUsage = `usage: supervisor ctl [--control PATH] COMMAND [flags]
@@ -19,12 +19,31 @@ Talks to a running supervisor over its control socket (default
 $RUNTIME_DIRECTORY/control, as under systemd; else give --control PATH).
 
 commands:
-  status [--json]                   what runs: generations, worker PIDs, version, last upgrade
+  status [--json]                   what runs: generations, worker PIDs, version, last upgrade, the
+                                    binaries held for a rollback, the end of probation
   upgrade [--wait] [--timeout D]    start an upgrade (as SIGHUP); with --wait, exit 0 only once the
                                     new generation is ready and serving, 1 with the reason if it failed
+  rollback [--wait] [--timeout D] [--to GEN]
+                                    go back to the binary that served before (or generation GEN's,
+                                    one that status lists), held open even if the path was overwritten;
+                                    --wait as for upgrade
+  history [--json] [-n N]           the last N records of the upgrade history (default 20; 0: all),
+                                    oldest first; --json: the history's own JSON lines
   stop [--wait] [--timeout D]       drain every worker and exit (as SIGTERM); with --wait, return once
                                     the supervisor is done (for systemd's ExecStop=)
 `
+
+// ctlCommands are the commands, with the flags each takes besides
+// --control and --timeout.
+var ctlCommands = map[string][]string{
+	control.CmdStatus:   {"json"},
+	control.CmdUpgrade:  {"wait"},
+	control.CmdRollback: {"wait", "to"},
+	control.CmdHistory:  {"json", "n"},
+	control.CmdStop:     {"wait"},
+}
+
+const ctlCommandList = "status, upgrade, rollback, history or stop"
 
 // ctlInvocation is a parsed `supervisor ctl` command line.
 type ctlInvocation struct {
@@ -32,7 +51,21 @@ type ctlInvocation struct {
 	cmd     string
 	asJSON  bool
 	wait    bool
+	to      int           // rollback: the generation; 0: the one before
+	n       int           // history: records; 0: all
 	timeout time.Duration // for the whole request
+}
+
+// request is what the invocation asks the supervisor.
+func (inv *ctlInvocation) request() control.Request {
+	req := control.Request{Cmd: inv.cmd, Wait: inv.wait, To: inv.to}
+	if inv.cmd == control.CmdHistory {
+		req.N = inv.n
+		if inv.n == 0 {
+			req.N = -1 // every record
+		}
+	}
+	return req
 }
 
 // runCtl is `supervisor ctl ...`; it returns the exit status: 0 done, 1 the
@@ -47,7 +80,7 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%v\n", err)
 		return 2
 	}
-	resp, err := control.Do(inv.path, control.Request{Cmd: inv.cmd, Wait: inv.wait}, inv.timeout)
+	resp, err := control.Do(inv.path, inv.request(), inv.timeout)
 	if err != nil {
 		fmt.Fprintf(stderr, "supervisor ctl %s: %v\n", inv.cmd, err)
 		return 1
@@ -60,7 +93,7 @@ func runCtl(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "supervisor ctl %s: %s%s\n", inv.cmd, resp.Error, kind)
 		return 1
 	}
-	printAnswer(stdout, inv, resp)
+	printAnswer(stdout, stderr, inv, resp)
 	return 0
 }
 
@@ -74,50 +107,72 @@ func parseCtl(args []string) (*ctlInvocation, error) {
 		return nil, fmt.Errorf("supervisor ctl: %v (see supervisor ctl --help)", err)
 	}
 	inv := &ctlInvocation{path: path, cmd: cmd}
-	fs := flag.NewFlagSet("ctl "+cmd, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.StringVar(&inv.path, "control", path, "the control socket")
-	fs.BoolVar(&inv.asJSON, "json", false, "status as one JSON object")
-	fs.BoolVar(&inv.wait, "wait", false, "wait for the upgrade's result")
-	fs.DurationVar(&inv.timeout, "timeout", 2*time.Minute, "how long to wait for an answer")
-	if err := fs.Parse(rest); err != nil {
+	used, err := inv.parseFlags(rest)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
 		}
 		return nil, fmt.Errorf("supervisor ctl %s: %v (see supervisor ctl --help)", cmd, err)
 	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("supervisor ctl %s: unexpected %q (see supervisor ctl --help)", cmd, fs.Arg(0))
-	}
-	flagUsed := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { flagUsed[f.Name] = true })
-	allowed := map[string][]string{"status": {"json"}, "upgrade": {"wait", "timeout"}, "stop": {"wait", "timeout"}}
-	for name := range flagUsed {
-		if name != "control" && name != "timeout" && !contains(allowed[cmd], name) {
-			return nil, fmt.Errorf("supervisor ctl %s: --%s is not a flag of %s (see supervisor ctl --help)", cmd, name, cmd)
-		}
-	}
-	if inv.timeout <= 0 {
-		return nil, fmt.Errorf("supervisor ctl %s: --timeout must be positive, such as 2m", cmd)
-	}
-	if !inv.wait && !flagUsed["timeout"] {
+	if !inv.wait && !used["timeout"] {
 		inv.timeout = 10 * time.Second
 	}
 	return inv, nil
 }
 
+// parseFlags reads the command's flags into inv and checks them; it returns
+// the flags given.
+func (inv *ctlInvocation) parseFlags(rest []string) (map[string]bool, error) {
+	fs := flag.NewFlagSet("ctl "+inv.cmd, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&inv.path, "control", inv.path, "the control socket")
+	fs.BoolVar(&inv.asJSON, "json", false, "JSON output")
+	fs.BoolVar(&inv.wait, "wait", false, "wait for the upgrade's or the rollback's result")
+	fs.IntVar(&inv.to, "to", 0, "rollback: the generation whose binary to go back to")
+	fs.IntVar(&inv.n, "n", control.DefaultHistory, "history: how many records; 0: all")
+	fs.DurationVar(&inv.timeout, "timeout", 2*time.Minute, "how long to wait for an answer")
+	if err := fs.Parse(rest); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected %q", fs.Arg(0))
+	}
+	used := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { used[f.Name] = true })
+	for name := range used {
+		if name != "control" && name != "timeout" && !slices.Contains(ctlCommands[inv.cmd], name) {
+			return nil, fmt.Errorf("--%s is not a flag of %s", name, inv.cmd)
+		}
+	}
+	switch {
+	case inv.timeout <= 0:
+		return nil, errors.New("--timeout must be positive, such as 2m")
+	case used["to"] && inv.to <= 0:
+		return nil, fmt.Errorf("--to %d: want a generation number, such as 2 (supervisor ctl status lists the held ones)", inv.to)
+	case inv.n < 0:
+		return nil, fmt.Errorf("-n %d: want a number of records, 0 for all", inv.n)
+	}
+	return used, nil
+}
+
 // printAnswer prints a successful answer.
-func printAnswer(stdout io.Writer, inv *ctlInvocation, resp control.Response) {
+func printAnswer(stdout, stderr io.Writer, inv *ctlInvocation, resp control.Response) {
 	switch {
 	case inv.cmd == control.CmdStatus && inv.asJSON:
 		b, _ := json.Marshal(resp.Status)
 		fmt.Fprintln(stdout, string(b))
 	case inv.cmd == control.CmdStatus:
 		printStatus(stdout, resp.Status)
+	case inv.cmd == control.CmdHistory:
+		printHistory(stdout, stderr, inv.asJSON, resp)
 	case inv.cmd == control.CmdUpgrade && inv.wait:
 		fmt.Fprintf(stdout, "upgrade succeeded: generation %d is ready and serving\n", resp.Gen)
 	case inv.cmd == control.CmdUpgrade:
 		fmt.Fprintln(stdout, "upgrade requested (supervisor ctl status shows its result)")
+	case inv.cmd == control.CmdRollback && inv.wait:
+		fmt.Fprintf(stdout, "rollback succeeded: generation %d runs the older binary and serves\n", resp.Gen)
+	case inv.cmd == control.CmdRollback:
+		fmt.Fprintln(stdout, "rollback requested (supervisor ctl status shows its result)")
 	case inv.cmd == control.CmdStop && inv.wait:
 		fmt.Fprintln(stdout, "stopped: every worker has drained")
 	case inv.cmd == control.CmdStop:
@@ -144,91 +199,11 @@ func parseCtlArgs(args []string) (path, cmd string, rest []string, err error) {
 		case strings.HasPrefix(a, "-"):
 			return "", "", nil, fmt.Errorf("unknown flag %s", a)
 		default:
-			switch a {
-			case control.CmdStatus, control.CmdUpgrade, control.CmdStop:
+			if _, ok := ctlCommands[a]; ok {
 				return path, a, args[1:], nil
 			}
-			return "", "", nil, fmt.Errorf("unknown command %q: want status, upgrade or stop", a)
+			return "", "", nil, fmt.Errorf("unknown command %q: want %s", a, ctlCommandList)
 		}
 	}
-	return "", "", nil, errors.New("no command: want status, upgrade or stop")
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func printStatus(w io.Writer, st *supervisor.Status) {
-	if st == nil {
-		return
-	}
-	fmt.Fprintf(w, "supervisor pid %d, mode %s", st.PID, st.Mode)
-	if st.State != "" {
-		fmt.Fprintf(w, ", state %s", st.State)
-	}
-	fmt.Fprintln(w)
-	if st.Current != nil {
-		printGen(w, "serving", st.Current)
-	} else {
-		fmt.Fprintln(w, "serving: no generation")
-	}
-	if st.Upgrading != nil {
-		printGen(w, "upgrading", st.Upgrading)
-	}
-	for i := range st.Draining {
-		printGen(w, "draining", &st.Draining[i])
-	}
-	printResult(w, "last upgrade", st.LastUpgrade)
-	if st.LastSelfUpgrade != nil {
-		printResult(w, "last self-upgrade", st.LastSelfUpgrade)
-	}
-	if st.Stopping {
-		fmt.Fprintln(w, "stopping: draining")
-	}
-}
-
-func printGen(w io.Writer, label string, g *supervisor.GenStatus) {
-	fmt.Fprintf(w, "%s: generation %d (%s), binary %s", label, g.Gen, g.Phase, g.Binary)
-	if g.Version != "" {
-		fmt.Fprintf(w, ", version %s", g.Version)
-	}
-	if g.ReadyMS > 0 {
-		fmt.Fprintf(w, ", ready in %.1f ms", g.ReadyMS)
-	}
-	fmt.Fprintln(w)
-	for _, wk := range g.Workers {
-		state := "starting"
-		if wk.Ready {
-			state = "ready"
-		}
-		fmt.Fprintf(w, "  worker pid %d %s", wk.PID, state)
-		if wk.Restarts > 0 {
-			fmt.Fprintf(w, ", %d restarts", wk.Restarts)
-		}
-		if wk.Status != "" {
-			fmt.Fprintf(w, ": %s", wk.Status)
-		}
-		fmt.Fprintln(w)
-	}
-}
-
-// printResult prints an upgrade's or a self-upgrade's result.
-func printResult(w io.Writer, label string, u *supervisor.UpgradeStatus) {
-	switch {
-	case u == nil:
-		fmt.Fprintf(w, "%s: none yet\n", label)
-	case u.OK && u.Gen > 0:
-		fmt.Fprintf(w, "%s: generation %d succeeded at %s\n", label, u.Gen, u.At.Format(time.RFC3339))
-	case u.OK:
-		fmt.Fprintf(w, "%s: succeeded at %s\n", label, u.At.Format(time.RFC3339))
-	case u.Kind != "":
-		fmt.Fprintf(w, "%s: FAILED at %s: %s (%s)\n", label, u.At.Format(time.RFC3339), u.Reason, u.Kind)
-	default:
-		fmt.Fprintf(w, "%s: FAILED at %s: %s\n", label, u.At.Format(time.RFC3339), u.Reason)
-	}
+	return "", "", nil, errors.New("no command: want " + ctlCommandList)
 }

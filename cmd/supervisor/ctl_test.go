@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/procswitch/supervisor/internal/control"
+	"github.com/procswitch/supervisor/internal/history"
 	"github.com/procswitch/supervisor/internal/supervisor"
 	"github.com/rs/zerolog"
 )
@@ -43,6 +44,7 @@ func TestCtlUsageErrors(t *testing.T) {
 		{[]string{"--bogus", "status"}, "unknown flag --bogus"},
 		{[]string{"--json", "status"}, "unknown flag --json"},
 		{[]string{"--control"}, "--control needs a PATH"},
+		{[]string{"undo"}, `unknown command "undo": want status, upgrade, rollback, history or stop`},
 		{[]string{"status", "--wait"}, "--wait is not a flag of status"},
 		{[]string{"upgrade", "--json"}, "--json is not a flag of upgrade"},
 		{[]string{"stop", "--json"}, "--json is not a flag of stop"},
@@ -55,6 +57,18 @@ func TestCtlUsageErrors(t *testing.T) {
 		{[]string{"status", "now"}, `unexpected "now"`},
 		{[]string{"upgrade", "--wait", "now"}, `unexpected "now"`},
 		{[]string{"status", "stop"}, `unexpected "stop"`},
+		{[]string{"upgrade", "--to", "2"}, "--to is not a flag of upgrade"},
+		{[]string{"history", "--wait"}, "--wait is not a flag of history"},
+		{[]string{"rollback", "--json"}, "--json is not a flag of rollback"},
+		{[]string{"rollback", "-n", "3"}, "--n is not a flag of rollback"},
+		{[]string{"rollback", "--to", "0"}, "--to 0: want a generation number"},
+		{[]string{"rollback", "--to", "-2"}, "--to -2: want a generation number"},
+		{[]string{"rollback", "--to", "two"}, "invalid value"},
+		{[]string{"rollback", "--to"}, "flag needs an argument: -to"},
+		{[]string{"rollback", "--wait", "--timeout", "0s"}, "--timeout must be positive"},
+		{[]string{"history", "-n", "-1"}, "-n -1: want a number of records"},
+		{[]string{"history", "-n", "many"}, "invalid value"},
+		{[]string{"history", "all"}, `unexpected "all"`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			code, stdout, stderr := ctlRun(tc.args...)
@@ -252,5 +266,142 @@ func TestCtlUnreachable(t *testing.T) {
 		if code != 1 || stdout != "" || !strings.HasPrefix(line, "supervisor ctl") {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q; want 1 and one line", args, code, stdout, stderr)
 		}
+	}
+}
+
+// TestCtlRollback: rollback asks for the generation given, and exits as
+// upgrade --wait does: 0 once the older binary serves, 1 with the reason
+// and kind when it did not.
+func TestCtlRollback(t *testing.T) {
+	path, f := serveFake(t, t.TempDir())
+	t.Setenv("RUNTIME_DIRECTORY", "")
+	for _, tc := range []struct {
+		args   []string
+		to     int
+		result supervisor.Result
+		code   int
+		out    string
+	}{
+		{[]string{"--wait"}, 0, supervisor.Result{Gen: 5}, 0, "rollback succeeded: generation 5 runs the older binary and serves\n"},
+		{[]string{"--wait", "--to", "2", "--timeout", "1m"}, 2, supervisor.Result{Gen: 6}, 0, "rollback succeeded: generation 6 runs the older binary and serves\n"},
+		{[]string{"--to=9", "--wait"}, 9, supervisor.Result{Err: &supervisor.UpgradeError{Kind: supervisor.KindRefused,
+			Reason: "generation 9's binary is not held (held: generation 3, 2; --keep-versions keeps more)"}}, 1,
+			"supervisor ctl rollback: generation 9's binary is not held (held: generation 3, 2; --keep-versions keeps more) (refused)\n"},
+		{[]string{"--wait"}, 0, supervisor.Result{Gen: 7, Err: &supervisor.UpgradeError{Gen: 7, Kind: supervisor.KindExited, Reason: "worker 12 exited before it was ready: exit status 1"}}, 1,
+			"supervisor ctl rollback: upgrade to generation 7 failed: worker 12 exited before it was ready: exit status 1 (exited-before-ready)\n"},
+	} {
+		done := make(chan struct{})
+		var code int
+		var stdout, stderr string
+		go func() {
+			defer close(done)
+			code, stdout, stderr = ctlRun(append([]string{"--control", path, "rollback"}, tc.args...)...)
+		}()
+		rb := <-f.rollbacks
+		rb.result <- tc.result
+		<-done
+		got, other := stdout, stderr
+		if tc.code != 0 {
+			got, other = stderr, stdout
+		}
+		if rb.to != tc.to || code != tc.code || got != tc.out || other != "" {
+			t.Errorf("rollback %q: to %d, exit %d, %q (and %q); want to %d, exit %d, %q", tc.args, rb.to, code, got, other, tc.to, tc.code, tc.out)
+		}
+	}
+	code, stdout, _ := ctlRun("--control", path, "rollback")
+	if rb := <-f.rollbacks; code != 0 || rb.to != 0 || !strings.Contains(stdout, "rollback requested") {
+		t.Errorf("rollback without --wait: exit %d, %q, to %d", code, stdout, rb.to)
+	}
+}
+
+// TestCtlStatusVersions: status lists the held binaries and the end of
+// probation.
+func TestCtlStatusVersions(t *testing.T) {
+	path, f := serveFake(t, t.TempDir())
+	since := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	until := since.Add(time.Minute)
+	f.status.State = "probation"
+	f.status.ProbationUntil = &until
+	f.status.Versions = []supervisor.VersionStatus{
+		{Gen: 3, Binary: "/srv/app", Version: "0123456789ab", Current: true, Since: since},
+		{Gen: 2, Binary: "/srv/app", Version: "ba9876543210", Since: since.Add(-time.Hour)},
+		{Gen: 1, Binary: "/srv/app", Bad: true, Reason: "worker 44 crashed on probation", Since: since.Add(-2 * time.Hour)},
+	}
+	code, stdout, stderr := ctlRun("--control", path, "status")
+	if code != 0 || stderr != "" {
+		t.Fatalf("status: exit %d, %q", code, stderr)
+	}
+	for _, want := range []string{
+		"state probation\n",
+		"held versions (ctl rollback --to GEN):\n",
+		"  generation 3: binary /srv/app, version 0123456789ab, since 2026-12-01T10:00:00Z, serving\n",
+		"  generation 2: binary /srv/app, version ba9876543210, since 2026-12-01T09:00:00Z\n",
+		"  generation 1: binary /srv/app, since 2026-12-01T08:00:00Z, BAD: worker 44 crashed on probation\n",
+		"on probation until 2026-12-01T10:01:00Z: a crash or a hang of generation 3 rolls back by itself\n",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("status does not say %q:\n%s", want, stdout)
+		}
+	}
+}
+
+// TestCtlHistory: history prints one line per record, oldest first, or the
+// JSON lines; -n picks how many; without a history, exit 1 and why.
+func TestCtlHistory(t *testing.T) {
+	path, _ := serveFake(t, t.TempDir())
+	if code, stdout, stderr := ctlRun("--control", path, "history"); code != 1 || stdout != "" ||
+		oneLine(t, stderr) != "supervisor ctl history: "+control.ErrNoHistory.Error() {
+		t.Errorf("history without one: exit %d, %q, %q", code, stdout, stderr)
+	}
+
+	dir := t.TempDir()
+	h, err := history.Open(dir, history.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	recs := []history.Record{
+		{Time: at, Event: history.EventStart, Trigger: history.TriggerStart, Gen: 1, Version: "0123456789ab", Result: history.ResultOK, ReadyMS: 12.5, PID: 7},
+		{Time: at.Add(time.Minute), Event: history.EventUpgrade, Trigger: history.TriggerSIGHUP, Gen: 2, FromGen: 1, Result: history.ResultFailed,
+			Kind: "exited-before-ready", Reason: "worker 9 exited before it was ready: exit status 1", PID: 7},
+		{Time: at.Add(2 * time.Minute), Event: history.EventRollback, Trigger: history.TriggerCtl, Gen: 3, FromGen: 2, Version: "ba9876543210",
+			Result: history.ResultLost, Kind: "state-lost", ReadyMS: 8, BlackoutMS: 30.25, Lost: "40 s of play", PID: 7},
+		{Time: at.Add(3 * time.Minute), Event: history.EventDrained, Gen: 2, Result: history.ResultOK, DrainMS: 100, PID: 7},
+	}
+	for _, r := range recs {
+		h.Append(r)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	lpath := filepath.Join(t.TempDir(), "control")
+	ln, err := control.Listen(lpath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := control.NewServer(ln, lpath, &fakeSupervisor{}, zerolog.Nop(), control.WithHistory(h))
+	defer srv.Close()
+
+	code, stdout, stderr := ctlRun("--control", lpath, "history")
+	want := "2026-12-01T10:00:00.000Z start (start) gen 1 version 0123456789ab: ok, ready 12.5 ms\n" +
+		"2026-12-01T10:01:00.000Z upgrade (sighup) gen 2 from 1: failed (exited-before-ready): worker 9 exited before it was ready: exit status 1\n" +
+		"2026-12-01T10:02:00.000Z rollback (ctl) gen 3 from 2 version ba9876543210: lost (state-lost), ready 8.0 ms, blackout 30.2 ms; lost: 40 s of play\n" +
+		"2026-12-01T10:03:00.000Z drained gen 2: ok, drain 100.0 ms\n"
+	if code != 0 || stderr != "" || stdout != want {
+		t.Errorf("history: exit %d, stderr %q:\n%s\nwant:\n%s", code, stderr, stdout, want)
+	}
+	code, stdout, stderr = ctlRun("--control", lpath, "history", "--json", "-n", "2")
+	lines := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
+	if code != 0 || stderr != "" || len(lines) != 2 {
+		t.Fatalf("history --json -n 2: exit %d, %q, %q", code, stdout, stderr)
+	}
+	for i, line := range lines {
+		var r history.Record
+		if err := json.Unmarshal([]byte(line), &r); err != nil || r != recs[2+i] {
+			t.Errorf("history --json line %d: %s (%v), want %+v", i, line, err, recs[2+i])
+		}
+	}
+	if code, stdout, _ := ctlRun("--control", lpath, "history", "-n", "0"); code != 0 || strings.Count(stdout, "\n") != len(recs) {
+		t.Errorf("history -n 0: exit %d, %q; want every record", code, stdout)
 	}
 }
