@@ -23,6 +23,9 @@ var helpers = map[string]func() int{
 	// fds serves, on the first passed socket, a JSON report of the file
 	// descriptors it was started with (see fdReport).
 	"fds": helperFDs,
+	// crash-on-request serves and says READY=1, then exits 1 on its first
+	// request (probation_test.go).
+	"crash-on-request": helperCrashOnRequest,
 }
 
 // startFDs is the helper's open file descriptors, taken before it opens any.
