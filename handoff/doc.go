@@ -27,8 +27,10 @@
 // '@' and an abstract name). A datagram holds KEY=VALUE lines: READY=1
 // (serving: the previous generation may drain), STATUS=... (a line for the
 // logs), STOPPING=1 (draining), WATCHDOG=1 (alive, due every WATCHDOG_USEC
-// microseconds when that is set for this PID, WATCHDOG_PID). The supervisor
-// believes only datagrams that the kernel says the worker itself sent.
+// microseconds when that is set for this PID, WATCHDOG_PID), and in
+// handover mode FDSTORE=1, HANDOVER=saved and HANDOVER=failed (below). The
+// supervisor believes only datagrams that the kernel says the worker itself
+// sent.
 //
 // Drain: once the next generation is ready the worker gets the signal that
 // SUPERVISOR_DRAIN_SIGNAL names ("SIGTERM" by default). It closes its copies
@@ -55,6 +57,17 @@
 //  4. A new worker that fails before READY=1 is rolled back: the old binary
 //     starts on the same snapshot, the connections among LISTEN_FDS under
 //     their names (a cold start, as a first start or a crash restart is).
+//
+// A worker that cannot save (a full disk, an unwritable directory) stores
+// nothing and sends, in step 2 instead of HANDOVER=saved, one datagram
+// "HANDOVER=failed\nHANDOVER_ERROR=reason" (the reason one line, at most
+// 512 bytes), then goes on serving: it accepts again and serves the
+// connections it had stopped, keeps autosaving, and waits for the next drain
+// signal. The supervisor kills the waiting new worker, takes the old
+// generation back as the one serving (its drain timeout no longer counts),
+// and reports the upgrade (or self-upgrade) failed with kind save-failed and
+// the reason: nobody is disconnected. State.HandOver does this and returns
+// ErrSaveFailed; handover.Failed is the step on its own.
 //
 // Storing connections is systemd's fd store: "FDSTORE=1\nFDNAME=name" with
 // the fds attached (SCM_RIGHTS), at most 253 fds and 4096 bytes a datagram.

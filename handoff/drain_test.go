@@ -35,6 +35,41 @@ func TestDrainingSelf(t *testing.T) {
 	}
 }
 
+// TestDrainingRearmed: once re-armed (a handover whose save failed), a
+// new channel waits for the next drain signal; re-arming before any signal
+// keeps the channel.
+func TestDrainingRearmed(t *testing.T) {
+	clearContractEnv(t)
+	t.Setenv(contract.EnvDrainSignal, "SIGUSR1")
+	w, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	first := w.Draining()
+	w.undrain()
+	if w.Draining() != first {
+		t.Fatal("re-arming before any signal made a new channel")
+	}
+	for i := range 2 {
+		ch := w.Draining()
+		select {
+		case <-ch:
+			t.Fatalf("round %d: draining before the signal", i)
+		default:
+		}
+		if err := syscall.Kill(os.Getpid(), syscall.SIGUSR1); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-ch:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: Draining not closed within 10s of SIGUSR1", i)
+		}
+		w.undrain()
+	}
+}
+
 // helperDrain says ready, waits for the drain, says stopping, then exits
 // when its stdin reaches EOF.
 func helperDrain() error {

@@ -26,10 +26,20 @@ type Conn struct {
 	net.Conn
 }
 
-// ErrHandoverAborted means the supervisor closed the handover connection
-// before GO, or the drain signal came while State.Start waited for the
-// handover: the upgrade was called off, and this worker should exit.
-var ErrHandoverAborted = errors.New("handoff: handover aborted by the supervisor")
+var (
+	// ErrHandoverAborted means the supervisor closed the handover connection
+	// before GO, or the drain signal came while State.Start waited for the
+	// handover: the upgrade was called off, and this worker should exit.
+	ErrHandoverAborted = errors.New("handoff: handover aborted by the supervisor")
+
+	// ErrSaveFailed means that State.HandOver could not save the state in
+	// handover mode (the error wraps the cause too, such as ENOSPC): it
+	// stored no connection and told the supervisor (HANDOVER=failed), which
+	// calls the upgrade off. The worker still owns its connections and
+	// should resume serving them and accept again; the autosaves go on, and
+	// Draining waits for the next drain signal.
+	ErrSaveFailed = errors.New("handoff: the state could not be saved, so nothing was handed over: serve on")
+)
 
 // The handover steps that State takes. Package handoff/handover exports
 // them, with their documentation, for a worker that takes them itself.

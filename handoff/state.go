@@ -40,7 +40,9 @@ func (k SaveKind) String() string {
 //	Ready     READY=1, then Save(SaveAutosave) every Autosave
 //	HandOver  once the drain signal came and the worker stopped serving: stop
 //	          the autosaves, then in handover mode Save(SaveHandover), store
-//	          the connections and say HANDOVER=saved; otherwise Save(SaveShutdown)
+//	          the connections and say HANDOVER=saved (or, when the save
+//	          fails, HANDOVER=failed and ErrSaveFailed: serve on);
+//	          otherwise Save(SaveShutdown)
 //
 // Package handoff/handover has these steps one by one.
 //
@@ -128,18 +130,26 @@ func (s *State) Start(ctx context.Context) error {
 // never overwrites the snapshot its rollback restores.
 func (s *State) Ready() error {
 	s.mu.Lock()
-	if !s.ready && s.Autosave > 0 && s.path() != "" {
-		ctx, cancel := context.WithCancel(context.Background())
-		s.cancel, s.autosave = cancel, make(chan struct{})
-		go s.autosaveLoop(ctx, s.path())
-	}
 	s.ready = true
 	s.mu.Unlock()
+	s.startAutosave()
 	return s.Worker.Ready()
 }
 
-func (s *State) autosaveLoop(ctx context.Context, path string) {
-	defer close(s.autosave)
+// startAutosave starts the autosaves, if the worker serves and they are not
+// running.
+func (s *State) startAutosave() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ready && s.cancel == nil && s.Autosave > 0 && s.path() != "" {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.cancel, s.autosave = cancel, make(chan struct{})
+		go s.autosaveLoop(ctx, s.path(), s.autosave)
+	}
+}
+
+func (s *State) autosaveLoop(ctx context.Context, path string, done chan struct{}) {
+	defer close(done)
 	t := time.NewTicker(s.Autosave)
 	defer t.Stop()
 	for {
@@ -180,13 +190,19 @@ func (s *State) stopAutosave() {
 // changes. It stops the autosaves, then:
 //   - in handover mode: Save(SaveHandover), then stores conns and says
 //     HANDOVER=saved: the next worker restores the snapshot and gets conns.
-//     If Save fails, nothing is stored nor said, and the supervisor restores
-//     the last complete snapshot. Connections that could not be stored are
-//     named in the error; the others go on.
+//     Connections that could not be stored are named in the error; the
+//     others go on.
 //   - otherwise: Save(SaveShutdown); the caller closes conns.
 //
-// With no snapshot path nothing is saved (in handover mode, an error). The
-// worker keeps its copies of conns: close them, or just exit.
+// If the handover's Save fails (a full disk), or there is no snapshot path,
+// nothing is stored: HandOver says HANDOVER=failed with the reason, so that
+// the supervisor calls the upgrade off (kind save-failed) and lets this
+// worker serve on; it resumes the autosaves and returns an error that
+// wraps ErrSaveFailed and the cause. The worker must then serve conns again
+// and accept again; Draining waits for the next drain signal.
+//
+// Outside handover mode, with no snapshot path nothing is saved. The worker
+// keeps its copies of conns: close them, or just exit.
 func (s *State) HandOver(conns []Conn) error {
 	s.stopAutosave()
 	path := s.path()
@@ -196,15 +212,30 @@ func (s *State) HandOver(conns []Conn) error {
 		}
 		return s.Save(context.Background(), path, SaveShutdown)
 	}
+	var err error
 	if path == "" {
-		return errors.New("handoff: handover: no snapshot path (neither State.Path nor the supervisor's)")
+		err = errors.New("no snapshot path (neither State.Path nor the supervisor's)")
+	} else {
+		err = s.Save(context.Background(), path, SaveHandover)
 	}
-	if err := s.Save(context.Background(), path, SaveHandover); err != nil {
-		return fmt.Errorf("handoff: handover: saving: %w; not handing over: the supervisor restores the last complete snapshot", err)
+	if err != nil {
+		return s.saveFailed(err)
 	}
 	var storeErr error
 	if len(conns) > 0 {
 		storeErr = s.Worker.storeConns(conns)
 	}
 	return errors.Join(storeErr, s.Worker.handoverSaved())
+}
+
+// saveFailed says HANDOVER=failed, with err as the reason, and serves on:
+// Draining re-armed, the autosaves resumed.
+func (s *State) saveFailed(err error) error {
+	failed := fmt.Errorf("%w: %w", ErrSaveFailed, err)
+	notifyErr := s.Worker.handoverFailed(err.Error())
+	s.startAutosave()
+	if notifyErr != nil {
+		return errors.Join(failed, fmt.Errorf("handoff: telling the supervisor: %w", notifyErr))
+	}
+	return failed
 }

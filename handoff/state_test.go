@@ -59,7 +59,7 @@ func (rec *stateRecord) String() string {
 
 // TestStateHandOver: in handover mode HandOver saves, then stores the
 // connections, then says HANDOVER=saved and waits for the barrier; a
-// failed save sends nothing.
+// failed save stores nothing and says HANDOVER=failed.
 func TestStateHandOver(t *testing.T) {
 	t.Setenv(contract.EnvMode, contract.ModeHandover)
 	r := newStoreReader(t)
@@ -100,14 +100,101 @@ func TestStateHandOver(t *testing.T) {
 		t.Errorf("calls: %s; want %s", got, want)
 	}
 
-	// A save that fails: nothing is stored, nor said.
-	saveErr = errors.New("disk full")
+	// A save that fails: nothing is stored; HANDOVER=failed says why.
+	saveErr = errors.New("write /snapshot.tmp: no space left on device")
 	st2 := &State{Worker: w, Path: "/snapshot", Restore: st.Restore, Save: st.Save}
-	if err := st2.HandOver(store); !errors.Is(err, saveErr) {
-		t.Fatalf("HandOver with a failing save: %v, want it to wrap %v", err, saveErr)
+	if err := st2.HandOver(store); !errors.Is(err, ErrSaveFailed) || !errors.Is(err, saveErr) {
+		t.Fatalf("HandOver with a failing save: %v, want it to wrap ErrSaveFailed and %v", err, saveErr)
+	}
+	want := contract.MsgHandoverFailed + "\n" + contract.MsgHandoverErrorKey + saveErr.Error()
+	if m := r.read(); m.text != want || len(m.fds) != 0 {
+		t.Fatalf("after a failed save: %q with %d fds, want %q and none", m.text, len(m.fds), want)
 	}
 	if r.pending() {
-		t.Error("a datagram was sent after a failed save")
+		t.Error("more than HANDOVER=failed was sent after a failed save")
+	}
+}
+
+// TestStateSaveFailedServesOn: after a failed handover save the autosaves
+// resume, and a later handover, once saving works again, hands over.
+func TestStateSaveFailedServesOn(t *testing.T) {
+	t.Setenv(contract.EnvMode, contract.ModeHandover)
+	r := newStoreReader(t)
+	w := storeWorker(t, r.path)
+	var mu sync.Mutex
+	full, autosaves := true, 0
+	autosaved := make(chan struct{}, 1)
+	st := &State{Worker: w, Path: "/snapshot", Autosave: time.Millisecond,
+		Restore: func(string) error { return nil },
+		Save: func(_ context.Context, _ string, kind SaveKind) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if full {
+				return syscall.ENOSPC
+			}
+			if kind == SaveAutosave {
+				autosaves++
+				select {
+				case autosaved <- struct{}{}:
+				default:
+				}
+			}
+			return nil
+		},
+	}
+	if err := st.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	if m := r.read(); m.text != contract.MsgReady {
+		t.Fatalf("got %q, want %s", m.text, contract.MsgReady)
+	}
+	err := st.HandOver(nil)
+	if !errors.Is(err, ErrSaveFailed) || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("HandOver on a full disk: %v; want ErrSaveFailed and ENOSPC", err)
+	}
+	if m := r.read(); !strings.HasPrefix(m.text, contract.MsgHandoverFailed+"\n"+contract.MsgHandoverErrorKey+"no space left") {
+		t.Fatalf("got %q, want HANDOVER=failed with the reason", m.text)
+	}
+	mu.Lock()
+	full = false
+	mu.Unlock()
+	select {
+	case <-autosaved:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no autosave within 10s of the failed handover: the autosaves did not resume")
+	}
+	done := make(chan error, 1)
+	go func() { done <- st.HandOver(nil) }()
+	if m := r.read(); m.text != contract.MsgHandoverSaved {
+		t.Fatalf("second handover: got %q, want %s", m.text, contract.MsgHandoverSaved)
+	}
+	r.readBarrier()
+	if err := <-done; err != nil {
+		t.Fatalf("second handover: %v", err)
+	}
+}
+
+// TestOneLine: HANDOVER_ERROR's value is one line, bounded, on a
+// character's boundary.
+func TestOneLine(t *testing.T) {
+	for _, tt := range []struct {
+		in    string
+		limit int
+		want  string
+	}{
+		{"disk full", 20, "disk full"},
+		{"a\nb\r\n c\x00d\te", 20, "a b c d e"},
+		{"  padded  ", 20, "padded"},
+		{"0123456789abcdef", 10, "0123456..."},
+		{"ééééé", 8, "éé..."}, // 2 bytes each: cut before the third
+		{"bad \xff byte", 20, "bad ? byte"},
+	} {
+		if got := oneLine(tt.in, tt.limit); got != tt.want || len(got) > tt.limit {
+			t.Errorf("oneLine(%q, %d) = %q, want %q", tt.in, tt.limit, got, tt.want)
+		}
 	}
 }
 

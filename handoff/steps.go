@@ -21,4 +21,5 @@ func (s steps) HandedOver() bool                            { return s.w.wasHand
 func (s steps) StoreConn(name string, c syscall.Conn) error { return s.w.storeConn(name, c) }
 func (s steps) StoreConns(conns []Conn) error               { return s.w.storeConns(conns) }
 func (s steps) Saved() error                                { return s.w.handoverSaved() }
+func (s steps) Failed(reason string) error                  { return s.w.handoverFailed(reason) }
 func (s steps) Barrier(timeout time.Duration) error         { return s.w.barrier(timeout) }

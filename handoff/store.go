@@ -6,6 +6,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/procswitch/supervisor/internal/contract"
 	"golang.org/x/sys/unix"
@@ -143,6 +145,33 @@ func (w *Worker) handoverSaved() error {
 		return err
 	}
 	return w.barrier(notifyTimeout)
+}
+
+// handoverFailed is handover.Failed: Draining is re-armed first, so that
+// no drain signal sent once the supervisor has read the message is missed.
+func (w *Worker) handoverFailed(reason string) error {
+	w.undrain()
+	return w.notify(contract.MsgHandoverFailed + "\n" + contract.MsgHandoverErrorKey + oneLine(reason, contract.MaxHandoverError))
+}
+
+// oneLine makes s a value for a notify line: control characters (newlines,
+// NULs) become spaces, runs of white space one space, and it is cut to at
+// most limit bytes, on a character's boundary, marked by "...".
+func oneLine(s string, limit int) string {
+	s = strings.Join(strings.Fields(strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(s, "?"))), " ")
+	if len(s) <= limit {
+		return s
+	}
+	cut := limit - len("...")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
 }
 
 // barrier is handover.Barrier, sd_notify_barrier(3): it sends BARRIER=1

@@ -13,7 +13,8 @@ import (
 // A worker that takes the handover's steps itself, instead of letting
 // handoff.State take them: it waits for the previous worker's connections,
 // restores, serves, and on the drain signal saves, stores its connections
-// by name and says so.
+// by name and says so; when it cannot save, it says that instead and serves
+// on.
 func Example() {
 	w, err := handoff.New()
 	if err != nil {
@@ -31,10 +32,22 @@ func Example() {
 	}
 	// ... restore from handover.SnapshotPath(), serve sessions, accept ...
 	w.Ready()
-	<-w.Draining()
-	// ... stop serving, save to handover.SnapshotPath() ...
-	if !handover.Enabled() {
-		return // a shutdown: nobody takes the connections
+	for {
+		<-w.Draining()
+		// ... stop serving, save to handover.SnapshotPath() ...
+		saveErr := save(handover.SnapshotPath())
+		if !handover.Enabled() {
+			return // a shutdown: nobody takes the connections
+		}
+		if saveErr == nil {
+			break
+		}
+		// A full disk: store nothing, say why, and serve on. The upgrade
+		// fails (kind save-failed); the next drain signal tries again.
+		if err := handover.Failed(w, saveErr.Error()); err != nil {
+			log.Print(err)
+		}
+		// ... serve sessions again, accept again ...
 	}
 	stored := make([]handoff.Conn, 0, len(sessions))
 	for id, c := range sessions {
@@ -47,3 +60,6 @@ func Example() {
 		log.Fatal(err)
 	}
 }
+
+// save writes the worker's state to path atomically.
+func save(path string) error { return nil }

@@ -12,6 +12,11 @@
 //	err = handover.StoreConns(w, conns)      // store every connection, by name
 //	err = handover.Saved(w)                  // HANDOVER=saved; exit once it returns
 //
+// If the save fails (a full disk), the worker stores nothing and says so
+// instead, and goes on serving what it stopped:
+//
+//	err = handover.Failed(w, err.Error())    // HANDOVER=failed, HANDOVER_ERROR=why; serve on
+//
 // Outside handover mode (Enabled is false) Await returns at once and
 // nothing is to be stored: the worker saves for a shutdown, if at all.
 package handover
@@ -34,6 +39,7 @@ type steps interface {
 	StoreConn(name string, c syscall.Conn) error
 	StoreConns(conns []handoff.Conn) error
 	Saved() error
+	Failed(reason string) error
 	Barrier(timeout time.Duration) error
 }
 
@@ -103,6 +109,18 @@ func StoreConns(w *handoff.Worker, conns []handoff.Conn) error {
 // it (Barrier), so the worker may exit without its exit overtaking a stored
 // connection.
 func Saved(w *handoff.Worker) error { return of(w).Saved() }
+
+// Failed tells the supervisor that the worker could not save its state,
+// and so stores nothing and goes on serving (HANDOVER=failed, with
+// HANDOVER_ERROR=reason): the supervisor stops the next worker, lets this
+// one serve on, and reports the upgrade failed with kind save-failed and
+// the reason. The reason is made one line (control characters become
+// spaces) of at most 512 bytes. Call it instead of StoreConns and Saved,
+// then resume serving: accept again, and serve the connections that were
+// stopped. Failed re-arms w.Draining first: the next drain signal, for the
+// next upgrade, closes a new channel. A no-op but for that, returning nil,
+// when not supervised.
+func Failed(w *handoff.Worker, reason string) error { return of(w).Failed(reason) }
 
 // Barrier waits, at most timeout, until the supervisor has processed every
 // notification the worker sent before it, as sd_notify_barrier(3). A no-op

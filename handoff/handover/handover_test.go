@@ -64,6 +64,39 @@ func TestUnsupervised(t *testing.T) {
 	if err := handover.Barrier(w, time.Second); err != nil {
 		t.Errorf("Barrier, not supervised: %v", err)
 	}
+	if err := handover.Failed(w, "disk full"); err != nil {
+		t.Errorf("Failed, not supervised: %v", err)
+	}
+}
+
+// Failed sends HANDOVER=failed with the reason made one line.
+func TestFailed(t *testing.T) {
+	clearEnv(t)
+	path := filepath.Join(t.TempDir(), "notify")
+	rx, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	t.Setenv(contract.EnvNotifySocket, path)
+	w, err := handoff.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := handover.Failed(w, "saving: write /var/lib/game/snapshot.tmp:\nno space left on device\x00"); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	rx.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := rx.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "HANDOVER=failed\nHANDOVER_ERROR=saving: write /var/lib/game/snapshot.tmp: no space left on device"
+	if got := string(buf[:n]); got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
 }
 
 // The steps, through package handoff's Worker: the connections handed over
