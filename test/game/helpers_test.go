@@ -36,6 +36,9 @@ var helpers = map[string]func() int{
 			return 1
 		})
 	},
+	// crash-on-data takes the handover, says READY=1 and exits 1 once a
+	// handed-over connection sends data (probation_test.go).
+	"crash-on-data": helperCrashOnData,
 }
 
 func runHelper(name string) int {
