@@ -266,3 +266,51 @@ func TestCrashOutsideProbation(t *testing.T) {
 		})
 	}
 }
+
+// TestProbationRollbackOtherWorkerCrashes: with two workers, the bad
+// generation's other worker that also crashes while the rollback starts is
+// not crash-restarted either: the bad binary is never started again.
+func TestProbationRollbackOtherWorkerCrashes(t *testing.T) {
+	s := startSupervisor(t, supervisorConfig{
+		binary: pathfindV1,
+		env:    []string{helperEnv + "=crash-on-request"},
+		flags:  probationFlags(longProbation, "--workers", "2", "--restart-min", "10ms"),
+	})
+	addr := s.waitListening("http")
+	s.waitReady(1)
+	url := "http://" + addr + "/healthz"
+	probe(t, url)
+
+	s.install(helperBin, 0o755)
+	u := s.hup()
+	if !u.OK || len(u.PIDs) != 2 {
+		t.Fatalf("upgrade: %+v; want success with two workers", u)
+	}
+	s.waitDrained(u.Start, u.OldGen)
+	mark := s.Log.Len()
+	if rec, err := loadgen.Get(url, probeTimeout); err == nil && rec.Class == loadgen.OK {
+		t.Fatalf("the crash build answered: %+v", rec)
+	}
+	_, fi := s.waitFor(mark, waitBound, "probation failed", msg("probation failed: rolling back to the previous binary", []string{"gen"}, genIs(u.Gen)))
+	exited, _ := s.waitFor(mark, waitBound, "the crash", msg("worker exited", []string{"pid"}, genIs(u.Gen)))
+	other := u.PIDs[0]
+	if other == exited.Int("pid") {
+		other = u.PIDs[1]
+	}
+	// The other worker crashes too, before the rollback is ready.
+	if err := syscall.Kill(other, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	started, si := s.waitFor(fi, waitBound, "rollback started", msg("rollback started: the held binary of an earlier generation", []string{"gen"}))
+	done, _ := s.waitOK(si, started.Int("gen"), "rollback succeeded")
+	s.waitDrained(fi, u.Gen)
+	if n := countFrom(s, fi, msg("worker started", []string{"gen"}, genIs(u.Gen))); n != 0 {
+		t.Errorf("the bad generation %d started %d workers after it failed on probation", u.Gen, n)
+	}
+	if n := countFrom(s, fi, msg("worker restarting", []string{"gen"}, genIs(u.Gen))); n != 0 {
+		t.Errorf("the bad generation %d was crash-restarted %d times after it failed on probation", u.Gen, n)
+	}
+	if rec := probe(t, url); !contains(done.Ints("pids"), rec.PID) || rec.Version != "v1" {
+		t.Errorf("after the rollback: answered by pid %d version %q, want %v, v1", rec.PID, rec.Version, done.Ints("pids"))
+	}
+}
