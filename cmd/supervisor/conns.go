@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloudflare/tableflip"
@@ -17,36 +19,43 @@ import (
 
 // The stored connections of a self-upgrade in handover mode travel to the
 // successor on their own seqpacket socket, passed as tableflip's "conns"
-// file, in the handover's own messages (package fdbatch: "FDS name:name:…"
-// with the fds), then end of file. A socket of our own,
-// rather than a tableflip file per connection, because tableflip keeps what
-// it is given until an upgrade succeeds: after a failed one, its copies
-// would hold the players' connections open.
+// file. The successor starts its first worker ahead and, once it has
+// initialised, writes WAITING on the socket; only then does our worker save
+// (supervisor.HandOver), so that a successor that hangs or dies while it
+// starts costs no blackout. The connections then go out in the handover's
+// own messages (package fdbatch: "FDS name:name:…" with the fds), then end
+// of file; or, when the worker could not save and serves on, one message
+// "ABORT reason". A socket of our own, rather than a tableflip file per
+// connection, because tableflip keeps what it is given until an upgrade
+// succeeds: after a failed one, its copies would hold the players'
+// connections open.
 
-// connChannel is the sending side. Sending runs while the successor starts,
-// since the socket queues only a few datagrams.
+// abortPrefix starts the message that says the worker could not save.
+const abortPrefix = "ABORT "
+
+// connChannel is our side of the channel.
 type connChannel struct {
+	send    *net.UnixConn // our end
 	recvEnd *net.UnixConn // our copy of the successor's end, to drain on abort
-	sent    chan error
+	aborted atomic.Bool
+	sent    chan error // the handover's outcome: nil also when none was asked for
 }
 
-// sendConns passes conns, and closes their fds, sent or not.
-func sendConns(upg *tableflip.Upgrader, conns []supervisor.StoredConn) (*connChannel, error) {
+// offerConns makes the channel, passes the successor's end to it, and
+// serves the successor's request for the handover with handOver.
+func offerConns(upg *tableflip.Upgrader, handOver supervisor.HandOver) (*connChannel, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		closeStored(conns)
 		return nil, err
 	}
 	send, err := fileConn(fds[0], "conns-send")
 	if err != nil {
 		unix.Close(fds[1])
-		closeStored(conns)
 		return nil, err
 	}
 	recv, err := fileConn(fds[1], "conns")
 	if err != nil {
 		send.Close()
-		closeStored(conns)
 		return nil, err
 	}
 	f, err := recv.File() // tableflip duplicates it again, through SyscallConn
@@ -57,43 +66,59 @@ func sendConns(upg *tableflip.Upgrader, conns []supervisor.StoredConn) (*connCha
 	if err != nil {
 		send.Close()
 		recv.Close()
-		closeStored(conns)
 		return nil, err
 	}
-	// The messages carry duplicates of the fds; ours are closed once sent.
+	ch := &connChannel{send: send, recvEnd: recv, sent: make(chan error, 1)}
+	go func() { ch.sent <- ch.serve(handOver) }()
+	return ch, nil
+}
+
+// serve waits for the successor's WAITING, has our worker save, and sends
+// the connections (closing our duplicates, sent or not), or ABORT.
+func (ch *connChannel) serve(handOver supervisor.HandOver) error {
+	defer ch.send.Close()
+	buf := make([]byte, 64)
+	n, err := ch.send.Read(buf)
+	if err != nil || ch.aborted.Load() || strings.TrimSpace(string(buf[:n])) != contract.HandoverWaiting {
+		return nil // the successor never asked: our worker never stopped serving
+	}
+	conns, err := handOver()
+	if err != nil {
+		ch.send.Write([]byte(abortPrefix + strings.Join(strings.Fields(err.Error()), " ")))
+		return err
+	}
 	names := make([]string, len(conns))
 	connFDs := make([]int, len(conns))
 	for i, c := range conns {
 		names[i], connFDs[i] = c.Name, c.FD
 	}
-	ch := &connChannel{recvEnd: recv, sent: make(chan error, 1)}
-	go func() {
-		defer send.Close()
-		err := fdbatch.Send(send, contract.HandoverFDsKey, names, connFDs)
-		fdbatch.Close(connFDs)
-		ch.sent <- err
-	}()
-	return ch, nil
+	err = fdbatch.Send(ch.send, contract.HandoverFDsKey, names, connFDs)
+	fdbatch.Close(connFDs)
+	return err
 }
 
-// close ends the sending side after a successful upgrade: the successor has
-// every connection.
+// close ends our side after a successful upgrade: the successor was ready,
+// so it had every connection (or never asked, an older build).
 func (ch *connChannel) close() error {
 	if ch == nil {
 		return nil
 	}
+	ch.send.SetReadDeadline(time.Now())
 	err := <-ch.sent
 	ch.recvEnd.Close()
 	return err
 }
 
-// abort, after a failed upgrade, takes back and closes whatever the dead
-// successor did not receive, so that no duplicate of a player's connection
-// stays open in flight; the caller restarts its worker on its own copies.
+// abort, after a failed upgrade, stops waiting for the successor and takes
+// back and closes whatever the dead successor did not receive, so that no
+// duplicate of a player's connection stays open in flight; our supervisor
+// keeps its own copies.
 func (ch *connChannel) abort() error {
 	if ch == nil {
 		return nil
 	}
+	ch.aborted.Store(true)
+	ch.send.SetReadDeadline(time.Now())
 	for {
 		select {
 		case err := <-ch.sent:
@@ -121,8 +146,20 @@ func drainConns(c *net.UnixConn, deadline time.Time) {
 	}
 }
 
-// receiveConns is the successor's side: every batch, to the end.
+// receiveConns is the successor's side of an eager channel (a predecessor
+// that saved before it started us): every batch, to the end.
 func receiveConns(upg *tableflip.Upgrader, timeout time.Duration) ([]supervisor.StoredConn, error) {
+	uc, err := connsChannel(upg)
+	if err != nil {
+		return nil, err
+	}
+	defer uc.Close()
+	uc.SetReadDeadline(time.Now().Add(timeout))
+	return readConns(uc)
+}
+
+// connsChannel opens the "conns" file the predecessor passed.
+func connsChannel(upg *tableflip.Upgrader) (*net.UnixConn, error) {
 	f, err := upg.File("conns")
 	if err != nil || f == nil {
 		return nil, fmt.Errorf("the previous supervisor passed no connections channel (%v)", err)
@@ -137,8 +174,27 @@ func receiveConns(upg *tableflip.Upgrader, timeout time.Duration) ([]supervisor.
 		c.Close()
 		return nil, errors.New("the connections channel is not a unix socket")
 	}
-	defer uc.Close()
-	uc.SetReadDeadline(time.Now().Add(timeout))
+	return uc, nil
+}
+
+// predecessorChannel is the successor's side of a deferred channel: its
+// HandOver asks, then receives.
+type predecessorChannel struct {
+	conn    *net.UnixConn
+	timeout time.Duration // for the predecessor's worker to save and the connections to arrive
+}
+
+func (p *predecessorChannel) handOver() ([]supervisor.StoredConn, error) {
+	defer p.conn.Close()
+	p.conn.SetDeadline(time.Now().Add(p.timeout))
+	if _, err := p.conn.Write([]byte(contract.HandoverWaiting)); err != nil {
+		return nil, fmt.Errorf("asking for the handover: %w", err)
+	}
+	return readConns(p.conn)
+}
+
+// readConns reads batches to the end of file, or an ABORT.
+func readConns(uc *net.UnixConn) ([]supervisor.StoredConn, error) {
 	var conns []supervisor.StoredConn
 	buf := make([]byte, 64<<10)
 	oob := make([]byte, fdbatch.OOBSize())
@@ -149,6 +205,9 @@ func receiveConns(upg *tableflip.Upgrader, timeout time.Duration) ([]supervisor.
 		}
 		if err == nil && flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
 			err = errors.New("a truncated message")
+		}
+		if reason, ok := strings.CutPrefix(string(buf[:n]), abortPrefix); err == nil && ok {
+			err = errors.New("its worker could not save, and serves on: " + reason)
 		}
 		var names []string
 		var fds []int

@@ -29,6 +29,9 @@ type manifest struct {
 	Sockets   []manifestSock `json:"sockets"`
 	Control   bool           `json:"control"`
 	Conns     int            `json:"conns"` // stored connections on the "conns" channel
+	// Deferred: the "conns" channel waits for the successor's first worker
+	// to initialise; the successor asks on it for the handover (conns.go).
+	Deferred bool `json:"deferred,omitempty"`
 }
 
 type manifestSock struct {
@@ -43,6 +46,7 @@ type inheritance struct {
 	sockets   []listener.Passed
 	control   *net.UnixListener
 	conns     []supervisor.StoredConn
+	deferred  *net.UnixConn // the channel on which to ask for the handover
 }
 
 // takeInheritance reads what the supervisor we replace passed on, if any.
@@ -75,7 +79,14 @@ func takeInheritance(upg *tableflip.Upgrader, passTimeout time.Duration) (*inher
 			}
 		}
 	}
-	if m.Conns > 0 {
+	if m.Deferred {
+		uc, err := connsChannel(upg)
+		if err != nil {
+			in.close()
+			return nil, fmt.Errorf("self-upgrade: %w", err)
+		}
+		in.deferred = uc
+	} else if m.Conns > 0 {
 		conns, err := receiveConns(upg, passTimeout)
 		if err != nil {
 			in.close()
@@ -108,6 +119,16 @@ func (in *inheritance) storedConns() []supervisor.StoredConn {
 	return in.conns
 }
 
+// predecessor is the engine's Config.Predecessor: nil unless the
+// predecessor waits for our first worker before its own saves. timeout
+// bounds its save and the passing of its connections.
+func (in *inheritance) predecessor(timeout time.Duration) supervisor.HandOver {
+	if in == nil || in.deferred == nil {
+		return nil
+	}
+	return (&predecessorChannel{conn: in.deferred, timeout: timeout}).handOver
+}
+
 func (in *inheritance) controlListener() *net.UnixListener {
 	if in == nil {
 		return nil
@@ -128,5 +149,8 @@ func (in *inheritance) close() {
 	}
 	for _, c := range in.conns {
 		unix.Close(c.FD)
+	}
+	if in.deferred != nil {
+		in.deferred.Close()
 	}
 }

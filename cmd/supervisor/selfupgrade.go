@@ -21,11 +21,13 @@ import (
 // A self-upgrade (SIGUSR2), nginx-style, through tableflip: the supervisor
 // starts its own binary again (the path it was started from, so a new build
 // installed there) and passes it the listening sockets, the control socket
-// and, in handover mode, the stored client connections. The successor starts
-// its own first generation on them; once that is ready it tells systemd it
-// is the main process now (MAINPID=), rewrites the PID file, and tells this
-// supervisor, which drains its workers and exits. If the successor fails
-// (exits, or is not ready in time), this supervisor goes on serving.
+// and, in handover mode, a channel for the stored client connections
+// (conns.go): the successor's first worker initialises while ours serves,
+// then asks, and ours saves. The successor starts its own first generation
+// on them; once that is ready it tells systemd it is the main process now
+// (MAINPID=), rewrites the PID file, and tells this supervisor, which drains
+// its workers and exits. If the successor fails (exits, or is not ready in
+// time), this supervisor goes on serving.
 //
 // What is passed: tableflip files "socket/N" (the set's order) and
 // "control", added once for the supervisor's life (tableflip keeps what it
@@ -94,11 +96,10 @@ func (u *successor) Prepare() error {
 
 // Start passes everything to a new supervisor process and returns once it
 // serves (nil), or why it did not. It runs off the engine's loop.
-func (u *successor) Start(conns []supervisor.StoredConn, lastGen int) error {
+func (u *successor) Start(lastGen int, handOver supervisor.HandOver) error {
 	exe, _ := os.Executable()
-	u.log.Info().Str("binary", os.Args[0]).Str("running", exe).Int("connections", len(conns)).
-		Msg("self-upgrade: starting the new supervisor")
-	ch, err := u.pass(conns, lastGen) // takes the conns' fds over
+	u.log.Info().Str("binary", os.Args[0]).Str("running", exe).Msg("self-upgrade: starting the new supervisor")
+	ch, err := u.pass(lastGen, handOver)
 	if err != nil {
 		return err
 	}
@@ -128,13 +129,8 @@ func (u *successor) Start(conns []supervisor.StoredConn, lastGen int) error {
 // pass prepares what the successor needs: the files (once), the stored
 // connections' channel, and the manifest in our environment. The returned
 // channel is nil outside handover mode.
-func (u *successor) pass(conns []supervisor.StoredConn, lastGen int) (*connChannel, error) {
+func (u *successor) pass(lastGen int, handOver supervisor.HandOver) (*connChannel, error) {
 	if !u.passed {
-		defer func() {
-			if !u.passed {
-				closeStored(conns)
-			}
-		}()
 		for i, s := range u.sockets.Sockets {
 			if err := addFD(u.upg, "socket/"+strconv.Itoa(i), s.FD()); err != nil {
 				return nil, fmt.Errorf("passing socket %s: %w", s.Name, err)
@@ -157,12 +153,12 @@ func (u *successor) pass(conns []supervisor.StoredConn, lastGen int) (*connChann
 		m.Sockets = append(m.Sockets, manifestSock{Name: s.Name, OwnsPath: s.OwnsPath})
 	}
 	var ch *connChannel
-	if u.opts.mode == "handover" {
+	if handOver != nil {
 		var err error
-		if ch, err = sendConns(u.upg, conns); err != nil {
-			return nil, fmt.Errorf("passing the stored connections: %w", err)
+		if ch, err = offerConns(u.upg, handOver); err != nil {
+			return nil, fmt.Errorf("passing the connections channel: %w", err)
 		}
-		m.Conns = len(conns)
+		m.Deferred = true
 	}
 	b, _ := json.Marshal(m) // plain data: cannot fail
 	os.Setenv(envManifest, string(b))

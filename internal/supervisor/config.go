@@ -65,6 +65,12 @@ type Config struct {
 	SnapshotPath string
 	Stored       []StoredConn // connections a predecessor supervisor passed on, for the first generation
 	LastGen      int          // the predecessor's last generation number: ours go on from it
+	// Predecessor, in handover mode, is the supervisor this one replaces
+	// (SIGUSR2), still serving: the first generation starts ahead of a
+	// handover, and once its worker is initialised (WAITING) Predecessor
+	// has the predecessor's worker save and returns its connections
+	// (predecessor.go).
+	Predecessor HandOver
 
 	Sockets    *listener.Set
 	RuntimeDir string // where the notify sockets live; must exist and be private to us
@@ -90,14 +96,23 @@ type Successor interface {
 	// Prepare says why no successor can start now, or nil. It runs on the
 	// supervisor's loop: it must return at once.
 	Prepare() error
-	// Start starts the successor on the listening sockets and, in handover
-	// mode, on conns, the stored connections (their fds are Start's to
-	// close), numbering its generations on from lastGen. It returns nil
-	// once the successor serves and everything has been handed to it; then
-	// this supervisor's workers drain and Run returns. Otherwise it says
-	// why, and this supervisor goes on serving. It runs off the loop.
-	Start(conns []StoredConn, lastGen int) error
+	// Start starts the successor on the listening sockets, numbering its
+	// generations on from lastGen. In handover mode the successor calls
+	// handOver once its own first worker has initialised, and gets this
+	// supervisor's worker's stored connections (nil outside handover
+	// mode). Start returns nil once the successor serves and everything
+	// has been handed to it; then this supervisor's workers drain and Run
+	// returns. Otherwise it says why, and this supervisor goes on serving
+	// (or, if its worker had saved, starts it again on the snapshot). It
+	// runs off the loop.
+	Start(lastGen int, handOver HandOver) error
 }
+
+// HandOver has a serving worker save for a successor supervisor and store
+// its connections, and returns duplicates of them (the caller's to close);
+// or why the worker could not save, in which case it serves on. It runs off
+// the loop, and returns within the drain timeout.
+type HandOver func() ([]StoredConn, error)
 
 func (c *Config) setDefaults() error {
 	if c.Path == "" {
@@ -111,6 +126,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Workers <= 0 {
 		c.Workers = 1
+	}
+	if c.Predecessor != nil && !c.Handover {
+		return errors.New("supervisor: a predecessor hands over only in handover mode")
 	}
 	if c.Handover && (c.Workers != 1 || c.SnapshotPath == "") {
 		return errors.New("supervisor: handover mode needs exactly one worker and a snapshot path")

@@ -19,6 +19,16 @@ type (
 		w   *worker
 		err error
 	}
+	// selfHandOverRequest: the successor's first worker is initialised; our
+	// worker saves for it (selfupgrade.go).
+	selfHandOverRequest struct{ reply chan handOverResult }
+	// predecessorEvent: the predecessor's worker saved, and these are its
+	// connections; or why not (predecessor.go).
+	predecessorEvent struct {
+		w     *worker
+		conns []StoredConn
+		err   error
+	}
 	exitEvent         struct{ w *worker }
 	probeReadyEvent   struct{ w *worker }
 	waitingEvent      struct{ w *worker }

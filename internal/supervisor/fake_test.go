@@ -213,11 +213,31 @@ func (p *fakeProcess) awaitGo(bound time.Duration) error {
 
 // fakeSuccessor is a successor supervisor whose Start waits until the test
 // answers it on the channel it sends: nil, it serves; an error, it failed.
+// In handover mode the test has it ask for the handover (askHandOver), as a
+// real successor does once its first worker has initialised.
 type fakeSuccessor struct {
-	starts chan chan error
+	starts    chan chan error
+	handOvers chan HandOver // each handover-mode Start's, for askHandOver
 
 	mu         sync.Mutex
 	prepareErr error
+}
+
+// askHandOver calls the running Start's HandOver, off the loop, and closes
+// the connections it returns.
+func (f *fakeSuccessor) askHandOver(t *testing.T) {
+	var h HandOver
+	select {
+	case h = <-f.handOvers:
+	case <-time.After(waitBound):
+		t.Fatalf("no successor Start with a HandOver within %v", waitBound)
+	}
+	go func() {
+		conns, _ := h()
+		for _, c := range conns {
+			unix.Close(c.FD)
+		}
+	}()
 }
 
 func (f *fakeSuccessor) Prepare() error {
@@ -226,14 +246,13 @@ func (f *fakeSuccessor) Prepare() error {
 	return f.prepareErr
 }
 
-func (f *fakeSuccessor) Start(conns []StoredConn, lastGen int) error {
+func (f *fakeSuccessor) Start(lastGen int, handOver HandOver) error {
 	answer := make(chan error)
-	f.starts <- answer
-	err := <-answer
-	for _, c := range conns { // Start's to close
-		unix.Close(c.FD)
+	if handOver != nil {
+		f.handOvers <- handOver
 	}
-	return err
+	f.starts <- answer
+	return <-answer
 }
 
 func (f *fakeSuccessor) setPrepareErr(err error) {
@@ -307,7 +326,7 @@ func newMachineEnv(t *testing.T) machineEnv {
 // newMachine runs a supervisor on fakes; tune, if set, adjusts its Config
 // (cfg.processes is the *fakeProcesses).
 func newMachine(t *testing.T, env machineEnv, tune func(*Config)) *machine {
-	m := &machine{t: t, procs: newFakeProcesses(), succ: &fakeSuccessor{starts: make(chan chan error, 2)},
+	m := &machine{t: t, procs: newFakeProcesses(), succ: &fakeSuccessor{starts: make(chan chan error, 2), handOvers: make(chan HandOver, 2)},
 		path: env.worker, logs: &logRecorder{changed: make(chan struct{}, 1)}, runErr: make(chan error, 1),
 		replies: map[string]<-chan Result{}, changed: make(chan struct{}, 1), exits: map[int]bool{},
 		exes: map[*executable]bool{}}

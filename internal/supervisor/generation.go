@@ -56,6 +56,11 @@ type generation struct {
 	blackout time.Duration // handover mode: save to ready
 	drainTok int           // which drain timeout counts
 	hashing  bool          // hashBinary is computing its version
+	// ahead: the first generation of a supervisor that replaces a serving
+	// one (Config.Predecessor), started ahead of a handover until it is
+	// ready; asked: its worker said WAITING and the predecessor was asked.
+	ahead, asked bool
+	inherited    int // connections the predecessor passed on
 }
 
 // slot is one of a generation's N places for a worker: a worker that
@@ -83,6 +88,7 @@ type worker struct {
 	readyToken int           // which ready timeout counts: handover mode re-arms it at GO
 	readyTimer *time.Timer
 	hung       bool // the watchdog killed it
+	goSent     bool // handover mode: the worker started ahead was sent GO; READY=1 counts from then
 }
 
 func (w *worker) pid() int { return w.proc.PID() }
@@ -252,7 +258,8 @@ type launch struct {
 func (s *Supervisor) prepareLaunch(g *generation) (*launch, error) {
 	l := &launch{files: s.cfg.Sockets.FDs(), childEnd: -1}
 	names := []string{s.cfg.Sockets.Names()}
-	if s.cfg.Handover && g != s.next {
+	ahead := g == s.next || g.ahead
+	if s.cfg.Handover && !ahead {
 		for _, st := range s.store {
 			l.files = append(l.files, st.fd)
 			names = append(names, st.name)
@@ -261,7 +268,7 @@ func (s *Supervisor) prepareLaunch(g *generation) (*launch, error) {
 	env := s.workerEnv(g, len(l.files), strings.Join(names, ":"))
 	if s.cfg.Handover {
 		handoverFD := -1
-		if g == s.next {
+		if ahead {
 			h, child, err := newHandoverConn()
 			if err != nil {
 				return nil, err

@@ -132,7 +132,7 @@ func (s *Supervisor) onWorkerSaved(from *worker) {
 // last complete one, which is restored instead.
 func (s *Supervisor) onHandingWorkerExit(old *worker) {
 	saving := s.handover != nil && old.gen == s.handover.old && !s.handover.saved ||
-		s.self != nil && old.gen == s.self.old && !s.self.saved
+		s.self != nil && s.self.asked && old.gen == s.self.old && !s.self.saved
 	if !saving {
 		return
 	}
@@ -193,11 +193,12 @@ func (s *Supervisor) onSaveFailed(w *worker, reason string) {
 			Str("result", "failed").Msg("upgrade failed")
 		s.reapGeneration(g)
 		s.finishUpgrade(g, Result{Gen: g.n, Err: fail})
-	case s.state == stateSelfUpgrading && s.cfg.Handover && w.gen == s.self.old && !s.self.saved:
+	case s.state == stateSelfUpgrading && s.cfg.Handover && s.self.asked && w.gen == s.self.old && !s.self.saved:
 		ss := s.self
 		s.self = nil
 		s.clearStore()
 		s.undrain(ss.old)
+		ss.answerHandOver(handOverResult{err: fmt.Errorf("the worker could not save its state (%s): it goes on serving", reason)})
 		s.setState(stateServing)
 		s.finishSelfUpgrade(ss.reply, &UpgradeError{Kind: KindSaveFailed, SelfUpgrade: true,
 			Reason: "the worker could not save its state (" + reason + "): it goes on serving, nobody was disconnected"})
@@ -214,6 +215,7 @@ func (s *Supervisor) sendGo(h *handover, note string) {
 	}
 	h.goSent = true
 	w := h.next
+	w.goSent = true
 	dropped := s.dropHungUp()
 	w.readyToken++ // the ready timeout counts again from GO
 	token := w.readyToken
@@ -236,6 +238,10 @@ func (s *Supervisor) sendGo(h *handover, note string) {
 // onPassFailed: the connections could not be passed to the new worker: the
 // upgrade fails at once, rather than at the ready timeout.
 func (s *Supervisor) onPassFailed(w *worker, err error) {
+	if w.gen == s.current && w.gen.ahead && w.slot.worker == w {
+		s.failAhead(w.gen, "passing the connections to worker "+strconv.Itoa(w.pid())+": "+err.Error())
+		return
+	}
 	if w.gen != s.next || w.slot.worker != w {
 		return
 	}

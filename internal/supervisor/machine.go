@@ -54,15 +54,16 @@ import (
 //	  every other state: refused (not queued: a running upgrade changes
 //	                 what "previous" means)
 //	self-upgrade (SIGUSR2)
-//	  serving        overlap: start the successor; handover: the worker
-//	                 saves first → self-upgrading
+//	  serving        start the successor → self-upgrading (handover: the
+//	                 worker serves until the successor asks, below)
 //	  every other state: refused
 //	stop (SIGTERM, SIGINT, ctl stop)
 //	  starting … rolling-back: cancel the upgrade, drain every generation
 //	                 → stopping
 //	  self-upgrading applied once the successor has answered
 //	  retired, stopping: -
-//	ready (the last worker of the generation being started said READY=1)
+//	ready (the last worker of the generation being started said READY=1;
+//	a worker started ahead of a handover is ready only after GO)
 //	  starting, rolling-back: → serving
 //	  upgrading, restoring: the next generation serves, the old one drains
 //	                 → serving
@@ -89,15 +90,22 @@ import (
 //	  self-upgrading (handover, saving) → serving (save-failed)
 //	waiting (handover: the new worker is initialised)
 //	  upgrading      the old worker saves → saving
+//	  starting       (a first generation started ahead for a predecessor
+//	                 supervisor, predecessor.go) the predecessor's worker
+//	                 saves; its connections come back, GO; a failure of the
+//	                 generation before it is ready → stopping, Run returns it
+//	successor asks for the handover (its first worker is initialised)
+//	  self-upgrading (handover) the worker saves for it
 //	saved (the old worker said HANDOVER=saved, or exited while saving)
 //	  saving         pass the connections, GO → restoring
 //	  rolling-back   start the previous binary on the snapshot
-//	  self-upgrading start the successor
+//	  self-upgrading pass the connections to the successor
 //	successor ready
 //	  self-upgrading → retired: our workers drain
 //	successor failed
-//	  self-upgrading overlap: → serving; handover: the previous binary
-//	                 starts again on the snapshot → rolling-back
+//	  self-upgrading overlap, or before it asked: → serving; handover, once
+//	                 the worker saved: the previous binary starts again on
+//	                 the snapshot → rolling-back
 //	drained (no worker left)
 //	  retired, stopping: Run returns
 //
@@ -334,7 +342,11 @@ func (s *Supervisor) onGenerationReady(g *generation) {
 	case g == s.next && (s.state == stateUpgrading || s.state == stateRestoring):
 		s.promote(g)
 	case g == s.current && (s.state == stateStarting || s.state == stateRollingBack):
-		s.clearStore() // a cold start got the stored connections
+		s.clearStore() // a cold start, or a start ahead, got the stored connections
+		if g.ahead {
+			g.ahead = false
+			s.log.Info().Int("gen", g.n).Int("connections", g.inherited).Msg("self-upgrade: the first worker restored the previous supervisor's snapshot and connections")
+		}
 		s.handover = nil
 		s.hold(g)
 		if r := s.rollingBack; r != nil {
@@ -393,7 +405,7 @@ func (s *Supervisor) onNextFailed(g *generation, kind Kind, reason string) {
 // restored then).
 func (s *Supervisor) onSaved(from *generation, note string) {
 	switch {
-	case s.state == stateSelfUpgrading && s.cfg.Handover && from == s.self.old && !s.self.saved:
+	case s.state == stateSelfUpgrading && s.cfg.Handover && s.self.asked && from == s.self.old && !s.self.saved:
 		s.selfSaved(note)
 	case (s.state == stateSaving || s.state == stateRollingBack) && s.handover != nil &&
 		from == s.handover.old && !s.handover.saved:
@@ -422,9 +434,13 @@ func (s *Supervisor) onSuccessor(err error) {
 			s.current = nil
 			s.reapGeneration(ss.old)
 		}
-		if s.cfg.Handover {
-			s.log.Info().Int("connections", ss.conns).Float64("successor_ready_ms", ms(time.Since(ss.began))).
+		switch {
+		case s.cfg.Handover && ss.asked:
+			s.log.Info().Int("connections", ss.conns).Float64("successor_ready_ms", ms(time.Since(ss.saveBegan))).
 				Msg("self-upgrade: the new supervisor's worker restored the snapshot and connections")
+		case s.cfg.Handover && ss.lost == "":
+			ss.lost = "the new supervisor served without asking for this worker's state (is it an older build?): " +
+				"the worker saves a shutdown snapshot and closes its connections as it drains"
 		}
 		if ss.lost != "" {
 			s.log.Error().Str("lost", ss.lost).Str("result", "lost").Msg("self-upgrade finished: the new supervisor serves, but players lost state")
@@ -439,7 +455,14 @@ func (s *Supervisor) onSuccessor(err error) {
 	}
 	fail := &UpgradeError{Kind: KindSuccessor, Reason: err.Error(), SelfUpgrade: true}
 	s.setState(stateServing)
-	if s.cfg.Handover && ss.saved {
+	ss.answerHandOver(handOverResult{err: err})
+	if s.cfg.Handover && ss.asked && !ss.saved && !ss.stopAfter {
+		// Our worker is saving: it starts again once it has saved, as
+		// after a next generation that failed while the old one saved.
+		fail.RolledBack = true
+		s.handover = &handover{old: ss.old, began: ss.saveBegan}
+		s.setState(stateRollingBack)
+	} else if s.cfg.Handover && ss.saved {
 		if ss.stopAfter {
 			s.clearStore()
 		} else {

@@ -88,12 +88,13 @@ var machineSetups = []machineSetup{
 	{"rolling-back", "rolling-back", "handover", false, []string{"ready", "upgrade", "waiting", "saved", "next-exit"}},
 	{"rolling-back-saving", "rolling-back", "handover", false, []string{"ready", "upgrade", "waiting", "next-exit"}},
 	{"self-upgrading", "self-upgrading", "overlap", false, []string{"ready", "self-upgrade"}},
-	{"self-upgrading", "self-upgrading", "handover", false, []string{"ready", "self-upgrade", "saved"}},
-	{"self-upgrading-saving", "self-upgrading", "handover", false, []string{"ready", "self-upgrade"}},
+	{"self-upgrading", "self-upgrading", "handover", false, []string{"ready", "self-upgrade", "successor-waiting", "saved"}},
+	{"self-upgrading-early", "self-upgrading", "handover", false, []string{"ready", "self-upgrade"}}, // the successor's worker initialises
+	{"self-upgrading-saving", "self-upgrading", "handover", false, []string{"ready", "self-upgrade", "successor-waiting"}},
 	{"self-upgrading-stopping", "self-upgrading", "overlap", false, []string{"ready", "self-upgrade", "stop"}},
-	{"self-upgrading-stopping", "self-upgrading", "handover", false, []string{"ready", "self-upgrade", "saved", "stop"}},
+	{"self-upgrading-stopping", "self-upgrading", "handover", false, []string{"ready", "self-upgrade", "successor-waiting", "saved", "stop"}},
 	{"retired", "retired", "overlap", false, []string{"ready", "self-upgrade", "successor-ok"}},
-	{"retired", "retired", "handover", false, []string{"ready", "self-upgrade", "saved", "successor-ok"}},
+	{"retired", "retired", "handover", false, []string{"ready", "self-upgrade", "successor-waiting", "saved", "successor-ok"}},
 	{"stopping", "stopping", "overlap handover", false, []string{"ready", "stop"}},
 	// Setups named probation… run with Config.Probation on.
 	{"probation", "probation", "overlap", false, []string{"ready", "upgrade", "ready"}},
@@ -130,22 +131,24 @@ var machineTable = []struct {
 	{"save-failed", map[string]string{"*": "-", // HANDOVER=failed from the worker that saves, or would
 		"saving": "serving up=save-failed", "rolling-back-saving": "serving",
 		"self-upgrading-saving": "serving self=save-failed"}},
+	{"successor-waiting", map[string]string{"*": "n/a", "self-upgrading-early": "self-upgrading"}},
 	{"probation-end", map[string]string{"*": "-", "probation": "serving"}},
 	{"upgrade-not-executable", upgradeRow("starting req=not-executable", "serving req=not-executable", "serving req=not-executable")},
 	{"upgrade-start-fails", upgradeRow("starting req=start-failed", "serving req=start-failed", "serving req=start-failed")},
 	{"self-upgrade", map[string]string{"*": "- req=refused",
-		"overlap/serving": "self-upgrading +successor", "handover/serving": "self-upgrading",
-		"overlap/probation": "self-upgrading +successor", "handover/probation": "self-upgrading"}},
+		"serving": "self-upgrading +successor", "probation": "self-upgrading +successor"}},
 	{"self-upgrade-unprepared", map[string]string{"*": "- req=refused"}},
 	{"stop", map[string]string{"*": "stopping",
 		"upgrading": "stopping up=cancelled", "upgrading-early": "stopping up=cancelled",
 		"saving": "stopping up=cancelled", "restoring": "stopping up=cancelled",
-		"self-upgrading": "-", "self-upgrading-saving": "-", "self-upgrading-stopping": "-", "retired": "-", "stopping": "-",
+		"self-upgrading": "-", "self-upgrading-early": "-", "self-upgrading-saving": "-", "self-upgrading-stopping": "-",
+		"retired": "-", "stopping": "-",
 	}},
 	{"ready", map[string]string{"*": "-", // the worker of the generation being started; else the newest one, ready already
 		"starting": "serving", "starting-stored": "serving", "rolling-back": "serving",
 		"upgrading": "serving up=ok", "upgrading-early": "serving up=ok", "restoring": "serving up=ok",
-		"saving":                     "-", // READY=1 before GO is ignored
+		"saving":             "-", // READY=1 before GO is ignored
+		"handover/upgrading": "-", "handover/upgrading-early": "-",
 		"overlap/probation-rollback": "serving", "handover/probation-rollback": "serving"}},
 	{"next-exit", map[string]string{"*": "n/a",
 		"upgrading": "serving up=exited-before-ready", "upgrading-early": "starting up=exited-before-ready",
@@ -166,10 +169,10 @@ var machineTable = []struct {
 		"saving": "-", "restoring": "-", "rolling-back": "-", "rolling-back-saving": "-",
 		"handover/probation": "-", "handover/probation-rollback": "-"}},
 	{"saved", map[string]string{"*": "-", // from the worker that saves, or would
-		"saving": "restoring", "rolling-back-saving": "rolling-back cur=3", "self-upgrading-saving": "self-upgrading +successor"}},
+		"saving": "restoring", "rolling-back-saving": "rolling-back cur=3", "self-upgrading-saving": "self-upgrading"}},
 	{"old-exit", map[string]string{"*": "n/a",
 		"saving": "restoring", "restoring": "=", "rolling-back": "-", "rolling-back-saving": "rolling-back cur=3",
-		"handover/self-upgrading": "=", "self-upgrading-saving": "self-upgrading +successor",
+		"handover/self-upgrading": "=", "self-upgrading-saving": "self-upgrading",
 		"handover/self-upgrading-stopping": "=", "retired": "done", "stopping": "done",
 		"probation": "=", "probation-rollback": "="}},
 	{"crash", map[string]string{"*": "=", // restarted, with back-off; n/a where it drains (old-exit)
@@ -180,10 +183,12 @@ var machineTable = []struct {
 		"handover/probation-rollback": "="}}, // the rolled-back generation's: restarted
 	{"successor-ok", map[string]string{"*": "-", // a late answer, where no successor is starting
 		"self-upgrading": "retired self=ok", "self-upgrading-stopping": "retired self=ok",
+		"self-upgrading-early":  "retired self=state-lost", // it never asked for the worker's state
 		"self-upgrading-saving": "n/a"}},
 	{"successor-failed", map[string]string{"*": "-",
 		"overlap/self-upgrading":  "serving self=successor-failed",
 		"handover/self-upgrading": "rolling-back cur=2 self=successor-failed+rb",
+		"self-upgrading-early":    "serving self=successor-failed", // the worker never stopped serving
 		"self-upgrading-stopping": "stopping self=successor-failed", "self-upgrading-saving": "n/a"}},
 }
 
@@ -261,6 +266,16 @@ var machineEvents = map[string]struct {
 		func(m *machine, v view) { m.exit(v.draining) }},
 	"crash": {func(v view) string { return missing(v.current, "no current generation serving or starting") },
 		func(m *machine, v view) { m.exit(v.current) }},
+	"successor-waiting": {func(v view) string {
+		if !v.canAsk {
+			return "no successor in handover mode waits to ask for the handover"
+		}
+		return ""
+	}, func(m *machine, v view) {
+		m.succ.askHandOver(m.t)
+		m.waitFor("the handover request", func() bool { return m.last.selfAsked })
+		m.settle()
+	}},
 	"successor-ok":     {successorNeeds, func(m *machine, v view) { m.answerSuccessor(nil) }},
 	"successor-failed": {successorNeeds, func(m *machine, v view) { m.answerSuccessor(errNoSuccessor) }},
 }
@@ -336,11 +351,11 @@ func missing(w *worker, why string) string {
 }
 
 // successorNeeds: an answer is either the running Start's, or a late one,
-// injected, in a state that must ignore it; but a self-upgrade whose worker
-// is still saving would take one for its own.
+// injected, in a state that must ignore it; but a real Start cannot answer
+// while the HandOver it called waits for the worker to save.
 func successorNeeds(v view) string {
-	if v.state == stateSelfUpgrading && !v.successorRunning {
-		return "no successor is running: it starts once the worker has saved"
+	if v.selfSaving {
+		return "Start does not return while its HandOver waits for the worker to save"
 	}
 	return ""
 }
@@ -359,6 +374,9 @@ type view struct {
 	goSent           *worker // the last worker sent GO, live or not
 	goToken          int
 	successorRunning bool
+	canAsk           bool // the running successor may ask for the handover
+	selfAsked        bool // a self-upgrade's successor asked for the handover
+	selfSaving       bool // a self-upgrade's worker was asked to save and has not
 }
 
 // look reads the loop's fields; it runs on the loop.
@@ -368,6 +386,9 @@ func (m *machine) look(prev view) view {
 		goSent: prev.goSent, goToken: prev.goToken}
 	_, inFlight := m.procs.held()
 	v.successorRunning = inFlight > 0
+	v.canAsk = s.self != nil && s.cfg.Handover && !s.self.asked && inFlight > 0
+	v.selfAsked = s.self != nil && s.self.asked
+	v.selfSaving = v.selfAsked && !s.self.saved
 	if v.next != nil && v.next.handover != nil {
 		v.waiter = v.next
 	}

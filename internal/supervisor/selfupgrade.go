@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -26,21 +27,33 @@ func (s *Supervisor) adoptStored(conns []StoredConn) {
 }
 
 // A self-upgrade (SIGUSR2) starts a successor supervisor through
-// Config.Successor. In handover mode the current worker first saves and
-// hands its connections to the fd store, as for an upgrade, but no new
-// worker of this supervisor takes them: the successor's first generation
-// does. If the successor fails, the same binary starts again, cold, on the
-// same snapshot and connections (rolling-back).
+// Config.Successor. In handover mode our worker serves until the
+// successor's first worker has initialised and asks for the handover (the
+// HandOver given to Start, predecessor.go on the other side); only then does
+// it save and hand its connections to the fd store, as for an upgrade, and
+// duplicates go to the successor. A successor that hangs or dies before
+// that costs nothing: our worker never stopped serving. If it fails after,
+// the same binary starts again, cold, on the same snapshot and connections
+// (rolling-back).
 
 // selfUpgrade is a self-upgrade in progress.
 type selfUpgrade struct {
 	reply     chan Result
 	old       *generation
 	began     time.Time
-	saved     bool   // handover mode: the worker saved, or died trying
-	conns     int    // connections passed to the successor
-	stopAfter bool   // a stop came meanwhile
-	lost      string // what players lost: the worker died or hung while saving
+	saveBegan time.Time           // handover mode: the successor asked; the blackout begins
+	handOver  chan handOverResult // handover mode: the successor's request, until answered
+	asked     bool                // handover mode: the successor asked for the handover
+	saved     bool                // handover mode: the worker saved, or died trying
+	conns     int                 // connections passed to the successor
+	stopAfter bool                // a stop came meanwhile
+	lost      string              // what players lost: the worker died or hung while saving
+}
+
+// handOverResult answers a successor's HandOver.
+type handOverResult struct {
+	conns []StoredConn
+	err   error
 }
 
 func (s *Supervisor) startSelfUpgrade(reply chan Result) {
@@ -53,10 +66,47 @@ func (s *Supervisor) startSelfUpgrade(reply chan Result) {
 		s.startSuccessor(nil)
 		return
 	}
-	s.log.Info().Int("gen", g.n).Ints("pids", g.pids()).Msg("self-upgrade: worker saving for the new supervisor")
+	s.log.Info().Int("gen", g.n).Ints("pids", g.pids()).
+		Msg("self-upgrade: the worker serves until the new supervisor's worker has initialised")
+	s.startSuccessor(s.handOverToSuccessor)
+}
+
+// handOverToSuccessor is the HandOver the successor calls, off the loop.
+func (s *Supervisor) handOverToSuccessor() ([]StoredConn, error) {
+	reply := make(chan handOverResult, 1)
+	errGone := errors.New("the previous supervisor has stopped")
+	if !s.send(selfHandOverRequest{reply: reply}) {
+		return nil, errGone
+	}
+	select {
+	case r := <-reply:
+		return r.conns, r.err
+	case <-s.done:
+		return nil, errGone
+	}
+}
+
+// onSelfHandOver: the successor's first worker is initialised: ours saves.
+func (s *Supervisor) onSelfHandOver(reply chan handOverResult) {
+	ss := s.self
+	if s.state != stateSelfUpgrading || !s.cfg.Handover || ss.asked {
+		reply <- handOverResult{err: errors.New("no self-upgrade is waiting for a handover")}
+		return
+	}
+	g := ss.old
+	ss.asked, ss.handOver, ss.saveBegan = true, reply, time.Now()
+	s.log.Info().Int("gen", g.n).Ints("pids", g.pids()).Msg("self-upgrade: the new supervisor's worker is initialised; worker saving for it")
 	s.drain(g)
 	if g.alive() == 0 {
-		s.onSaved(g, "")
+		s.onSaved(g, "no worker was running: the snapshot is passed on as it is")
+	}
+}
+
+// answerHandOver answers the successor's HandOver, once.
+func (ss *selfUpgrade) answerHandOver(r handOverResult) {
+	if ss.handOver != nil {
+		ss.handOver <- r
+		ss.handOver = nil
 	}
 }
 
@@ -73,7 +123,9 @@ func (s *Supervisor) selfSaved(note string) {
 			for _, c := range conns {
 				unix.Close(c.FD)
 			}
-			s.onSuccessor(fmt.Errorf("duplicating a stored connection: %w", err))
+			// The successor gives up; its failure then starts our worker
+			// again on the snapshot (onSuccessor).
+			ss.answerHandOver(handOverResult{err: fmt.Errorf("duplicating a stored connection: %w", err)})
 			return
 		}
 		conns = append(conns, StoredConn{Name: st.name, FD: fd})
@@ -83,19 +135,19 @@ func (s *Supervisor) selfSaved(note string) {
 	if note != "" {
 		ev = s.log.Warn().Str("snapshot_age", note)
 	}
-	ev.Int("gen", ss.old.n).Int("connections", len(conns)).Float64("save_ms", ms(time.Since(ss.began))).
+	ev.Int("gen", ss.old.n).Int("connections", len(conns)).Float64("save_ms", ms(time.Since(ss.saveBegan))).
 		Msg("self-upgrade: snapshot saved for the new supervisor")
-	s.startSuccessor(conns)
+	ss.answerHandOver(handOverResult{conns: conns})
 }
 
 // startSuccessor runs Successor.Start off the loop; its answer comes back
 // as a successorEvent. Orphans are left alone meanwhile, so that tableflip
 // gets the successor's exit status.
-func (s *Supervisor) startSuccessor(conns []StoredConn) {
+func (s *Supervisor) startSuccessor(handOver HandOver) {
 	release := s.procs.HoldOrphans()
 	lastGen := s.lastGen
 	go func() {
-		err := s.cfg.Successor.Start(conns, lastGen)
+		err := s.cfg.Successor.Start(lastGen, handOver)
 		release()
 		s.send(successorEvent{err: err})
 	}()

@@ -182,6 +182,9 @@ func (s *Supervisor) Run() error {
 	}
 	s.current = g
 	s.gens = append(s.gens, g)
+	if s.cfg.Predecessor != nil {
+		s.startAhead(g)
+	}
 	for _, sl := range g.slots {
 		if err := s.startWorker(g, sl); err != nil {
 			s.killGeneration(g)
@@ -211,6 +214,10 @@ func (s *Supervisor) handle(ev any) {
 		s.onSelfUpgradeRequest(ev.reply)
 	case successorEvent:
 		s.onSuccessor(ev.err)
+	case selfHandOverRequest:
+		s.onSelfHandOver(ev.reply)
+	case predecessorEvent:
+		s.onPredecessor(ev)
 	case exitEvent:
 		s.onExit(ev.w)
 	case notifyEvent:
@@ -222,6 +229,10 @@ func (s *Supervisor) handle(ev any) {
 	case readyTimeoutEvent:
 		s.onReadyTimeout(ev.w, ev.token)
 	case waitingEvent:
+		if w := ev.w; w.gen.ahead && w.gen == s.current {
+			s.onAheadWaiting(w)
+			break
+		}
 		s.onWaiting(ev.w)
 	case drainTimeoutEvent:
 		s.onDrainTimeout(ev.gen, ev.token)

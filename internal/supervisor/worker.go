@@ -33,6 +33,8 @@ func (s *Supervisor) onExit(w *worker) {
 	switch {
 	case g == s.next:
 		s.onNextFailed(g, s.failKind(KindExited), fmt.Sprintf("worker %d exited before it was ready: %s", w.pid(), status))
+	case g == s.current && g.ahead:
+		s.failAhead(g, fmt.Sprintf("worker %d exited before it was ready: %s", w.pid(), status))
 	case g.phase == draining || g.phase == failed:
 		s.onHandingWorkerExit(w)
 		s.reapGeneration(g)
@@ -93,7 +95,7 @@ func (s *Supervisor) markReady(w *worker) {
 	if w.ready || w.slot.worker != w {
 		return
 	}
-	if s.state == stateSaving && w.gen == s.next {
+	if w.handover != nil && !w.goSent {
 		s.log.Warn().Int("gen", w.gen.n).Int("pid", w.pid()).Msg("READY=1 before GO ignored: a new worker in handover mode is ready once it has restored")
 		return
 	}
