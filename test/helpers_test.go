@@ -26,6 +26,9 @@ var helpers = map[string]func() int{
 	// crash-on-request serves and says READY=1, then exits 1 on its first
 	// request (probation_test.go).
 	"crash-on-request": helperCrashOnRequest,
+	// hang-on-request serves, says READY=1 and pings the watchdog until its
+	// first request, which hangs it (probation_test.go).
+	"hang-on-request": helperHangOnRequest,
 }
 
 // startFDs is the helper's open file descriptors, taken before it opens any.

@@ -5,7 +5,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -313,4 +315,86 @@ func TestProbationRollbackOtherWorkerCrashes(t *testing.T) {
 	if rec := probe(t, url); !contains(done.Ints("pids"), rec.PID) || rec.Version != "v1" {
 		t.Errorf("after the rollback: answered by pid %d version %q, want %v, v1", rec.PID, rec.Version, done.Ints("pids"))
 	}
+}
+
+// helperHangOnRequest serves, says READY=1 and pings the watchdog (every
+// half WATCHDOG_USEC) until its first request, which hangs it: the handler
+// never returns and the pings stop, as a build that deadlocks on real
+// traffic would.
+func helperHangOnRequest() int {
+	ln, err := passedListener(0)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "helper hang-on-request: %v\n", err)
+		return 1
+	}
+	usec, err := strconv.Atoi(os.Getenv("WATCHDOG_USEC"))
+	if err != nil || usec <= 0 {
+		fmt.Fprintf(os.Stderr, "helper hang-on-request: WATCHDOG_USEC=%q\n", os.Getenv("WATCHDOG_USEC"))
+		return 1
+	}
+	hung := make(chan struct{})
+	var once sync.Once
+	pid := os.Getpid()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(os.Stderr, "helper hang-on-request[%d]: hanging on %s %s\n", pid, r.Method, r.URL)
+		once.Do(func() { close(hung) })
+		select {}
+	})}
+	if err := sdNotify("READY=1"); err != nil {
+		fmt.Fprintf(os.Stderr, "helper hang-on-request: %v\n", err)
+		return 1
+	}
+	go func() {
+		tick := time.NewTicker(time.Duration(usec) * time.Microsecond / 2)
+		for {
+			select {
+			case <-hung:
+				return
+			case <-tick.C:
+				sdNotify("WATCHDOG=1")
+			}
+		}
+	}()
+	fmt.Fprintf(os.Stderr, "helper hang-on-request: %v\n", srv.Serve(ln))
+	return 1
+}
+
+// TestProbationWatchdogHang: a build that is ready and pings the watchdog,
+// then hangs on its first request, is found hung by --watchdog within
+// probation, killed, and rolled back to the previous binary by itself.
+func TestProbationWatchdogHang(t *testing.T) {
+	const watchdog = time.Second
+	s := startSupervisor(t, supervisorConfig{
+		binary: pathfindV1,
+		env:    []string{helperEnv + "=hang-on-request"},
+		flags:  probationFlags(longProbation, "--watchdog", watchdog.String()),
+	})
+	addr := s.waitListening("http")
+	first := s.waitReady(1)
+	url := "http://" + addr + "/healthz"
+	probe(t, url)
+
+	s.install(helperBin, 0o755)
+	u := s.hup()
+	if !u.OK {
+		t.Fatalf("upgrade to a build that is ready failed: %s (%s)", u.Reason, u.Kind)
+	}
+	s.waitDrained(u.Start, u.OldGen)
+	mark := s.Log.Len()
+	// The request hangs until the watchdog kills the worker.
+	if rec, err := loadgen.Get(url, probeTimeout); err == nil && rec.Class == loadgen.OK {
+		t.Fatalf("the hanging build answered: %+v", rec)
+	}
+	hung, _ := s.waitFor(mark, waitBound, "worker hung", msg("worker hung", []string{"pid"}, genIs(u.Gen)))
+	failed, fi := s.waitFor(mark, waitBound, "probation failed", msg("probation failed: rolling back to the previous binary", []string{"reason"}, genIs(u.Gen)))
+	if !strings.Contains(failed.Str("reason"), "hung") || failed.Int("previous_gen") != first.gen {
+		t.Errorf("probation failed: %s; want the hang as the reason, back to generation %d", failed.Raw, first.gen)
+	}
+	started, si := s.waitFor(fi, waitBound, "rollback started", msg("rollback started: the held binary of an earlier generation", []string{"gen"}))
+	done, _ := s.waitOK(si, started.Int("gen"), "rollback succeeded")
+	if rec := probe(t, url); !contains(done.Ints("pids"), rec.PID) || rec.Version != "v1" {
+		t.Errorf("after the rollback: answered by pid %d version %q, want %v, v1", rec.PID, rec.Version, done.Ints("pids"))
+	}
+	silent, _ := hung.Num("silent_ms")
+	t.Logf("worker %d hung (silent %.0f ms, --watchdog %v): %s; rolled back in generation %d", hung.Int("pid"), silent, watchdog, failed.Str("reason"), started.Int("gen"))
 }
