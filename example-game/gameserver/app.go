@@ -127,10 +127,12 @@ func (a *app) restore(path string) error {
 	return err
 }
 
-// resumeAll is the State's Resume hook, and says what was restored.
+// resumeAll is the State's Resume hook, and says what was restored. After
+// a cold start (a rollback, a crash restart) each resumed session is told
+// that the server restarted: what it did after the snapshot was lost.
 func (a *app) resumeAll(conns []handoff.Conn) {
 	began := time.Now()
-	resumed := a.resume(conns)
+	resumed := a.resume(conns, !handover.HandedOver(a.w))
 	a.logStart(resumed, a.loaded, time.Since(began))
 }
 
@@ -158,11 +160,13 @@ func (a *app) load(path string) error {
 // resume starts serving the handed-over connections, each where its
 // session stopped in the previous worker. A connection the snapshot does
 // not know (the newest snapshot was refused, and an older one restored) is
-// closed: its session's state is unknown. Every connection is matched
+// hung up: its session's state is unknown. Every connection is matched
 // first, and only then are the sessions started: once started, they run
 // their pending commands, and would contend for the world with the
-// matching.
-func (a *app) resume(conns []handoff.Conn) (resumed int) {
+// matching. With notice (a cold start), each session first writes what the
+// previous worker had not written, then noticeRestarted, then runs its
+// pending commands.
+func (a *app) resume(conns []handoff.Conn, notice bool) (resumed int) {
 	recs := make(map[string]sessionRecord, len(conns))
 	if a.restored != nil {
 		for _, s := range a.restored.sessions {
@@ -180,11 +184,16 @@ func (a *app) resume(conns []handoff.Conn) (resumed int) {
 		rec, ok := recs[c.Name]
 		if !ok || rec.remote == "" || rec.remote != remoteAddr(c) {
 			unknown++
-			c.Close()
+			hangUp(c.Conn)
 			continue
 		}
 		if _, ok := a.world.index[rec.player]; rec.player != "" && !ok {
 			rec.player = "" // cannot happen with an intact snapshot
+		}
+		if notice {
+			// After the unwritten output, which ends a line (a write may
+			// have stopped in the middle of one).
+			rec.out = append(append(rec.out[:len(rec.out):len(rec.out)], noticeRestarted...), '\n')
 		}
 		matched = append(matched, match{c.Conn, rec})
 	}
@@ -193,7 +202,7 @@ func (a *app) resume(conns []handoff.Conn) (resumed int) {
 		a.srv.add(m.conn, m.rec)
 	}
 	if unknown > 0 {
-		a.log.Printf("closed %d handed-over connections that the restored snapshot has no session for, or whose peer left", unknown)
+		a.log.Printf("hung up %d handed-over connections that the restored snapshot has no session for, or whose peer left", unknown)
 	}
 	return len(matched)
 }
@@ -233,7 +242,8 @@ func kindName(kind string) string {
 }
 
 // run serves until the drain signal, then hands over (handover mode) or
-// shuts down.
+// shuts down. A handover that could not save (a full disk) serves on,
+// every session where it stopped, until the next drain signal.
 func (a *app) run(ln net.Listener) error {
 	if err := a.st.Ready(); err != nil {
 		return fmt.Errorf("notify ready: %w", err)
@@ -245,21 +255,24 @@ func (a *app) run(ln net.Listener) error {
 			a.log.Printf("confirming the restored snapshot: %v", err)
 		}
 	}
-	accepting := make(chan struct{})
-	go func() {
-		defer close(accepting)
-		a.srv.accept(ln)
-	}()
-	<-a.w.Draining()
-	drained := time.Now()
-	a.w.Stopping()
-	ln.Close() // the supervisor and the next worker keep the socket
-	<-accepting
-	sessions := a.srv.stop()
-	if handover.Enabled() {
-		return a.handOver(sessions, time.Since(drained))
+	defer ln.Close()
+	for {
+		stopAccepting := a.srv.acceptUntil(ln)
+		<-a.w.Draining()
+		drained := time.Now()
+		a.w.Stopping()
+		stopAccepting() // the supervisor and the next worker keep the socket
+		sessions := a.srv.stop()
+		if !handover.Enabled() {
+			return a.shutdown(sessions)
+		}
+		err := a.handOver(sessions, time.Since(drained))
+		if !errors.Is(err, handoff.ErrSaveFailed) {
+			return err
+		}
+		a.srv.resume()
+		a.log.Printf("handover: %v; serving on: %d sessions resumed, nobody disconnected", err, len(sessions))
 	}
-	return a.shutdown(sessions)
 }
 
 func (a *app) how() string {

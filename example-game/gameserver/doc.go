@@ -43,6 +43,28 @@
 // its FIN first and discards what the client still sends for up to 1s, so
 // that the last reply is not destroyed by a reset.
 //
+// A line that begins with "NOTICE " is not a reply (every reply begins with
+// "OK", "ERR" or "BYE"); a client reading a reply skips it. The server sends
+// one, once, to each connection it resumes after a cold start (a rollback
+// to the previous build, on probation or when the new build failed to
+// restore), after the replies that the previous worker had not written and
+// before any other:
+//
+//	NOTICE restarted: your last command may not have been applied; send STATUS to resync
+//
+// Whatever the server did after its snapshot was taken is lost then,
+// replies included: a command whose reply has not arrived may never get one,
+// and what the client knows may be ahead of the server. A client that gets
+// the notice sends STATUS and takes its coin and bag from the reply (a reply
+// to a command sent before the notice may still come first). After a live
+// handover (a normal upgrade) nothing is lost and no notice is sent.
+//
+// When the server ends a connection itself (QUIT, a line too long, a
+// client too slow to read, a shutdown), it shuts the TCP connection down
+// (shutdown(2)) before closing it: during probation the supervisor holds a
+// copy of every handed-over connection, and a close alone would leave it
+// open.
+//
 // One player may be logged in on several connections at once. They share
 // the player's one row: every command runs under the game's lock, so each
 // sees the others' effects and no update is lost.
@@ -121,8 +143,9 @@
 // accepting, no restoring) and waits in handoff.State.Start while the old
 // worker still serves. The old worker, on the drain signal:
 //
-//  1. closes its copy of the listener (the supervisor keeps the socket, so
-//     new connections queue in the kernel);
+//  1. stops accepting (its copy of the listener stays open, its deadline in
+//     the past; the supervisor keeps the socket, so new connections queue
+//     in the kernel for the next worker);
 //  2. stops every session: deadlines in the past unblock each one's read or
 //     write; the command in progress is finished, and whatever of its reply
 //     could not be written is kept; bytes read but not yet run (pipelined
@@ -136,6 +159,15 @@
 //     is said, and State waits until the supervisor has processed it all
 //     (an sd_notify barrier); the worker exits 0.
 //
+// If the save fails (a full disk: ENOSPC), nothing is stored: HandOver
+// says HANDOVER=failed with the reason and returns handoff.ErrSaveFailed,
+// and the worker serves on. It logs "handover: ...; serving on: N sessions
+// resumed, nobody disconnected", resumes every session where it stopped
+// (its unwritten output, its unprocessed input), accepts again on the
+// listener (stopped in step 1 by a deadline in the past, not closed, for
+// this reason), and goes on autosaving; the next drain signal tries again.
+// The supervisor reports that upgrade failed with kind save-failed.
+//
 // The new worker then restores (the collector off meanwhile: all that a
 // restore allocates is kept), resumes each connection whose name and client
 // address match a saved session (first writing its unwritten output, then
@@ -144,5 +176,6 @@
 // sessions T2; ...)", and accepts. So a reply already written is never
 // repeated, and a command is never run twice nor lost. A rollback (the new
 // build fails after the old one saved) starts the old build cold with the
-// same snapshot and connections: it resumes them the same way.
+// same snapshot and connections: it resumes them the same way, and tells
+// each one that it restarted (the NOTICE line above).
 package main

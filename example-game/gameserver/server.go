@@ -17,6 +17,7 @@ type server struct {
 	game     *game
 	log      *log.Logger
 	stopping atomic.Bool
+	paused   atomic.Bool // accept returns on its listener's deadline
 
 	mu       sync.Mutex
 	sessions map[*session]struct{} // live, or stopped and kept
@@ -39,20 +40,49 @@ func (srv *server) add(conn net.Conn, st sessionRecord) {
 		conn.SetDeadline(past)
 	}
 	srv.mu.Unlock()
-	go func() {
-		if s.run() {
-			srv.wg.Done() // stopped: kept for the snapshot
-			return
-		}
-		srv.mu.Lock()
-		delete(srv.sessions, s)
-		srv.mu.Unlock()
-		srv.wg.Done() // a stop need not wait for the close's linger
-		s.close()
-	}()
+	go srv.serve(s)
 }
 
-// accept serves new connections until ln is closed.
+// serve runs s on its goroutine, counted in wg, until it ends or stops.
+func (srv *server) serve(s *session) {
+	if s.run() {
+		srv.wg.Done() // stopped: kept for the snapshot
+		return
+	}
+	srv.mu.Lock()
+	delete(srv.sessions, s)
+	srv.mu.Unlock()
+	srv.wg.Done() // a stop need not wait for the close's linger
+	s.close()
+}
+
+// acceptUntil serves new connections on ln, on its own goroutine, until
+// the function it returns is called; that returns once no more are
+// accepted. It leaves ln open, its deadline in the past, so that a
+// handover that cannot save accepts on it again; a listener without
+// deadlines is closed.
+func (srv *server) acceptUntil(ln net.Listener) (stop func()) {
+	dl, pausable := ln.(interface{ SetDeadline(time.Time) error })
+	if pausable {
+		dl.SetDeadline(time.Time{})
+	}
+	srv.paused.Store(false)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.accept(ln)
+	}()
+	return func() {
+		srv.paused.Store(true)
+		if !pausable || dl.SetDeadline(past) != nil {
+			ln.Close()
+		}
+		<-done
+	}
+}
+
+// accept serves new connections until ln is closed, or acceptUntil's stop
+// has set its deadline.
 func (srv *server) accept(ln net.Listener) error {
 	var delay time.Duration
 	for {
@@ -62,7 +92,7 @@ func (srv *server) accept(ln net.Listener) error {
 			srv.add(conn, sessionRecord{})
 			continue
 		}
-		if srv.isStopping() || errors.Is(err, net.ErrClosed) {
+		if srv.isStopping() || srv.paused.Load() || errors.Is(err, net.ErrClosed) {
 			return nil
 		}
 		// Out of fds or the like: back off and try again, as net/http does.
@@ -100,6 +130,19 @@ func (srv *server) stop() []*session {
 	return kept
 }
 
+// resume serves the sessions that stop kept again, each where it stopped:
+// the handover could not save, and this worker serves on.
+func (srv *server) resume() {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	srv.stopping.Store(false)
+	for s := range srv.sessions {
+		s.conn.SetDeadline(time.Time{})
+		srv.wg.Add(1)
+		go srv.serve(s)
+	}
+}
+
 // goodbye writes what each stopped session has not written yet, within
 // bound, and closes it: the end of a session when there is no next worker
 // to hand it to. Commands it had not run are not run, and get no reply.
@@ -112,7 +155,7 @@ func goodbye(sessions []*session, bound time.Duration) {
 			defer wg.Done()
 			s.conn.SetWriteDeadline(deadline)
 			s.conn.Write(s.out)
-			s.conn.Close()
+			hangUp(s.conn)
 		}()
 	}
 	wg.Wait()

@@ -27,6 +27,13 @@ const (
 	lingerBytes = 64 << 10
 )
 
+// noticeRestarted is the line that a session resumed by a cold start (a
+// rollback, a crash restart) gets, after the replies the previous worker
+// had not written and before any other: whatever was done after the
+// snapshot was taken is lost, a command's effect and its reply included.
+// It is not a reply: no reply begins with "NOTICE ".
+const noticeRestarted = "NOTICE restarted: your last command may not have been applied; send STATUS to resync"
+
 // past is a deadline that has passed: set on a connection, it unblocks the
 // read or write in progress at once.
 var past = time.Unix(1, 0)
@@ -122,9 +129,9 @@ func (s *session) process() bool {
 	return did
 }
 
-// close closes the connection. When the server ends the session (closing),
-// it first sends its FIN and discards what the client still sends, within
-// bounds, so that the last reply arrives.
+// close ends the connection (hangUp). When the server ends the session
+// (closing), it first sends its FIN and discards what the client still
+// sends, within bounds, so that the last reply arrives.
 func (s *session) close() {
 	if tc, ok := s.conn.(*net.TCPConn); ok && s.closing {
 		tc.CloseWrite()
@@ -134,7 +141,22 @@ func (s *session) close() {
 		}
 		io.CopyN(io.Discard, tc, lingerBytes)
 	}
-	s.conn.Close()
+	hangUp(s.conn)
+}
+
+// hangUp ends c's TCP connection both ways, shutdown(2), then closes c:
+// close(2) alone does not end a connection while another process holds a
+// copy of its socket, as the supervisor does of every handed-over
+// connection during probation.
+func hangUp(c net.Conn) {
+	if hc, ok := c.(interface {
+		CloseRead() error
+		CloseWrite() error
+	}); ok {
+		hc.CloseWrite()
+		hc.CloseRead()
+	}
+	c.Close()
 }
 
 func (s *session) reply(line string, close bool) {

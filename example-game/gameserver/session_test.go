@@ -90,7 +90,7 @@ func dupConn(t *testing.T, c net.Conn) net.Conn {
 func (p *inproc) resume(t *testing.T, res *restored, conns []handoff.Conn) {
 	t.Helper()
 	a := &app{world: p.world, srv: p.srv, restored: res, log: log.New(io.Discard, "", 0)}
-	if n := a.resume(conns); n != len(conns) {
+	if n := a.resume(conns, false); n != len(conns) {
 		t.Fatalf("resumed %d sessions of %d", n, len(conns))
 	}
 }
@@ -205,7 +205,7 @@ func TestHandoverWhileBlocked(t *testing.T) {
 
 // TestResumeUnknownConnection: a handed-over connection the snapshot has no
 // session for (the newest snapshot was refused and an older one restored),
-// or one whose session belongs to another client address, is closed, not
+// or one whose session belongs to another client address, is hung up, not
 // served with a state that may not be its own.
 func TestResumeUnknownConnection(t *testing.T) {
 	ln := listen(t)
@@ -230,7 +230,7 @@ func TestResumeUnknownConnection(t *testing.T) {
 	p := startInproc(t, nil, snap, "new", 2)
 	defer p.srv.stop()
 	a := &app{world: p.world, srv: p.srv, restored: &restored{snapshot: *snap}, log: log.New(io.Discard, "", 0)}
-	if n := a.resume(conns); n != 1 {
+	if n := a.resume(conns, false); n != 1 {
 		t.Fatalf("resumed %d connections, want 1", n)
 	}
 	clients[0].expect(t, "STATUS", "OK player=alice coin=7 bag= version=new pid=2")

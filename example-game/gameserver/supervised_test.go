@@ -459,7 +459,7 @@ func TestSupervisedKill9(t *testing.T) {
 // TestSupervisedRollback: a new build that fails after the old worker has
 // handed over is rolled back: the old build starts again, cold, on the same
 // snapshot and the stored connections, and every player goes on where they
-// were, a command split across the rollback included.
+// were, a command split across the rollback included, after one NOTICE line.
 func TestSupervisedRollback(t *testing.T) {
 	s := startSupervisedEnv(t, []string{helperEnv + "=fail-after-go"}, bins.buggy, "--autosave", "0")
 	s.waitJSON(t, "generation ready", nil)
@@ -484,6 +484,12 @@ func TestSupervisedRollback(t *testing.T) {
 	s.log.wait(t, &from, regexp.MustCompile(`gameserver\[\d+\]: restored handover snapshot from \S+ ago: 2 players, 3 connections resumed`))
 	pid := pids(ready)[0]
 
+	// A cold start: each session is told first.
+	for _, cl := range []*client{a, b, c} {
+		if got, err := cl.recv(); got != noticeRestarted || err != nil {
+			t.Fatalf("first line after the rollback: %q, %v; want %q", got, err, noticeRestarted)
+		}
+	}
 	if err := a.write("RK\n"); err != nil {
 		t.Fatal(err)
 	}
