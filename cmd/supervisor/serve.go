@@ -13,6 +13,7 @@ import (
 
 	"github.com/cloudflare/tableflip"
 	"github.com/procswitch/supervisor/internal/control"
+	"github.com/procswitch/supervisor/internal/history"
 	"github.com/procswitch/supervisor/internal/sdnotify"
 	"github.com/procswitch/supervisor/internal/supervisor"
 	"github.com/procswitch/supervisor/listener"
@@ -33,6 +34,11 @@ func serve(opts *options, log zerolog.Logger) error {
 		return err
 	}
 	defer sd.Close()
+	hist, err := openHistory(opts.stateDir, log)
+	if err != nil {
+		return err
+	}
+	defer closeHistory(hist, log)
 	upg, inherited, err := startTableflip(opts)
 	if err != nil {
 		return err
@@ -53,12 +59,12 @@ func serve(opts *options, log zerolog.Logger) error {
 
 	r := &reporter{sd: sd, log: log}
 	succ := &successor{upg: upg, opts: opts, sockets: sockets, reporter: r, log: log}
-	sup, err := supervisor.New(engineConfig(opts, sockets, runtimeDir, inherited, succ, r, log))
+	sup, err := supervisor.New(engineConfig(opts, sockets, runtimeDir, inherited, succ, r, hist, log))
 	if err != nil {
 		inherited.close()
 		return err
 	}
-	if succ.ctl, err = openControl(opts, inherited, sup, log); err != nil {
+	if succ.ctl, err = openControl(opts, inherited, sup, hist, log); err != nil {
 		return err
 	}
 	if succ.ctl != nil {
@@ -111,7 +117,7 @@ func openSockets(opts *options, inherited *inheritance, log zerolog.Logger) (*li
 }
 
 func engineConfig(opts *options, sockets *listener.Set, runtimeDir string, inherited *inheritance,
-	succ *successor, r *reporter, log zerolog.Logger) supervisor.Config {
+	succ *successor, r *reporter, hist *history.Log, log zerolog.Logger) supervisor.Config {
 	return supervisor.Config{
 		Path:          opts.command[0],
 		Args:          opts.command[1:],
@@ -133,19 +139,20 @@ func engineConfig(opts *options, sockets *listener.Set, runtimeDir string, inher
 		RuntimeDir:    runtimeDir,
 		Shim:          "/proc/self/exe",
 		Stored:        inherited.storedConns(),
-		Predecessor:   inherited.predecessor(opts.drainTimeout + opts.passTimeout),
 		LastGen:       inherited.base(),
 		Successor:     succ,
 		Log:           log,
 		Observe:       r.observe,
+		Record:        recorder(hist, log),
 	}
 }
 
 // openControl serves the control socket: the predecessor's, or a new one
 // at --control; nil when there is none.
-func openControl(opts *options, inherited *inheritance, sup *supervisor.Supervisor, log zerolog.Logger) (*control.Server, error) {
+func openControl(opts *options, inherited *inheritance, sup *supervisor.Supervisor, hist *history.Log,
+	log zerolog.Logger) (*control.Server, error) {
 	if ln := inherited.controlListener(); ln != nil {
-		return control.NewServer(ln, opts.control, sup, log), nil
+		return control.NewServer(ln, opts.control, sup, log, control.WithHistory(hist)), nil
 	}
 	if opts.control == "" {
 		return nil, nil
@@ -154,7 +161,7 @@ func openControl(opts *options, inherited *inheritance, sup *supervisor.Supervis
 	if err != nil {
 		return nil, err
 	}
-	return control.NewServer(ln, opts.control, sup, log), nil
+	return control.NewServer(ln, opts.control, sup, log, control.WithHistory(hist)), nil
 }
 
 func logStarted(opts *options, inherited *inheritance, log zerolog.Logger) {
