@@ -28,6 +28,7 @@ type supervisedOpts struct {
 	flags      []string              // more supervisor flags
 	workerArgs []string              // the game's flags
 	before     func(snapshot string) // called before the supervisor starts
+	supervisor string                // the supervisor binary; bins.supervisor when empty
 }
 
 func startSupervised(t *testing.T, o supervisedOpts) *supervised {
@@ -42,7 +43,10 @@ func startSupervised(t *testing.T, o supervisedOpts) *supervised {
 	args := []string{"--mode", "handover", "--snapshot", s.snapshot, "--listen", "game=tcp://127.0.0.1:0",
 		"--log-format", "json", "--restart-min", "10ms"}
 	args = append(append(args, o.flags...), "--", s.worker)
-	s.proc = startProc(t, "supervisor", bins.supervisor, o.env, append(args, o.workerArgs...)...)
+	if o.supervisor == "" {
+		o.supervisor = bins.supervisor
+	}
+	s.proc = startProc(t, "supervisor", o.supervisor, o.env, append(args, o.workerArgs...)...)
 	s.addr = s.waitMsg(&s.at, "listening", func(l line) bool { return l.Str("name") == "game" }).Str("addr")
 	return s
 }
