@@ -39,6 +39,8 @@ var helpers = map[string]func() int{
 	// crash-on-data takes the handover, says READY=1 and exits 1 once a
 	// handed-over connection sends data (probation_test.go).
 	"crash-on-data": helperCrashOnData,
+	// crash-on-command is crash-on-data that reads the command first.
+	"crash-on-command": helperCrashOnCommand,
 }
 
 func runHelper(name string) int {

@@ -77,6 +77,40 @@ func helperCrashOnData() int {
 	return 1
 }
 
+// helperCrashOnCommand is helperCrashOnData that reads the command before
+// it crashes: the command is gone from the socket, as a real request the
+// bad build took would be.
+func helperCrashOnCommand() int {
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "helper[%d]: "+format+"\n", append([]any{os.Getpid()}, args...)...)
+	}
+	w, err := handoff.New()
+	if err != nil {
+		logf("%v", err)
+		return 1
+	}
+	conns, err := handover.Await(context.Background(), w)
+	if err != nil {
+		logf("await handover: %v", err)
+		return 1
+	}
+	cmds := make(chan string, len(conns))
+	for _, c := range conns {
+		go func() {
+			if line, err := bufio.NewReader(c.Conn).ReadString('\n'); err == nil {
+				cmds <- c.Name + ": " + strings.TrimSpace(line)
+			}
+		}()
+	}
+	if err := w.Ready(); err != nil {
+		logf("ready: %v", err)
+		return 1
+	}
+	logf("ready with %d connections, restored nothing", len(conns))
+	logf("read %s: crashing", <-cmds)
+	return 1
+}
+
 // peek waits until c has a byte to read, and leaves it there; false on EOF
 // or an error.
 func peek(c net.Conn) bool {
@@ -403,4 +437,71 @@ func TestHandoverOldWorkerHangs(t *testing.T) {
 		c.expect(t, "LOGIN "+b.id, fmt.Sprintf("OK player=%s coin=%d version=%s", b.id, b.coin, fixedVersion))
 		c.expect(t, "STATUS", b.status(fixedVersion, newPID))
 	}
+}
+
+// TestProbationRollbackLosesCommand: the bad build read a bot's command and
+// crashed before it answered. The rollback restores the cutover snapshot, so
+// that command is lost: the bot never gets its reply; it gets the game's
+// notice instead, on its own connection, and STATUS then shows exactly the
+// coins it had at the cutover (not the starting coins, not the command's
+// effect). The other bots, idle, lose nothing.
+func TestProbationRollbackLosesCommand(t *testing.T) {
+	const nbots = 10
+	dir := t.TempDir()
+	helperFile := filepath.Join(dir, "helper")
+	writeFile(t, helperFile, []byte("crash-on-command"))
+	s := startSupervised(t, supervisedOpts{
+		bin:        bins.buggy,
+		env:        []string{helperEnv + "=" + helperFile},
+		flags:      []string{"--ready-timeout", "10s", "--drain-timeout", "30s", "--probation", "1m"},
+		workerArgs: []string{"--autosave", "1s", "--stock", fmt.Sprint(bigStock)},
+	})
+	s.ready(t)
+	ledger, _, probe, bots, tm := startPlaying(t, s.addr, nbots)
+	if err := tm.halt(); err != nil {
+		t.Fatal(err)
+	}
+	s.install(t, bins.helper)
+	o := s.hup(t)
+	if !o.ok {
+		t.Fatalf("upgrade to a build that is ready failed: %s (%s)", o.end.Str("reason"), o.end.Str("kind"))
+	}
+	at := o.started
+	s.waitMsg(&at, "probation: a crash or a hang rolls back to the previous binary until it ends", func(l line) bool { return l.Int("gen") == o.gen })
+
+	// One bot sends WORK: the bad build reads it and crashes.
+	victim := bots[0]
+	victim.c.conn.SetDeadline(time.Now().Add(waitBound))
+	if _, err := victim.c.conn.Write([]byte("WORK\n")); err != nil {
+		t.Fatal(err)
+	}
+	s.waitRe(&at, regexp.MustCompile(`helper\[\d+\]: read c\d+: WORK: crashing`))
+	s.waitMsg(&at, "probation failed: rolling back to the previous binary", func(l line) bool { return l.Int("gen") == o.gen })
+	_, newPID := s.ready(t)
+	s.waitMsg(&at, "rolled back on probation: the previous binary serves", nil)
+
+	// Its next line is the notice, not a reply to WORK; then STATUS says
+	// the coins of the cutover.
+	notice, err := victim.c.r.ReadString('\n')
+	if err != nil || strings.TrimSuffix(notice, "\n") != noticeRestarted {
+		t.Fatalf("%s after its WORK was lost: %q, %v; want the notice %q", victim.id, notice, err, noticeRestarted)
+	}
+	victim.c.expect(t, "STATUS", victim.status(buggyVersion, newPID))
+	t.Logf("%s: WORK lost; %q; STATUS: %d coins, as at the cutover", victim.id, strings.TrimSpace(notice), victim.coin)
+
+	var ns notices
+	for _, b := range append(bots[1:], probe) {
+		ns.filter(b.c)
+		b.c.expect(t, "STATUS", b.status(buggyVersion, newPID))
+	}
+	if len(ns.seen) != nbots {
+		t.Errorf("%d notices to the %d other sessions, want one each", len(ns.seen), nbots)
+	}
+	tm = startTeam(bots)
+	t.Cleanup(func() { tm.halt() })
+	tm.waitPast(t, tm.marks(), 5)
+	if err := tm.halt(); err != nil {
+		t.Fatal(err)
+	}
+	ledger.check(t, probe.c)
 }
