@@ -3,8 +3,10 @@ package test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -179,5 +181,29 @@ func checkHistory(t *testing.T, recs []history.Record, wants []want, ordered int
 				t.Errorf("record %v is before %v, which happened first", w, wants[k])
 			}
 		}
+	}
+}
+
+// TestHistoryBadStateDir proves that a --state-dir that cannot hold the
+// history stops the supervisor before any worker starts: one error line
+// that names it, exit status 1.
+func TestHistoryBadStateDir(t *testing.T) {
+	needBinaries(t)
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(file, "state")
+	stderr, err := runBad(t, []string{"--log-format", "json", "--state-dir", bad, "--listen", "tcp://127.0.0.1:0", "--", pathfindV1})
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Errorf("exit: %v, want exit status 1", err)
+	}
+	lines := errorLines(stderr)
+	if len(lines) != 1 || !strings.Contains(lines[0], "--state-dir "+bad) {
+		t.Errorf("error lines %q, want one that names --state-dir %s", lines, bad)
+	}
+	if out := string(stderr); strings.Contains(out, "pathfind:") || strings.Contains(out, "generation ready") {
+		t.Errorf("a worker started:\n%s", out)
 	}
 }

@@ -129,6 +129,8 @@ func TestCtlRollback(t *testing.T) {
 	t.Logf("rollback --to 99: %s", line)
 	ctlFails(t, control, []string{"rollback", "--wait", "--to", "4"}, "generation 4", "serving now", "(refused)")
 	checkServes(t, url, "v2")
+	// No --state-dir: no history, and ctl history says how to keep one.
+	ctlFails(t, control, []string{"history"}, "keeps no history", "--state-dir")
 	for i, run := range loads {
 		noFailures(t, fmt.Sprint("load ", i), run.Stop())
 	}
