@@ -60,6 +60,7 @@ type generation struct {
 	// one (Config.Predecessor), started ahead of a handover until it is
 	// ready; asked: its worker said WAITING and the predecessor was asked.
 	ahead, asked bool
+	bad          bool // rolled back from on probation: its workers are not restarted
 	inherited    int // connections the predecessor passed on
 }
 

@@ -116,6 +116,7 @@ func (s *Supervisor) onProbationFailure(g *generation, reason string) {
 	p.timer.Stop()
 	why := "generation " + itoa(g.n) + " failed on probation: " + reason
 	s.markBad(g, why)
+	g.bad = true
 	s.log.Error().Int("gen", g.n).Int("previous_gen", p.prev.gen()).Str("reason", reason).
 		Msg("probation failed: rolling back to the previous binary")
 	if !s.cfg.Handover {
@@ -134,6 +135,10 @@ func (s *Supervisor) onProbationFailure(g *generation, reason string) {
 		lost = "play since the last snapshot the bad worker wrote, and connections opened since the cutover"
 	} else if err := os.Rename(p.cutover, s.cfg.SnapshotPath); err != nil {
 		lost = "the cutover snapshot could not be restored (" + err.Error() + "): play since the bad worker's last snapshot"
+	} else {
+		// rename(2) onto another link of the same file (the bad worker
+		// wrote no snapshot since) succeeds and does nothing.
+		os.Remove(p.cutover)
 	}
 	s.killGeneration(g)
 	s.current = nil

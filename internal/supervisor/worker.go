@@ -38,6 +38,10 @@ func (s *Supervisor) onExit(w *worker) {
 	case g.phase == draining || g.phase == failed:
 		s.onHandingWorkerExit(w)
 		s.reapGeneration(g)
+	case g == s.current && g.bad && s.next != nil:
+		// Rolled back from, in overlap mode: its other workers serve until
+		// the previous binary is ready, and are not restarted.
+		s.log.Warn().Int("gen", g.n).Int("pid", w.pid()).Msg("worker of a generation rolled back from exited: not restarted")
 	case g == s.current && s.state == stateProbation && s.probation.gen == g:
 		why := fmt.Sprintf("worker %d exited: %s", w.pid(), status)
 		if w.hung {
