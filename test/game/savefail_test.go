@@ -147,3 +147,60 @@ func fillUp(t *testing.T, s *supervised, at *int, path string) string {
 	t.Fatalf("after 20 failed autosaves, the file system still had room (%d bytes of filler)", total)
 	return ""
 }
+
+// TestSelfUpgradeSaveFailedKeepsPlayers: SIGUSR2 on a full snapshot
+// directory: the worker cannot save for the new supervisor, says so and
+// serves on; the self-upgrade fails with kind save-failed, this supervisor
+// goes on, and so do the 50 bots, connected, on the same worker. With room
+// again, an upgrade hands over to the next worker and keeps everyone.
+func TestSelfUpgradeSaveFailedKeepsPlayers(t *testing.T) {
+	const nbots = 50
+	dir := mountTinyTmpfs(t)
+	snap := filepath.Join(dir, "snap")
+	s := startSupervised(t, supervisedOpts{
+		bin:        bins.buggy,
+		flags:      []string{"--snapshot", snap, "--ready-timeout", "30s", "--drain-timeout", "30s"},
+		workerArgs: []string{"--autosave", "100ms", "--stock", fmt.Sprint(bigStock)},
+	})
+	_, pid := s.ready(t)
+	ledger, era, probe, bots, tm := startPlaying(t, s.addr, nbots)
+	at := s.at
+	s.waitRe(&at, regexp.MustCompile(`gameserver\[`+strconv.Itoa(pid)+`\]: autosave: saved \d+ players`))
+	filler := fillUp(t, s, &at, filepath.Join(dir, "filler"))
+
+	at = s.at
+	s.signal(syscall.SIGUSR2)
+	failed := s.find2(t, "self-upgrade failed: this supervisor goes on serving", nil)
+	if kind := failed.Str("kind"); kind != "save-failed" {
+		t.Fatalf("self-upgrade failed with kind %q (%s), want save-failed", kind, failed.Str("reason"))
+	}
+	// The worker's line and the supervisor's come in either order.
+	s.waitRe(&at, regexp.MustCompile(`gameserver\[`+strconv.Itoa(pid)+`\]: handover: .*; serving on: `+strconv.Itoa(nbots+1)+` sessions resumed`))
+	probe.c.expect(t, "STATUS", probe.status(buggyVersion, pid))
+	tm.waitPast(t, tm.marks(), 3)
+	if s.Exited() {
+		t.Fatalf("the supervisor exited after its self-upgrade failed: %v", s.Err())
+	}
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	s.install(t, bins.fixed)
+	era.set(build{})
+	fixed := build{known: true, fixed: true, version: fixedVersion}
+	pid = s.succeeded(t, s.hup(t), pid, nbots+1)
+	era.set(fixed)
+	probe.c.expect(t, "STATUS", probe.status(fixedVersion, pid))
+	tm.waitPast(t, tm.marks(), 3)
+	if err := tm.halt(); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range append(bots, probe) {
+		b.c.expect(t, "STATUS", b.status(fixedVersion, pid))
+	}
+	ledger.check(t, probe.c)
+	s.signal(syscall.SIGTERM)
+	if code := s.wait(); code != 0 {
+		t.Errorf("supervisor exited with %d after SIGTERM", code)
+	}
+}
