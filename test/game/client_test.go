@@ -41,17 +41,24 @@ func dial(t *testing.T, addr string) *client {
 	return &client{conn: c, r: bufio.NewReader(c)}
 }
 
-// do sends cmd and returns the reply, without its "\n".
+// do sends cmd and returns the reply, without its "\n". The game's
+// notices (noticePrefix), lines it sends on its own after a cold start, are
+// not replies: do passes over them (notices.filter keeps them for a test
+// that checks them).
 func (c *client) do(cmd string) (string, error) {
 	c.conn.SetDeadline(time.Now().Add(waitBound))
 	if _, err := c.conn.Write([]byte(cmd + "\n")); err != nil {
 		return "", fmt.Errorf("%s: write: %w", cmd, err)
 	}
-	reply, err := c.r.ReadString('\n')
-	if err != nil {
-		return "", fmt.Errorf("%s: read: %w (got %q)", cmd, err, reply)
+	for {
+		reply, err := c.r.ReadString('\n')
+		if err != nil {
+			return "", fmt.Errorf("%s: read: %w (got %q)", cmd, err, reply)
+		}
+		if !strings.HasPrefix(reply, noticePrefix) {
+			return strings.TrimSuffix(reply, "\n"), nil
+		}
 	}
-	return strings.TrimSuffix(reply, "\n"), nil
 }
 
 // must is do that fails the test on an error.
