@@ -78,6 +78,10 @@ func (s *Socket) Close() error {
 	return err
 }
 
+// SendTimeout bounds Send: the datagram goes to a socket of our own whose
+// queue the loop drains, so it fires only if the loop is stuck.
+const SendTimeout = 5 * time.Second
+
 // Send sends a datagram to the socket from this process: a marker that the
 // reader sees after every datagram queued before it, since the kernel keeps
 // a socket's queue in order.
@@ -87,7 +91,7 @@ func (s *Socket) Send(msg string) error {
 		return fmt.Errorf("notify: %w", err)
 	}
 	defer c.Close()
-	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	c.SetWriteDeadline(time.Now().Add(SendTimeout))
 	if _, err := c.Write([]byte(msg)); err != nil {
 		return fmt.Errorf("notify: %w", err)
 	}
