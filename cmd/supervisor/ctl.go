@@ -141,7 +141,11 @@ func (inv *ctlInvocation) parseFlags(rest []string) (map[string]bool, error) {
 	fs.Visit(func(f *flag.Flag) { used[f.Name] = true })
 	for name := range used {
 		if name != "control" && name != "timeout" && !slices.Contains(ctlCommands[inv.cmd], name) {
-			return nil, fmt.Errorf("--%s is not a flag of %s", name, inv.cmd)
+			dash := "--"
+			if len(name) == 1 {
+				dash = "-"
+			}
+			return nil, fmt.Errorf("%s%s is not a flag of %s", dash, name, inv.cmd)
 		}
 	}
 	switch {

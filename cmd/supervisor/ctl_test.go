@@ -60,7 +60,7 @@ func TestCtlUsageErrors(t *testing.T) {
 		{[]string{"upgrade", "--to", "2"}, "--to is not a flag of upgrade"},
 		{[]string{"history", "--wait"}, "--wait is not a flag of history"},
 		{[]string{"rollback", "--json"}, "--json is not a flag of rollback"},
-		{[]string{"rollback", "-n", "3"}, "--n is not a flag of rollback"},
+		{[]string{"rollback", "-n", "3"}, "-n is not a flag of rollback"},
 		{[]string{"rollback", "--to", "0"}, "--to 0: want a generation number"},
 		{[]string{"rollback", "--to", "-2"}, "--to -2: want a generation number"},
 		{[]string{"rollback", "--to", "two"}, "invalid value"},
