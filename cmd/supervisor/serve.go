@@ -139,6 +139,7 @@ func engineConfig(opts *options, sockets *listener.Set, runtimeDir string, inher
 		RuntimeDir:    runtimeDir,
 		Shim:          "/proc/self/exe",
 		Stored:        inherited.storedConns(),
+		Predecessor:   inherited.predecessor(opts.drainTimeout + opts.passTimeout),
 		LastGen:       inherited.base(),
 		Successor:     succ,
 		Log:           log,
