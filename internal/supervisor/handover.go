@@ -205,6 +205,14 @@ func (s *Supervisor) onSaveFailed(w *worker, reason string) {
 		if ss.stopAfter {
 			s.stopAll()
 		}
+	case s.cfg.Handover && w.gen.phase == draining && (s.state == stateStopping || s.state == stateRetired) && w.slot.worker == w:
+		// Told to drain for good, it cannot save, and would serve on until
+		// the drain timeout: end it now. Players lose what happened since
+		// the last complete snapshot, which the log names.
+		s.log.Error().Int("gen", w.gen.n).Int("pid", w.pid()).Str("reason", reason).
+			Str("snapshot", s.snapshotAge()).
+			Msg("stopping: the worker could not save its state; killing it")
+		w.proc.Kill()
 	}
 }
 

@@ -88,6 +88,9 @@ import (
 //	                 → serving (save-failed)
 //	  rolling-back   (before the old worker saved) → serving
 //	  self-upgrading (handover, saving) → serving (save-failed)
+//	  retired, stopping (handover) the worker is killed: it would serve on
+//	                 until the drain timeout; the log names the snapshot
+//	                 left
 //	waiting (handover: the new worker is initialised)
 //	  upgrading      the old worker saves → saving
 //	  starting       (a first generation started ahead for a predecessor

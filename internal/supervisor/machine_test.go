@@ -130,6 +130,7 @@ var machineTable = []struct {
 	{"rollback", map[string]string{"*": "- req=refused", "probation": "upgrading"}},
 	{"save-failed", map[string]string{"*": "-", // HANDOVER=failed from the worker that saves, or would
 		"saving": "serving up=save-failed", "rolling-back-saving": "serving",
+		"handover/stopping": "done", "handover/retired": "done", // killed: it would serve on until the drain timeout
 		"self-upgrading-saving": "serving self=save-failed"}},
 	{"successor-waiting", map[string]string{"*": "n/a", "self-upgrading-early": "self-upgrading"}},
 	{"probation-end", map[string]string{"*": "-", "probation": "serving"}},

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -203,4 +204,34 @@ func TestSelfUpgradeSaveFailedKeepsPlayers(t *testing.T) {
 	if code := s.wait(); code != 0 {
 		t.Errorf("supervisor exited with %d after SIGTERM", code)
 	}
+}
+
+// TestStopSaveFailed: a stop on a full snapshot directory. The worker cannot
+// save its shutdown snapshot, says HANDOVER=failed and would serve on until
+// the drain timeout (a minute here); the supervisor kills it at once, says
+// which snapshot is left, and exits.
+func TestStopSaveFailed(t *testing.T) {
+	dir := mountTinyTmpfs(t)
+	snap := filepath.Join(dir, "snap")
+	s := startSupervised(t, supervisedOpts{
+		bin:        bins.buggy,
+		flags:      []string{"--snapshot", snap, "--drain-timeout", "1m"},
+		workerArgs: []string{"--autosave", "100ms", "--stock", fmt.Sprint(bigStock)},
+	})
+	_, pid := s.ready(t)
+	_, _, _, _, tm := startPlaying(t, s.addr, 10)
+	at := s.at
+	s.waitRe(&at, regexp.MustCompile(`gameserver\[`+strconv.Itoa(pid)+`\]: autosave: saved \d+ players`))
+	fillUp(t, s, &at, filepath.Join(dir, "filler"))
+	began := time.Now()
+	s.signal(syscall.SIGTERM)
+	killed := s.waitMsg(&at, "stopping: the worker could not save its state; killing it", nil)
+	if killed.Int("pid") != pid || killed.Str("snapshot") == "" {
+		t.Errorf("killing line %s: want pid %d and the snapshot left", killed.Raw, pid)
+	}
+	s.wait()
+	if d := time.Since(began); d > waitBound {
+		t.Errorf("the supervisor took %v to stop; the drain timeout is 1m", d)
+	}
+	tm.halt() // the bots lose their connections: the stop ends the game
 }
