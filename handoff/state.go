@@ -5,8 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"os"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/procswitch/supervisor/internal/contract"
 )
 
 // SaveKind says why State.Save is called; its String is "autosave",
@@ -56,6 +60,14 @@ type State struct {
 	// Restore reads the state from path; a missing file is a first start.
 	// Required.
 	Restore func(path string) error
+	// Check, when set, says whether Restore could read the snapshot at path
+	// (a schema it knows, say; a missing file is fine). Start calls it in a
+	// worker started ahead of a handover before it says WAITING, on the
+	// current worker's last autosave: a build that could not read it (an
+	// older build, in a rollback) then fails while the old worker still
+	// serves, instead of after the old worker saved. Start sends its error
+	// as STATUS=, so the supervisor's reason for the failed upgrade has it.
+	Check func(path string) error
 	// Resume takes over the connections handed over (or passed to a cold
 	// start) by the names they were stored with, once Restore succeeded: it
 	// serves or closes each one. nil: they are closed.
@@ -103,6 +115,12 @@ func (s *State) Start(ctx context.Context) error {
 		case <-stop:
 		}
 	}()
+	if s.Check != nil && os.Getenv(contract.EnvHandoverFD) != "" {
+		if err := s.Check(s.path()); err != nil {
+			s.Worker.Status(strings.Join(strings.Fields("cannot restore "+s.path()+": "+err.Error()), " "))
+			return fmt.Errorf("handoff: the snapshot cannot be restored by this build: %w", err)
+		}
+	}
 	conns, pending, err := s.Worker.receiveHandover(ctx)
 	if err != nil {
 		closeConns(append(conns, pending.wait()...))

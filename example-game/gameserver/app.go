@@ -65,6 +65,7 @@ func serve(cfg config, logger *log.Logger) error {
 		Path:     a.path,
 		Autosave: cfg.autosave,
 		Restore:  a.restore,
+		Check:    checkSnapshot,
 		Resume:   a.resumeAll,
 		Save:     a.save,
 		Logf:     logger.Printf,

@@ -170,6 +170,20 @@ type restored struct {
 // the previous snapshot, kept as a fallback, can go.
 func (r *restored) confirm() error { return r.reader.Confirm() }
 
+// checkSnapshot is the State's Check hook: the snapshot at path, if there
+// is one, has a schema this build reads. A rollback to an older build than
+// the one that wrote it fails on this, before the serving worker saves.
+func checkSnapshot(path string) error {
+	r, err := state.OpenLatest(path, state.MaxSchema(schemaVersion))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return r.Close()
+}
+
 // readSnapshot restores from path, or from the previous snapshot when the
 // newest is damaged (state.OpenLatest). nil, nil: there is no snapshot, a
 // first start.

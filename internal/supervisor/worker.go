@@ -30,11 +30,15 @@ func (s *Supervisor) onExit(w *worker) {
 	}
 	s.log.Info().Int("gen", g.n).Int("pid", w.pid()).Str("status", status).
 		Str("phase", g.phase.String()).Msg("worker exited")
+	early := fmt.Sprintf("worker %d exited before it was ready: %s", w.pid(), status)
+	if w.status != "" {
+		early += " (its last STATUS=: " + w.status + ")" // a worker's own word on why
+	}
 	switch {
 	case g == s.next:
-		s.onNextFailed(g, s.failKind(KindExited), fmt.Sprintf("worker %d exited before it was ready: %s", w.pid(), status))
+		s.onNextFailed(g, s.failKind(KindExited), early)
 	case g == s.current && g.ahead:
-		s.failAhead(g, fmt.Sprintf("worker %d exited before it was ready: %s", w.pid(), status))
+		s.failAhead(g, early)
 	case g.phase == draining || g.phase == failed:
 		s.onHandingWorkerExit(w)
 		s.reapGeneration(g)
