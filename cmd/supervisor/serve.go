@@ -77,10 +77,23 @@ func serve(opts *options, log zerolog.Logger) error {
 	return wait(sup, opts, log)
 }
 
+// successorTimeout bounds a self-upgrade: the new supervisor's start (10 s)
+// and its first generation's, each worker's within --ready-timeout; in
+// handover mode also our worker's save (--drain-timeout), the connections'
+// pass (--pass-timeout) and the new worker's restore (--ready-timeout from
+// GO), since the new worker initialises before ours saves.
+func successorTimeout(opts *options) time.Duration {
+	d := opts.readyTimeout*time.Duration(opts.workers) + 10*time.Second
+	if opts.mode == "handover" {
+		d += opts.drainTimeout + opts.passTimeout + opts.readyTimeout
+	}
+	return d
+}
+
 // startTableflip makes the upgrader that a self-upgrade forks through, and
 // reads what a predecessor passed on, if any.
 func startTableflip(opts *options) (*tableflip.Upgrader, *inheritance, error) {
-	upg, err := tableflip.New(tableflip.Options{UpgradeTimeout: opts.readyTimeout*time.Duration(opts.workers) + 10*time.Second})
+	upg, err := tableflip.New(tableflip.Options{UpgradeTimeout: successorTimeout(opts)})
 	if err != nil {
 		return nil, nil, fmt.Errorf("self-upgrade: %w", err)
 	}

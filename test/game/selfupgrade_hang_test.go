@@ -44,10 +44,11 @@ func TestSelfUpgradeSuccessorHangs(t *testing.T) {
 		bin:        bins.buggy,
 		supervisor: self,
 		// The supervisor ignores the variable; the test binary, run as its
-		// successor, becomes the hanging helper. The wait for a successor is
-		// --ready-timeout + 10s.
+		// successor, becomes the hanging helper. The wait for a successor in
+		// handover mode is 10s + 2 x --ready-timeout + --drain-timeout +
+		// --pass-timeout: 18s here.
 		env:        []string{helperEnv + "=" + helperFile},
-		flags:      []string{"--ready-timeout", "2s"},
+		flags:      []string{"--ready-timeout", "2s", "--drain-timeout", "2s", "--pass-timeout", "2s"},
 		workerArgs: []string{"--autosave", "500ms", "--stock", fmt.Sprint(bigStock)},
 	})
 	_, pid := s.ready(t)
