@@ -61,7 +61,7 @@ type generation struct {
 	// ready; asked: its worker said WAITING and the predecessor was asked.
 	ahead, asked bool
 	bad          bool // rolled back from on probation: its workers are not restarted
-	inherited    int // connections the predecessor passed on
+	inherited    int  // connections the predecessor passed on
 }
 
 // slot is one of a generation's N places for a worker: a worker that

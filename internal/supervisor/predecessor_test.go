@@ -60,7 +60,9 @@ func TestPredecessorHandsOver(t *testing.T) {
 	case <-time.After(waitBound):
 		t.Fatalf("the predecessor was not asked within %v of WAITING", waitBound)
 	}
-	m.waitFor("GO", func() bool { return m.logs.count("self-upgrade: the previous supervisor's worker saved; restoring") > 0 })
+	m.waitFor("GO", func() bool {
+		return m.logs.count("self-upgrade: the previous supervisor's worker saved; restoring") > 0
+	})
 	m.notify(w, "READY", "1")
 	st := m.status()
 	if st.State != "serving" {
