@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -103,7 +104,15 @@ func runUpgrades(ctx context.Context, env *env, mode loadgen.Mode) []modeResult 
 	batches := o.upgradeBatches()
 	for n := range batches {
 		upgrades := o.upgrades*(n+1)/batches - o.upgrades*n/batches
-		for _, r := range runs {
+		// Each build goes first in every other batch: whatever the one before
+		// leaves behind (a draining generation, a warm cache, the machine's
+		// mood) must not always fall on the same build.
+		order := runs
+		if n%2 == 1 {
+			order = slices.Clone(runs)
+			slices.Reverse(order)
+		}
+		for _, r := range order {
 			if r.sup != nil && r.res.Error == "" && ctx.Err() == nil {
 				r.batch(ctx, env, upgrades, o.steady/time.Duration(batches), o.seed+uint64(n))
 			}
