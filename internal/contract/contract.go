@@ -10,14 +10,15 @@ package contract
 
 // The environment a worker is started with: systemd's names, plus ours.
 const (
-	EnvListenFDs     = "LISTEN_FDS"              // number of passed fds, starting at fd 3
-	EnvListenFDNames = "LISTEN_FDNAMES"          // colon-separated names, one per fd
-	EnvListenPID     = "LISTEN_PID"              // the PID the fds are meant for
-	EnvNotifySocket  = "NOTIFY_SOCKET"           // datagram socket for sd_notify messages
-	EnvWatchdogUSec  = "WATCHDOG_USEC"           // ping interval bound, in microseconds
-	EnvWatchdogPID   = "WATCHDOG_PID"            // the PID the watchdog setting is meant for
-	EnvDrainSignal   = "SUPERVISOR_DRAIN_SIGNAL" // the signal that tells a worker to drain
-	EnvGeneration    = "SUPERVISOR_GENERATION"   // the worker's generation number, 1 for the first
+	EnvListenFDs     = "LISTEN_FDS"               // number of passed fds, starting at fd 3
+	EnvListenFDNames = "LISTEN_FDNAMES"           // colon-separated names, one per fd
+	EnvListenPID     = "LISTEN_PID"               // the PID the fds are meant for
+	EnvNotifySocket  = "NOTIFY_SOCKET"            // datagram socket for sd_notify messages
+	EnvWatchdogUSec  = "WATCHDOG_USEC"            // ping interval bound, in microseconds
+	EnvWatchdogPID   = "WATCHDOG_PID"             // the PID the watchdog setting is meant for
+	EnvDrainSignal   = "SUPERVISOR_DRAIN_SIGNAL"  // the signal that tells a worker to drain
+	EnvGeneration    = "SUPERVISOR_GENERATION"    // the worker's generation number, 1 for the first
+	EnvReloadSignal  = "SUPERVISOR_RELOAD_SIGNAL" // the signal that asks a worker to reload in place
 )
 
 // ListenFDsStart is the first passed file descriptor (SD_LISTEN_FDS_START).
@@ -29,6 +30,34 @@ const (
 	MsgStopping  = "STOPPING=1"
 	MsgWatchdog  = "WATCHDOG=1"
 	MsgStatusKey = "STATUS="
+)
+
+// Reloads in place (`supervisor ctl reload`), as systemd's
+// Type=notify-reload: the supervisor sends SUPERVISOR_RELOAD_SIGNAL to each
+// worker of the serving generation; the worker answers RELOADING=1 with
+// MONOTONIC_USEC= at once, then READY=1 once it has reloaded (VERSION= may
+// name what it now runs), or RELOAD=failed with RELOAD_ERROR= in the same
+// datagram: it keeps what it ran before.
+const (
+	MsgReloading        = "RELOADING=1"
+	MsgMonotonicUSecKey = "MONOTONIC_USEC="              // with RELOADING=1: CLOCK_MONOTONIC at the start of the reload, in µs
+	MsgReloadFailed     = KeyReload + "=" + ReloadFailed // the reload failed; the worker serves on with what it ran before
+	MsgReloadErrorKey   = KeyReloadError + "="           // with RELOAD=failed: why, one line (MaxReloadError bytes)
+	// MsgVersionKey, in any message (with READY=1 at start or after a
+	// reload, typically): the version of what the worker runs beyond its
+	// binary (its scripts, its configuration), one line of at most
+	// MaxVersion bytes. The supervisor shows it per worker.
+	MsgVersionKey = KeyVersion + "="
+
+	KeyReloading      = "RELOADING"
+	KeyMonotonicUSec  = "MONOTONIC_USEC"
+	KeyReload         = "RELOAD"
+	KeyReloadError    = "RELOAD_ERROR"
+	KeyVersion        = "VERSION"
+	ReloadFailed      = "failed"
+	MaxReloadError    = 512
+	MaxVersion        = 128
+	DefaultReloadName = "SIGHUP" // the reload signal when none is configured, as systemd's
 )
 
 // DefaultListenFDName is the name systemd gives a passed fd when

@@ -1,5 +1,5 @@
 // Package history is the supervisor's record of what ran when: every
-// upgrade, rollback, self-upgrade and crash restart, one JSON line each, in
+// upgrade, rollback, self-upgrade, reload and crash restart, one JSON line each, in
 // a file in the state directory that survives restarts and self-upgrades.
 //
 // Log writes it: Append queues a record and returns at once, one goroutine
@@ -25,8 +25,12 @@ type Record struct {
 	Kind    string    `json:"kind,omitempty"`    // of the failure or the loss (supervisor.Kind)
 	Reason  string    `json:"reason,omitempty"`
 	Lost    string    `json:"lost,omitempty"` // what players lost, in words, when anything was
+	// WorkerVersion, of a reload: what the workers said they run now
+	// (VERSION=: their scripts, their configuration), distinct values
+	// comma-separated.
+	WorkerVersion string `json:"worker_version,omitempty"`
 
-	ReadyMS    float64 `json:"ready_ms,omitempty"`
+	ReadyMS    float64 `json:"ready_ms,omitempty"` // start to ready; of a reload, the signal to the last answer
 	BlackoutMS float64 `json:"blackout_ms,omitempty"`
 	DrainMS    float64 `json:"drain_ms,omitempty"`
 	PID        int     `json:"pid,omitempty"` // the supervisor that wrote it
@@ -39,6 +43,7 @@ const (
 	EventRollback    = "rollback"     // a held earlier binary, by request or on probation
 	EventSelfUpgrade = "self-upgrade" // SIGUSR2: a successor supervisor
 	EventCrash       = "crash"        // a worker of the current generation died and is restarted
+	EventReload      = "reload"       // the serving generation's workers reloaded in place (ctl reload)
 	EventDrained     = "drained"      // an old generation's last worker exited (DrainMS)
 	EventDropped     = "dropped"      // written by Log itself: records were lost; Lost says how many, Reason why
 )

@@ -43,6 +43,12 @@ type Config struct {
 	RestartMin   time.Duration // first restart delay after a crash; 0 means DefaultRestartMin
 	RestartMax   time.Duration // restart delay cap, and the uptime after which a worker counts as healthy again
 
+	// ReloadSignal asks a worker to reload in place (Reload); 0 means
+	// SIGHUP, as systemd's Type=notify-reload. ReloadTimeout bounds a
+	// reload, signal to the last worker's answer; 0 means ReadyTimeout.
+	ReloadSignal  syscall.Signal
+	ReloadTimeout time.Duration
+
 	// Probation is how long after an upgrade a crash or a hang of the new
 	// generation rolls it back by itself to the binary that served before
 	// (probation.go); 0 turns it off.
@@ -138,6 +144,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.DrainSignal == 0 {
 		c.DrainSignal = syscall.SIGTERM
+	}
+	if c.ReloadSignal == 0 {
+		c.ReloadSignal = syscall.SIGHUP
+	}
+	if c.ReloadTimeout <= 0 {
+		c.ReloadTimeout = c.ReadyTimeout
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = DefaultDrainTimeout

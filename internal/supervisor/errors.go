@@ -28,6 +28,8 @@ const (
 	KindStateLost      Kind = "state-lost"          // it happened, but players lost state or connections: the reason says what
 	KindRollbackFailed Kind = "rollback-failed"     // a rollback's binary did not serve
 	KindCancelled      Kind = "cancelled"           // a stop cut it short
+	KindReloadFailed   Kind = "reload-failed"       // a worker said RELOAD=failed, or exited during the reload
+	KindReloadTimeout  Kind = "reload-timeout"      // a worker did not answer the reload within the reload timeout
 )
 
 // UpgradeError is why an upgrade (Gen is the generation it started), a
@@ -40,6 +42,7 @@ type UpgradeError struct {
 	Reason      string // in words, with the fix where there is one
 	RolledBack  bool   // handover mode: the previous binary restarted on the same snapshot and connections
 	SelfUpgrade bool   // the supervisor's own upgrade (SIGUSR2), not the workers'
+	Reload      bool   // a reload in place (Reload), not an upgrade
 	cause       error  // what it unwraps to, if anything
 }
 
@@ -49,6 +52,10 @@ func (e *UpgradeError) Error() string {
 		return e.Reason
 	case e.SelfUpgrade:
 		return "self-upgrade failed: " + e.Reason
+	case e.Reload && e.Gen > 0:
+		return fmt.Sprintf("reload of generation %d failed: %s", e.Gen, e.Reason)
+	case e.Reload:
+		return "reload failed: " + e.Reason
 	case e.Gen == 0:
 		return "upgrade failed: " + e.Reason
 	}

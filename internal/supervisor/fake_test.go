@@ -33,6 +33,7 @@ type fakeProcesses struct {
 	mu          sync.Mutex
 	procs       []*fakeProcess
 	exitOnDrain bool // new workers exit at the drain signal
+	noReload    bool // new workers do not catch the reload signal
 	failGen     int  // Start fails for workers of this generation
 	holds       int  // HoldOrphans calls: a successor is starting
 	releases    int  // their releases
@@ -47,6 +48,7 @@ type fakeProcess struct {
 	gen         int // its SUPERVISOR_GENERATION
 	started     time.Time
 	exitOnDrain bool
+	noReload    bool // it does not catch the reload signal (Disposition)
 	done        chan struct{}
 
 	mu          sync.Mutex
@@ -76,7 +78,7 @@ func (f *fakeProcesses) Start(c *proc.Command) (process, error) {
 		return nil, fmt.Errorf("fake: cannot start a worker of generation %d", gen)
 	}
 	p := &fakeProcess{pid: fakePIDBase + len(f.procs), gen: gen, started: time.Now(),
-		exitOnDrain: f.exitOnDrain, done: make(chan struct{}), handover: -1}
+		exitOnDrain: f.exitOnDrain, noReload: f.noReload, done: make(chan struct{}), handover: -1}
 	if v, ok := env[contract.EnvHandoverFD]; ok {
 		// The supervisor closes the worker's end once it has started: the
 		// fake holds a duplicate, as a worker would, so that GO gets through.
@@ -103,6 +105,31 @@ func (f *fakeProcesses) HoldOrphans() func() {
 			f.released <- struct{}{}
 		})
 	}
+}
+
+// Disposition: a fake catches every signal, unless made with noReload.
+func (f *fakeProcesses) Disposition(pid int, sig syscall.Signal) (disposition, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, p := range f.procs {
+		if p.pid == pid {
+			return disposition{caught: !p.noReload}, nil
+		}
+	}
+	return disposition{}, fmt.Errorf("fake: no process %d", pid)
+}
+
+// signalled counts the times p was sent sig.
+func (p *fakeProcess) signalled(sig syscall.Signal) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, s := range p.signals {
+		if s == sig {
+			n++
+		}
+	}
+	return n
 }
 
 func (f *fakeProcesses) Close() {

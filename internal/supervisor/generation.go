@@ -90,6 +90,10 @@ type worker struct {
 	readyTimer *time.Timer
 	hung       bool // the watchdog killed it
 	goSent     bool // handover mode: the worker started ahead was sent GO; READY=1 counts from then
+
+	version   string // its last VERSION=: what it runs beyond the binary (scripts, configuration)
+	reloading bool   // a reload runs: it was sent the reload signal and has not answered yet
+	reloadAck bool   // it said RELOADING=1 for the running reload
 }
 
 func (w *worker) pid() int { return w.proc.PID() }
@@ -308,6 +312,7 @@ func (s *Supervisor) workerEnv(g *generation, nfds int, names string) []string {
 		contract.EnvNotifySocket+"="+g.notify.Path(),
 		contract.EnvDrainSignal+"="+unix.SignalName(s.cfg.DrainSignal),
 		contract.EnvGeneration+"="+strconv.Itoa(g.n),
+		contract.EnvReloadSignal+"="+unix.SignalName(s.cfg.ReloadSignal),
 	)
 	if s.cfg.Watchdog > 0 {
 		env = append(env, contract.EnvWatchdogUSec+"="+strconv.FormatInt(s.cfg.Watchdog.Microseconds(), 10))
@@ -320,7 +325,7 @@ func (s *Supervisor) workerEnv(g *generation, nfds int, names string) []string {
 func cleanEnv(env []string) []string {
 	drop := []string{contract.EnvListenFDs, contract.EnvListenFDNames, contract.EnvListenPID,
 		contract.EnvNotifySocket, contract.EnvWatchdogUSec, contract.EnvWatchdogPID,
-		contract.EnvDrainSignal, contract.EnvGeneration, contract.EnvMode, contract.EnvSnapshot,
+		contract.EnvDrainSignal, contract.EnvReloadSignal, contract.EnvGeneration, contract.EnvMode, contract.EnvSnapshot,
 		contract.EnvHandoverFD, proc.EnvExecFD}
 	out := make([]string, 0, len(env))
 next:

@@ -20,6 +20,8 @@ import (
 //	               generation, not ready yet
 //	serving        ready                       nil           nil        nil
 //	probation      ready, on trial (probation.go) nil        nil        nil
+//	reloading      ready, its workers reloading nil          nil        nil
+//	               in place (reload.go: reload set)
 //	upgrading      serving                     starting      nil        nil
 //	saving         the old one, saving         waiting       set        nil
 //	restoring      the old one, saved          restoring     set        nil
@@ -32,8 +34,8 @@ import (
 //	stopping       nil                         nil           nil        nil
 //
 // Events (rows) in each state (columns: starting, serving, probation,
-// upgrading, saving, restoring, rolling-back, self-upgrading, retired,
-// stopping). probation is serving with the previous binary, and in handover
+// reloading, upgrading, saving, restoring, rolling-back, self-upgrading,
+// retired, stopping). probation is serving with the previous binary, and in handover
 // mode the connections and the cutover snapshot, kept (probation.go): any
 // request ends it first, then is served as in serving.
 // "refused" answers at once with an *UpgradeError of kind Refused and the
@@ -46,20 +48,34 @@ import (
 //	                 the first generation starts on stored connections
 //	  serving        start the next generation → upgrading (refused while
 //	                 the file at the path is a binary rolled back from)
-//	  upgrading, saving, restoring, rolling-back: queued
+//	  reloading, upgrading, saving, restoring, rolling-back: queued (after
+//	                 a reload: once every worker has answered)
 //	  self-upgrading, retired, stopping: refused
 //	rollback (ctl rollback [--to GEN])
 //	  serving        start a held earlier binary as the next generation →
 //	                 upgrading; refused when none is held
 //	  every other state: refused (not queued: a running upgrade changes
 //	                 what "previous" means)
+//	reload (ctl reload; reload.go)
+//	  serving        signal every ready worker of the current generation
+//	                 → reloading; refused at once, nothing signalled, when
+//	                 one of them does not catch the reload signal, or none
+//	                 is ready
+//	  every other state: refused (reloading included: a second reload
+//	                 could not tell the first one's answers from its own)
+//	reload answered (RELOADING=1, then READY=1 or RELOAD=failed, from each
+//	worker signalled; or its exit, or the reload timeout)
+//	  reloading      once every worker has answered → serving, the
+//	                 result (reload-failed, reload-timeout or ok) to the
+//	                 request; then a queued upgrade starts
+//	  every other state: - (READY=1 without a reload is a start's)
 //	self-upgrade (SIGUSR2)
 //	  serving        start the successor → self-upgrading (handover: the
 //	                 worker serves until the successor asks, below)
 //	  every other state: refused
 //	stop (SIGTERM, SIGINT, ctl stop)
-//	  starting … rolling-back: cancel the upgrade, drain every generation
-//	                 → stopping
+//	  starting … rolling-back: cancel the upgrade or the reload, drain
+//	                 every generation → stopping
 //	  self-upgrading applied once the successor has answered
 //	  retired, stopping: -
 //	ready (the last worker of the generation being started said READY=1;
@@ -74,6 +90,8 @@ import (
 //	                 yet) kill it → rolling-back, once the old worker has saved
 //	  restoring      kill it, start the previous binary → rolling-back
 //	crash (a worker of the current generation exited on its own)
+//	  reloading      the reload fails for it (reload-failed) once the
+//	                 others have answered; it is restarted as below
 //	  probation      rolled back by itself: overlap: start the previous
 //	                 binary → upgrading; handover: the previous binary,
 //	                 cold, on the kept connections and the cutover snapshot
@@ -124,6 +142,7 @@ const (
 	stateStarting state = iota
 	stateServing
 	stateProbation
+	stateReloading
 	stateUpgrading
 	stateSaving
 	stateRestoring
@@ -133,7 +152,7 @@ const (
 	stateStopping
 )
 
-var stateNames = [...]string{"starting", "serving", "probation", "upgrading", "saving", "restoring",
+var stateNames = [...]string{"starting", "serving", "probation", "reloading", "upgrading", "saving", "restoring",
 	"rolling-back", "self-upgrading", "retired", "stopping"}
 
 func (st state) String() string { return stateNames[st] }
@@ -173,6 +192,12 @@ func (s *Supervisor) checkInvariants() error {
 	if err := has(s.probation != nil, "probation", stateProbation); err != nil {
 		return err
 	}
+	if err := has(s.reload != nil, "reload", stateReloading); err != nil {
+		return err
+	}
+	if s.state == stateReloading && (s.current == nil || s.reload.gen != s.current) {
+		return errors.New("reloading: not the current generation")
+	}
 	if s.handover != nil && s.state != stateSaving && s.state != stateRestoring && s.state != stateRollingBack {
 		return errors.New(s.state.String() + ": handover set")
 	}
@@ -185,7 +210,7 @@ func (s *Supervisor) checkInvariants() error {
 	if s.rollingBack != nil && s.state != stateRollingBack {
 		return errors.New(s.state.String() + ": a rollback run")
 	}
-	if len(s.queued) > 0 && s.state != stateStarting && s.state != stateUpgrading && s.state != stateSaving &&
+	if len(s.queued) > 0 && s.state != stateStarting && s.state != stateReloading && s.state != stateUpgrading && s.state != stateSaving &&
 		s.state != stateRestoring && s.state != stateRollingBack {
 		return errors.New(s.state.String() + ": a queued upgrade")
 	}
@@ -204,6 +229,8 @@ func (s *Supervisor) onUpgradeRequest(reply chan Result, trigger string) {
 	case stateServing, stateProbation:
 		s.endProbation("an upgrade was asked for")
 		s.startUpgrade(upgradeSource{trigger: trigger}, []chan Result{reply})
+	case stateReloading:
+		s.queue(reply, trigger, "a reload is running")
 	case stateUpgrading, stateSaving, stateRestoring:
 		s.queue(reply, trigger, "an upgrade is running")
 	case stateRollingBack:
@@ -233,6 +260,8 @@ func (s *Supervisor) onRollbackRequest(reply chan Result, to int) {
 		}
 	case stateStarting:
 		err = refused("the first generation is not ready yet: there is nothing to roll back")
+	case stateReloading:
+		err = refused("a reload is running: roll back once it has finished (ctl status says)")
 	case stateUpgrading, stateSaving, stateRestoring, stateRollingBack:
 		err = refused("an upgrade or a rollback is running: roll back once it has finished (ctl status says)")
 	case stateSelfUpgrading:
@@ -268,6 +297,8 @@ func (s *Supervisor) onSelfUpgradeRequest(reply chan Result) {
 	case stateServing, stateProbation:
 	case stateStarting:
 		err = refused("this supervisor's first generation is not ready yet: send SIGUSR2 again once it is")
+	case stateReloading:
+		err = refused("a reload is running: try again once it has finished")
 	case stateUpgrading, stateSaving, stateRestoring, stateRollingBack:
 		err = refused("an upgrade is running: try again once it has finished")
 	case stateSelfUpgrading:
@@ -317,6 +348,7 @@ func (s *Supervisor) stopAll() {
 	s.log.Info().Msg("stopping: draining every generation")
 	defer s.observe(Stopping)
 	s.answerQueued(stoppingError(0, KindRefused))
+	s.cancelReload()
 	s.rollingBack, s.rollbackWaiting = nil, false
 	if g := s.next; g != nil {
 		s.next = nil

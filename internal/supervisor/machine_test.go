@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/procswitch/supervisor/internal/history"
 	"github.com/procswitch/supervisor/internal/notify"
 	"github.com/procswitch/supervisor/internal/proc"
 )
@@ -96,6 +97,8 @@ var machineSetups = []machineSetup{
 	{"retired", "retired", "overlap", false, []string{"ready", "self-upgrade", "successor-ok"}},
 	{"retired", "retired", "handover", false, []string{"ready", "self-upgrade", "successor-waiting", "saved", "successor-ok"}},
 	{"stopping", "stopping", "overlap handover", false, []string{"ready", "stop"}},
+	{"reloading", "reloading", "overlap handover", false, []string{"ready", "reload"}},
+	{"reloading-acked", "reloading", "overlap handover", false, []string{"ready", "reload", "reloading"}}, // RELOADING=1 came
 	// Setups named probation… run with Config.Probation on.
 	{"probation", "probation", "overlap", false, []string{"ready", "upgrade", "ready"}},
 	{"probation", "probation", "handover", false, []string{"ready", "upgrade", "waiting", "saved", "ready"}},
@@ -128,6 +131,15 @@ var machineTable = []struct {
 }{
 	{"upgrade", upgradeRow("upgrading", "upgrading", "upgrading")},
 	{"rollback", map[string]string{"*": "- req=refused", "probation": "upgrading"}},
+	{"reload", map[string]string{"*": "- req=refused", "serving": "reloading", "probation": "reloading"}},
+	{"reload-unsupported", map[string]string{"*": "- req=refused"}}, // a worker that does not catch the signal
+	{"reloading", map[string]string{"*": "-"}},                      // RELOADING=1 alone: the reload goes on
+	{"reload-done", map[string]string{"*": "n/a", // RELOADING=1 then READY=1, VERSION=
+		"reloading": "serving reload=ok", "reloading-acked": "serving reload=ok"}},
+	{"reload-failed", map[string]string{"*": "-", // RELOAD=failed outside a reload changes nothing
+		"reloading": "serving reload=reload-failed", "reloading-acked": "serving reload=reload-failed"}},
+	{"reload-timeout", map[string]string{"*": "n/a",
+		"reloading": "serving reload=reload-timeout", "reloading-acked": "serving reload=reload-timeout"}},
 	{"save-failed", map[string]string{"*": "-", // HANDOVER=failed from the worker that saves, or would
 		"saving": "serving up=save-failed", "rolling-back-saving": "serving",
 		"handover/stopping": "done", "handover/retired": "done", // killed: it would serve on until the drain timeout
@@ -144,9 +156,12 @@ var machineTable = []struct {
 		"saving": "stopping up=cancelled", "restoring": "stopping up=cancelled",
 		"self-upgrading": "-", "self-upgrading-early": "-", "self-upgrading-saving": "-", "self-upgrading-stopping": "-",
 		"retired": "-", "stopping": "-",
+		"reloading": "stopping reload=cancelled", "reloading-acked": "stopping reload=cancelled",
 	}},
 	{"ready", map[string]string{"*": "-", // the worker of the generation being started; else the newest one, ready already
-		"starting": "serving", "starting-stored": "serving", "rolling-back": "serving",
+		// reloading: READY=1 before RELOADING=1 is ignored; reloading-acked: it answers the reload
+		"reloading-acked": "serving reload=ok",
+		"starting":        "serving", "starting-stored": "serving", "rolling-back": "serving",
 		"upgrading": "serving up=ok", "upgrading-early": "serving up=ok", "restoring": "serving up=ok",
 		"saving":             "-", // READY=1 before GO is ignored
 		"handover/upgrading": "-", "handover/upgrading-early": "-",
@@ -177,6 +192,7 @@ var machineTable = []struct {
 		"handover/self-upgrading-stopping": "=", "retired": "done", "stopping": "done",
 		"probation": "=", "probation-rollback": "="}},
 	{"crash", map[string]string{"*": "=", // restarted, with back-off; n/a where it drains (old-exit)
+		"reloading": "serving reload=reload-failed", "reloading-acked": "serving reload=reload-failed",
 		"saving": "n/a", "restoring": "n/a", "rolling-back-saving": "n/a", "handover/self-upgrading": "n/a",
 		"self-upgrading-saving": "n/a", "handover/self-upgrading-stopping": "n/a", "retired": "n/a", "stopping": "n/a",
 		"overlap/probation": "upgrading", "handover/probation": "rolling-back", // rolled back on probation
@@ -197,7 +213,7 @@ var machineTable = []struct {
 // serving; queued while an upgrade or a rollback runs, refused otherwise.
 func upgradeRow(starting, serving, probation string) map[string]string {
 	row := map[string]string{"*": "- req=refused", "starting": starting, "serving": serving, "probation": probation}
-	for _, st := range []string{"starting-stored", "upgrading", "upgrading-early", "saving", "restoring",
+	for _, st := range []string{"starting-stored", "reloading", "reloading-acked", "upgrading", "upgrading-early", "saving", "restoring",
 		"rolling-back", "rolling-back-saving", "probation-rollback"} {
 		row[st] = "-"
 	}
@@ -237,6 +253,31 @@ var machineEvents = map[string]struct {
 		m.request("self", m.s.SelfUpgrade)
 	}},
 	"stop": {always, func(m *machine, v view) { m.s.Stop(); m.settle() }},
+	"reload": {always, func(m *machine, v view) {
+		m.request("reload", func() <-chan Result { return m.s.Reload(history.TriggerCtl) })
+	}},
+	"reload-unsupported": {always, func(m *machine, v view) {
+		for _, p := range m.procs.all() {
+			p.mu.Lock()
+			p.noReload = true
+			p.mu.Unlock()
+		}
+		m.request("reload", func() <-chan Result { return m.s.Reload(history.TriggerCtl) })
+	}},
+	"reloading": {func(v view) string { return missing(v.being, "no live worker") },
+		func(m *machine, v view) {
+			m.notifyVars(v.being, map[string]string{"RELOADING": "1", "MONOTONIC_USEC": "1"})
+		}},
+	"reload-done": {func(v view) string { return missingRun(v.reload) }, func(m *machine, v view) {
+		m.notifyVars(v.current, map[string]string{"RELOADING": "1", "MONOTONIC_USEC": "1"})
+		m.notifyVars(v.current, map[string]string{"READY": "1", "VERSION": "v2"})
+	}},
+	"reload-failed": {func(v view) string { return missing(v.being, "no live worker") },
+		func(m *machine, v view) {
+			m.notifyVars(v.being, map[string]string{"RELOAD": "failed", "RELOAD_ERROR": "fake: syntax error"})
+		}},
+	"reload-timeout": {func(v view) string { return missingRun(v.reload) },
+		func(m *machine, v view) { m.send(reloadTimeoutEvent{run: v.reload}) }},
 	"rollback": {always, func(m *machine, v view) {
 		m.request("up", func() <-chan Result { return m.s.Rollback(0) })
 	}},
@@ -297,6 +338,18 @@ func (m *machine) send(ev any) {
 		m.t.Fatalf("%T: the loop is gone", ev)
 	}
 	m.settle()
+}
+
+// notifyVars is a message of several lines from w.
+func (m *machine) notifyVars(w *worker, vars map[string]string) {
+	m.send(notifyEvent{gen: w.gen, msg: notify.Message{PID: w.pid(), Vars: vars}})
+}
+
+func missingRun(r *reloadRun) string {
+	if r == nil {
+		return "no reload running"
+	}
+	return ""
 }
 
 // notify is a message from w, as the kernel would vouch for it.
@@ -378,6 +431,7 @@ type view struct {
 	canAsk           bool // the running successor may ask for the handover
 	selfAsked        bool // a self-upgrade's successor asked for the handover
 	selfSaving       bool // a self-upgrade's worker was asked to save and has not
+	reload           *reloadRun
 }
 
 // look reads the loop's fields; it runs on the loop.
@@ -390,6 +444,7 @@ func (m *machine) look(prev view) view {
 	v.canAsk = s.self != nil && s.cfg.Handover && !s.self.asked && inFlight > 0
 	v.selfAsked = s.self != nil && s.self.asked
 	v.selfSaving = v.selfAsked && !s.self.saved
+	v.reload = s.reload
 	if v.next != nil && v.next.handover != nil {
 		v.waiter = v.next
 	}

@@ -19,6 +19,9 @@ type processes interface {
 	// until release is called: a successor supervisor, which tableflip
 	// waits for itself.
 	HoldOrphans() (release func())
+	// Disposition says whether process pid catches or ignores sig (a
+	// reload checks it before it signals: reload.go).
+	Disposition(pid int, sig syscall.Signal) (disposition, error)
 	Close()
 }
 
@@ -45,4 +48,7 @@ func (o osProcesses) Start(c *proc.Command) (process, error) {
 }
 
 func (o osProcesses) HoldOrphans() func() { return o.r.HoldOrphans() }
-func (o osProcesses) Close()              { o.r.Close() }
+func (o osProcesses) Disposition(pid int, sig syscall.Signal) (disposition, error) {
+	return readDisposition(pid, sig)
+}
+func (o osProcesses) Close() { o.r.Close() }

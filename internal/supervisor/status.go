@@ -26,6 +26,7 @@ type Status struct {
 	Draining        []GenStatus    `json:"draining,omitempty"`
 	LastUpgrade     *UpgradeStatus `json:"last_upgrade,omitempty"`
 	LastSelfUpgrade *UpgradeStatus `json:"last_self_upgrade,omitempty"` // the last SIGUSR2; Gen is 0
+	LastReload      *UpgradeStatus `json:"last_reload,omitempty"`       // the last reload in place; Gen is the generation reloaded
 	Stopping        bool           `json:"stopping,omitempty"`
 	// Versions are the binaries held open, newest first: the current
 	// generation's and those `ctl rollback` can go back to.
@@ -62,6 +63,11 @@ type WorkerStatus struct {
 	Ready    bool   `json:"ready"`
 	Status   string `json:"status,omitempty"` // its last STATUS=
 	Restarts int    `json:"restarts,omitempty"`
+	// Version is its last VERSION=: what it runs beyond the binary (its
+	// scripts, its configuration), as it said at start or after a reload.
+	// The binary's own version is the generation's.
+	Version   string `json:"version,omitempty"`
+	Reloading bool   `json:"reloading,omitempty"` // a reload runs and it has not answered yet
 }
 
 // UpgradeStatus is the result of the last finished upgrade.
@@ -74,6 +80,7 @@ type UpgradeStatus struct {
 	At         time.Time `json:"at"`
 	ReadyMS    float64   `json:"ready_ms,omitempty"`
 	Rollback   bool      `json:"rollback,omitempty"` // to a held earlier binary (ctl rollback, probation)
+	Version    string    `json:"version,omitempty"`  // of a reload: the workers' VERSION= (ReadyMS: signal to the last answer)
 }
 
 // Summary is the status in one line, for systemd's STATUS=.
@@ -106,6 +113,12 @@ func (st Status) Summary() string {
 			line += "; last upgrade FAILED: " + u.Reason
 		}
 	}
+	if st.State == stateReloading.String() {
+		line += "; reloading"
+	}
+	if u := st.LastReload; u != nil && !u.OK {
+		line += "; last reload FAILED: " + u.Reason
+	}
 	if st.Stopping {
 		line += "; stopping"
 	}
@@ -123,6 +136,8 @@ const (
 	Stopping                          // a stop began
 	SelfUpgradeStarted                // SIGUSR2: a successor supervisor is being started
 	SelfUpgradeFinished               // it ended; Status.LastSelfUpgrade says how
+	ReloadStarted                     // the workers were sent the reload signal
+	ReloadFinished                    // a reload ended; Status.LastReload says how
 )
 
 type statusRequest struct{ reply chan Status }
@@ -155,7 +170,7 @@ func (s *Supervisor) Status() (st Status, ok bool) {
 // status builds the Status; it runs on the loop.
 func (s *Supervisor) status() Status {
 	st := Status{PID: os.Getpid(), Mode: "overlap", State: s.state.String(), LastGen: s.lastGen,
-		LastUpgrade: s.lastUpgrade, LastSelfUpgrade: s.lastSelfUpgrade, Stopping: s.state == stateStopping,
+		LastUpgrade: s.lastUpgrade, LastSelfUpgrade: s.lastSelfUpgrade, LastReload: s.lastReload, Stopping: s.state == stateStopping,
 		Versions: s.versionsStatus()}
 	if p := s.probation; p != nil {
 		until := p.until
@@ -183,7 +198,8 @@ func (g *generation) status() GenStatus {
 		ReadyMS: ms(g.readyTime), Workers: []WorkerStatus{}}
 	for _, sl := range g.slots {
 		if w := sl.worker; w != nil {
-			gs.Workers = append(gs.Workers, WorkerStatus{PID: w.pid(), Ready: w.ready, Status: w.status, Restarts: sl.restarts})
+			gs.Workers = append(gs.Workers, WorkerStatus{PID: w.pid(), Ready: w.ready, Status: w.status, Restarts: sl.restarts,
+				Version: w.version, Reloading: w.reloading})
 		}
 	}
 	return gs

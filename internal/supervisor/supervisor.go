@@ -26,10 +26,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Result is the outcome of an upgrade.
+// Result is the outcome of an upgrade, a rollback or a reload.
 type Result struct {
-	Gen int   // the generation the upgrade started
+	Gen int   // the generation the upgrade started; the generation a reload reloaded
 	Err error // nil when it is ready and serving; else an *UpgradeError that says why the old one still serves
+	// Version, of a reload: the VERSION= its workers reported, "" if none
+	// did (several, comma-separated, if they differ).
+	Version string
 }
 
 // Supervisor runs worker generations. Create it with New, then call Run.
@@ -48,16 +51,18 @@ type Supervisor struct {
 	// Owned by the loop. Which of these are set in each state is in
 	// machine.go, with the state machine.
 	state           state
-	current         *generation     // the generation that serves, or is starting as the first
-	next            *generation     // the generation an upgrade starts beside current
-	handover        *handover       // handover mode: the new worker said WAITING
-	self            *selfUpgrade    // SIGUSR2: a successor supervisor is starting
-	waiters         []chan Result   // replies for the running upgrade
-	queued          []chan Result   // replies for the one coalesced next upgrade
-	store           []stored        // the fd store: connections handed over
-	queuedTrigger   string          // what asked for the queued upgrade (history.Trigger*)
-	held            []*held         // binaries held for rollbacks, newest first (versions.go)
-	probation       *probation      // the current generation's trial after an upgrade
+	current         *generation   // the generation that serves, or is starting as the first
+	next            *generation   // the generation an upgrade starts beside current
+	handover        *handover     // handover mode: the new worker said WAITING
+	self            *selfUpgrade  // SIGUSR2: a successor supervisor is starting
+	waiters         []chan Result // replies for the running upgrade
+	queued          []chan Result // replies for the one coalesced next upgrade
+	store           []stored      // the fd store: connections handed over
+	queuedTrigger   string        // what asked for the queued upgrade (history.Trigger*)
+	held            []*held       // binaries held for rollbacks, newest first (versions.go)
+	probation       *probation    // the current generation's trial after an upgrade
+	reload          *reloadRun    // the running reload in place (reload.go)
+	lastReload      *UpgradeStatus
 	rollingBack     *rollbackRun    // a rollback on probation in handover mode, until it serves
 	rollbackWaiting bool            // a rollback's generation could not be made: a retry is due
 	startFailures   int             // the first generation's failed starts
@@ -136,6 +141,16 @@ func (s *Supervisor) UpgradeBy(trigger string) <-chan Result {
 // rather than the path. The channel receives the result.
 func (s *Supervisor) Rollback(to int) <-chan Result {
 	return s.request(func(reply chan Result) any { return rollbackRequest{reply: reply, to: to} })
+}
+
+// Reload asks every worker of the serving generation to reload in place
+// (Config.ReloadSignal, systemd's Type=notify-reload contract), recorded
+// in the history as asked for by trigger. The channel receives the result
+// once every worker has answered, or the reload timed out; Gen is the
+// generation reloaded. There is no process switch: a worker whose reload
+// failed serves on with what it ran before.
+func (s *Supervisor) Reload(trigger string) <-chan Result {
+	return s.request(func(reply chan Result) any { return reloadRequest{reply: reply, trigger: trigger} })
 }
 
 // SelfUpgrade asks for a successor supervisor (Config.Successor) to take
@@ -244,6 +259,10 @@ func (s *Supervisor) handle(ev any) {
 		ev.reply <- s.status()
 	case versionEvent:
 		s.onVersion(ev.gen, ev.id, ev.version)
+	case reloadRequest:
+		s.onReloadRequest(ev.reply, ev.trigger)
+	case reloadTimeoutEvent:
+		s.onReloadTimeout(ev.run)
 	case probationEndEvent:
 		s.onProbationEnd(ev.gen)
 	case rollbackRetryEvent:

@@ -34,6 +34,7 @@ func (s *Supervisor) onExit(w *worker) {
 	if w.status != "" {
 		early += " (its last STATUS=: " + w.status + ")" // a worker's own word on why
 	}
+	s.onReloadExit(w, status)
 	switch {
 	case g == s.next:
 		s.onNextFailed(g, s.failKind(KindExited), early)
@@ -202,6 +203,9 @@ func (s *Supervisor) onNotify(g *generation, msg notify.Message) {
 		w.lastPing = time.Time{}
 		s.onWatchdog(w)
 		return
+	}
+	if s.onReloadNotify(w, msg) {
+		return // a reload's answer, not a start's READY=1
 	}
 	if msg.Has("READY", "1") {
 		if s.cfg.Ready.Mode == ready.Notify || s.cfg.Handover {
