@@ -41,6 +41,13 @@ func (e *executable) at(path string) bool {
 	return st.Dev == e.st.Dev && st.Ino == e.st.Ino && st.Size == e.st.Size && st.Mtim == e.st.Mtim
 }
 
+// same reports whether e and o are one file, unchanged since each was
+// opened (a new build installed by rename is a new file, even with the same
+// bytes).
+func (e *executable) same(o *executable) bool {
+	return e == o || e.st.Dev == o.st.Dev && e.st.Ino == o.st.Ino && e.st.Size == o.st.Size && e.st.Mtim == o.st.Mtim
+}
+
 func (e *executable) close() {
 	if e != nil && e.own {
 		e.own = false

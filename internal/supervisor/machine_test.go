@@ -235,7 +235,7 @@ var machineEvents = map[string]struct {
 	needs func(v view) string
 	apply func(m *machine, v view)
 }{
-	"upgrade": {always, func(m *machine, v view) { m.request("up", m.s.Upgrade) }},
+	"upgrade": {always, func(m *machine, v view) { m.reinstall(); m.request("up", m.s.Upgrade) }},
 	"upgrade-not-executable": {always, func(m *machine, v view) {
 		if err := os.Chmod(m.path, 0o644); err != nil {
 			m.t.Fatal(err)
@@ -320,6 +320,19 @@ var machineEvents = map[string]struct {
 	}},
 	"successor-ok":     {successorNeeds, func(m *machine, v view) { m.answerSuccessor(nil) }},
 	"successor-failed": {successorNeeds, func(m *machine, v view) { m.answerSuccessor(errNoSuccessor) }},
+}
+
+// reinstall puts a new file at the worker's path by rename, as a
+// deployment does, so that each upgrade runs a build of its own (the same
+// file started again would share its held entry, and get no probation).
+func (m *machine) reinstall() {
+	tmp := m.path + ".new"
+	if err := os.WriteFile(tmp, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		m.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, m.path); err != nil {
+		m.t.Fatal(err)
+	}
 }
 
 // request asks for an upgrade or a self-upgrade; the reply is the setup's

@@ -67,10 +67,12 @@ func (s *Supervisor) keepCutover() string {
 
 // startProbation puts g, just promoted, on probation if there is something
 // to roll back to; kept are the handed-over connections (handover mode),
-// which it now owns.
-func (s *Supervisor) startProbation(g *generation, kept []stored, cutover string) bool {
+// which it now owns. sameFile: g runs the very file the generation it
+// replaced ran (a SIGHUP without a new build), so there is no other build to
+// blame or go back to: a crash is a plain crash restart.
+func (s *Supervisor) startProbation(g *generation, kept []stored, cutover string, sameFile bool) bool {
 	prev := s.previous()
-	if s.cfg.Probation <= 0 || prev == nil || g.rollback {
+	if s.cfg.Probation <= 0 || prev == nil || g.rollback || sameFile {
 		closeStored(kept)
 		removeCutover(cutover)
 		return false

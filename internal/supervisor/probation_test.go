@@ -185,3 +185,21 @@ func TestSaveFailedKeepsServing(t *testing.T) {
 		t.Fatalf("the next upgrade: %v", r.Err)
 	}
 }
+
+// TestSameFileSharesItsEntry: an upgrade that starts the very file that
+// serves (a SIGHUP without a new build) shares its held entry and fd, so
+// that it pushes no earlier build off the list, and gets no probation:
+// there is no other build to go back to.
+func TestSameFileSharesItsEntry(t *testing.T) {
+	m := newMachine(t, newMachineEnv(t), func(c *Config) { c.Probation = time.Hour })
+	m.steps("ready", "upgrade", "ready", "probation-end") // generation 2: a build of its own
+	m.request("up", m.s.Upgrade)                          // generation 3: the same file again
+	m.steps("ready")
+	st := m.status()
+	if st.State != "serving" {
+		t.Errorf("after an upgrade to the same file: state %s, want serving (no probation)", st.State)
+	}
+	if len(st.Versions) != 2 || st.Versions[0].Gen != 3 || st.Versions[1].Gen != 1 {
+		t.Errorf("held versions %+v, want generation 3's (shared with 2) and generation 1's", st.Versions)
+	}
+}

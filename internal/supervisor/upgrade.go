@@ -115,6 +115,7 @@ func CheckExecutable(path string) error {
 func (s *Supervisor) promote(g *generation) {
 	old := s.current
 	s.current, s.next = g, nil
+	sameFile := old != nil && old.exe != nil && g.exe != nil && old.exe.same(g.exe)
 	s.hold(g)
 	var fail *UpgradeError
 	oldPIDs := []int(nil)
@@ -156,7 +157,7 @@ func (s *Supervisor) promote(g *generation) {
 		s.drain(old) // in handover mode it already is draining
 		s.reapGeneration(old)
 	}
-	s.startProbation(g, kept, cutover)
+	s.startProbation(g, kept, cutover, sameFile)
 	r := Result{Gen: g.n}
 	if fail != nil {
 		r.Err = fail

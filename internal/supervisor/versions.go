@@ -35,16 +35,25 @@ func (s *Supervisor) hold(g *generation) {
 	if g.exe == nil {
 		return
 	}
-	i := slices.IndexFunc(s.held, func(h *held) bool { return h.exe == g.exe })
+	// The same file started again (a SIGHUP without a new build) shares
+	// its entry and its fd: holding it twice would cost an fd per upgrade
+	// and push a genuinely older build off the list.
+	i := slices.IndexFunc(s.held, func(h *held) bool { return h.exe.same(g.exe) })
 	h := &held{exe: g.exe, binary: g.binary}
 	if i >= 0 {
 		h = s.held[i]
 		s.held = slices.Delete(s.held, i, i+1)
+		if h.exe != g.exe {
+			g.exe.close()
+			g.exe = h.exe
+		}
 	}
 	h.gens = append(h.gens, g.n)
 	h.since = time.Now()
 	if g.version != "" {
 		h.version = g.version
+	} else if h.version != "" {
+		g.version = h.version
 	}
 	s.held = slices.Insert(s.held, 0, h)
 	for len(s.held) > s.cfg.KeepVersions {
