@@ -27,6 +27,12 @@ commands:
                                     go back to the binary that served before (or generation GEN's,
                                     one that status lists), held open even if the path was overwritten;
                                     --wait as for upgrade
+  reload [--wait] [--timeout D]     reload in place, no process switch: send --reload-signal (SIGHUP)
+                                    to every worker of the serving generation (systemd's
+                                    Type=notify-reload contract); refused at once if a worker does not
+                                    catch it; with --wait, exit 0 once every worker answered READY=1,
+                                    1 with the reason and a kind (reload-failed, reload-timeout,
+                                    refused) if one failed
   history [--json] [-n N]           the last N records of the upgrade history (default 20; 0: all),
                                     oldest first; --json: the history's own JSON lines
   stop [--wait] [--timeout D]       drain every worker and exit (as SIGTERM); with --wait, return once
@@ -39,11 +45,12 @@ var ctlCommands = map[string][]string{
 	control.CmdStatus:   {"json"},
 	control.CmdUpgrade:  {"wait"},
 	control.CmdRollback: {"wait", "to"},
+	control.CmdReload:   {"wait"},
 	control.CmdHistory:  {"json", "n"},
 	control.CmdStop:     {"wait"},
 }
 
-const ctlCommandList = "status, upgrade, rollback, history or stop"
+const ctlCommandList = "status, upgrade, rollback, reload, history or stop"
 
 // ctlInvocation is a parsed `supervisor ctl` command line.
 type ctlInvocation struct {
@@ -177,11 +184,22 @@ func printAnswer(stdout, stderr io.Writer, inv *ctlInvocation, resp control.Resp
 		fmt.Fprintf(stdout, "rollback succeeded: generation %d runs the older binary and serves\n", resp.Gen)
 	case inv.cmd == control.CmdRollback:
 		fmt.Fprintln(stdout, "rollback requested (supervisor ctl status shows its result)")
+	case inv.cmd == control.CmdReload && inv.wait:
+		fmt.Fprintf(stdout, "reload succeeded: every worker of generation %d reloaded%s\n", resp.Gen, versionNote(resp.Version))
+	case inv.cmd == control.CmdReload:
+		fmt.Fprintln(stdout, "reload requested: the workers were signalled (supervisor ctl status shows its result)")
 	case inv.cmd == control.CmdStop && inv.wait:
 		fmt.Fprintln(stdout, "stopped: every worker has drained")
 	case inv.cmd == control.CmdStop:
 		fmt.Fprintln(stdout, "stopping: the workers are draining")
 	}
+}
+
+func versionNote(v string) string {
+	if v == "" {
+		return ""
+	}
+	return " (version " + v + ")"
 }
 
 // parseCtlArgs takes the leading --control and the command.

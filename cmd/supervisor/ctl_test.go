@@ -44,7 +44,7 @@ func TestCtlUsageErrors(t *testing.T) {
 		{[]string{"--bogus", "status"}, "unknown flag --bogus"},
 		{[]string{"--json", "status"}, "unknown flag --json"},
 		{[]string{"--control"}, "--control needs a PATH"},
-		{[]string{"undo"}, `unknown command "undo": want status, upgrade, rollback, history or stop`},
+		{[]string{"undo"}, `unknown command "undo": want status, upgrade, rollback, reload, history or stop`},
 		{[]string{"status", "--wait"}, "--wait is not a flag of status"},
 		{[]string{"upgrade", "--json"}, "--json is not a flag of upgrade"},
 		{[]string{"stop", "--json"}, "--json is not a flag of stop"},
@@ -123,6 +123,7 @@ type fakeSupervisor struct {
 	upgrades  chan chan supervisor.Result
 	rollbacks chan fakeRollback
 	stops     chan struct{}
+	reloaded  *supervisor.Result // what Reload answers; nil: nothing yet
 }
 
 // fakeRollback is one Rollback call: its argument and result channel.
@@ -134,6 +135,15 @@ type fakeRollback struct {
 func (f *fakeSupervisor) Rollback(to int) <-chan supervisor.Result {
 	r := make(chan supervisor.Result, 1)
 	f.rollbacks <- fakeRollback{to: to, result: r}
+	return r
+}
+
+// Reload answers at once with f.reloaded, or never when it is nil.
+func (f *fakeSupervisor) Reload(string) <-chan supervisor.Result {
+	r := make(chan supervisor.Result, 1)
+	if f.reloaded != nil {
+		r <- *f.reloaded
+	}
 	return r
 }
 
@@ -403,5 +413,42 @@ func TestCtlHistory(t *testing.T) {
 	}
 	if code, stdout, _ := ctlRun("--control", lpath, "history", "-n", "0"); code != 0 || strings.Count(stdout, "\n") != len(recs) {
 		t.Errorf("history -n 0: exit %d, %q; want every record", code, stdout)
+	}
+}
+
+// TestCtlReload: reload --wait prints the result, and the reason and the
+// kind when it failed; without --wait it returns once the workers were
+// signalled, and a refusal, which comes at once, is still an error.
+func TestCtlReload(t *testing.T) {
+	path, f := serveFake(t, t.TempDir())
+	t.Setenv("RUNTIME_DIRECTORY", "")
+	for _, tc := range []struct {
+		args   []string
+		result *supervisor.Result
+		code   int
+		out    string
+	}{
+		{[]string{"--wait"}, &supervisor.Result{Gen: 3, Version: "scripts-42"}, 0,
+			"reload succeeded: every worker of generation 3 reloaded (version scripts-42)\n"},
+		{[]string{"--wait", "--timeout", "1m"}, &supervisor.Result{Gen: 3, Err: &supervisor.UpgradeError{Gen: 3, Kind: supervisor.KindReloadFailed,
+			Reload: true, Reason: "worker 4300 could not reload: bad.lua:3: syntax error"}}, 1,
+			"supervisor ctl reload: reload of generation 3 failed: worker 4300 could not reload: bad.lua:3: syntax error (reload-failed)\n"},
+		{nil, &supervisor.Result{Gen: 3, Err: &supervisor.UpgradeError{Gen: 3, Kind: supervisor.KindRefused, Reload: true,
+			Reason: "worker 4300 does not handle SIGHUP: it does not speak the reload contract (see the worker contract); nothing was signalled"}}, 1,
+			"supervisor ctl reload: worker 4300 does not handle SIGHUP: it does not speak the reload contract (see the worker contract); nothing was signalled (refused)\n"},
+		{nil, nil, 0, "reload requested: the workers were signalled (supervisor ctl status shows its result)\n"},
+	} {
+		f.reloaded = tc.result
+		code, stdout, stderr := ctlRun(append([]string{"--control", path, "reload"}, tc.args...)...)
+		got, other := stdout, stderr
+		if tc.code != 0 {
+			got, other = stderr, stdout
+		}
+		if code != tc.code || got != tc.out || other != "" {
+			t.Errorf("reload %q: exit %d, %q (and %q); want exit %d, %q", tc.args, code, got, other, tc.code, tc.out)
+		}
+	}
+	if code, _, stderr := ctlRun("--control", path, "reload", "--to", "2"); code != 2 || !strings.Contains(stderr, "--to is not a flag of reload") {
+		t.Errorf("reload --to: exit %d, %q", code, stderr)
 	}
 }

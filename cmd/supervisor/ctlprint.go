@@ -44,6 +44,9 @@ func printStatus(w io.Writer, st *supervisor.Status) {
 	if st.LastSelfUpgrade != nil {
 		printResult(w, "last self-upgrade", st.LastSelfUpgrade)
 	}
+	if u := st.LastReload; u != nil {
+		printReload(w, u)
+	}
 	if st.Stopping {
 		fmt.Fprintln(w, "stopping: draining")
 	}
@@ -63,7 +66,13 @@ func printGen(w io.Writer, label string, g *supervisor.GenStatus) {
 		if wk.Ready {
 			state = "ready"
 		}
+		if wk.Reloading {
+			state += ", reloading"
+		}
 		fmt.Fprintf(w, "  worker pid %d %s", wk.PID, state)
+		if wk.Version != "" {
+			fmt.Fprintf(w, ", reported version %s", wk.Version)
+		}
 		if wk.Restarts > 0 {
 			fmt.Fprintf(w, ", %d restarts", wk.Restarts)
 		}
@@ -72,6 +81,16 @@ func printGen(w io.Writer, label string, g *supervisor.GenStatus) {
 		}
 		fmt.Fprintln(w)
 	}
+}
+
+// printReload prints the last reload's result.
+func printReload(w io.Writer, u *supervisor.UpgradeStatus) {
+	if u.OK {
+		fmt.Fprintf(w, "last reload: generation %d reloaded at %s in %.1f ms%s\n", u.Gen, u.At.Format(time.RFC3339),
+			u.ReadyMS, versionNote(u.Version))
+		return
+	}
+	fmt.Fprintf(w, "last reload: FAILED at %s: %s (%s)\n", u.At.Format(time.RFC3339), u.Reason, u.Kind)
 }
 
 // printResult prints an upgrade's or a self-upgrade's result.
@@ -156,6 +175,9 @@ func historyLine(r history.Record) string {
 	}
 	if r.Version != "" {
 		fmt.Fprintf(&b, " version %s", r.Version)
+	}
+	if r.WorkerVersion != "" {
+		fmt.Fprintf(&b, " workers' version %s", r.WorkerVersion)
 	}
 	fmt.Fprintf(&b, ": %s", r.Result)
 	if r.Kind != "" {

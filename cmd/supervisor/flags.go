@@ -17,10 +17,11 @@ import (
 	"github.com/procswitch/supervisor/internal/ready"
 	"github.com/procswitch/supervisor/internal/supervisor"
 	"github.com/procswitch/supervisor/listener"
+	"golang.org/x/sys/unix"
 )
 
 const usage = `usage: supervisor [flags] -- WORKER [ARGS...]
-       supervisor ctl [--control PATH] status [--json] | upgrade [--wait] [--timeout D] | stop
+       supervisor ctl [--control PATH] status [--json] | upgrade [--wait] [--timeout D] | reload [--wait] | stop
 
 Runs WORKER on sockets the supervisor owns; SIGHUP upgrades it to a new
 generation started from the same path, SIGUSR2 upgrades the supervisor's own
@@ -31,34 +32,36 @@ flags:
 
 // options is the parsed command line.
 type options struct {
-	listen       []listener.Spec
-	ready        ready.Probe
-	readyTimeout time.Duration
-	drainSignal  syscall.Signal
-	drainTimeout time.Duration
-	workers      int
-	restartMin   time.Duration
-	restartMax   time.Duration
-	watchdog     time.Duration
-	logFormat    string
-	logLevel     string
-	runtimeDir   string
-	mode         string
-	snapshot     string
-	control      string // the control socket's path; "" for none
-	pidFile      string
-	probation    time.Duration
-	keepVersions int
-	startTries   int
-	stateDir     string // the upgrade history's directory; "" for none
-	passTimeout  time.Duration
-	command      []string // the worker's path, resolved, then its arguments
+	listen        []listener.Spec
+	ready         ready.Probe
+	readyTimeout  time.Duration
+	drainSignal   syscall.Signal
+	drainTimeout  time.Duration
+	reloadSignal  syscall.Signal
+	reloadTimeout time.Duration // 0: the ready timeout
+	workers       int
+	restartMin    time.Duration
+	restartMax    time.Duration
+	watchdog      time.Duration
+	logFormat     string
+	logLevel      string
+	runtimeDir    string
+	mode          string
+	snapshot      string
+	control       string // the control socket's path; "" for none
+	pidFile       string
+	probation     time.Duration
+	keepVersions  int
+	startTries    int
+	stateDir      string // the upgrade history's directory; "" for none
+	passTimeout   time.Duration
+	command       []string // the worker's path, resolved, then its arguments
 }
 
 // parseFlags reads the command line. Every error is one line that says
 // what to do; flag.ErrHelp means --help was asked for.
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
-	o := &options{ready: ready.Probe{Mode: ready.Notify}, drainSignal: syscall.SIGTERM}
+	o := &options{ready: ready.Probe{Mode: ready.Notify}, drainSignal: syscall.SIGTERM, reloadSignal: syscall.SIGHUP}
 	fs := flag.NewFlagSet("supervisor", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Func("listen", "`[NAME=]NETWORK://ADDRESS` to listen on, repeatable: tcp://127.0.0.1:8080, tcp://[::1]:8080,\ntcp4://, tcp6://, udp://127.0.0.1:9000, unix:///run/app.sock; NAME is the worker's LISTEN_FDNAMES entry\n(default listen0, listen1, … in order). Under systemd socket activation, sockets systemd passed\nare taken over by name or address, and all of them when --listen is not given", func(s string) error {
@@ -78,6 +81,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return err
 	})
 	durationVar(fs, &o.drainTimeout, "drain-timeout", supervisor.DefaultDrainTimeout, "the `duration` a draining worker may take before it is killed")
+	fs.Func("reload-signal", "the `SIGNAL` that asks a worker to reload in place (`supervisor ctl reload`; default SIGHUP,\nas systemd's Type=notify-reload)", func(s string) (err error) {
+		o.reloadSignal, err = parseReloadSignal(s)
+		return err
+	})
+	durationVar(fs, &o.reloadTimeout, "reload-timeout", 0, "the `duration` a reload may take, signal to every worker's answer (default: --ready-timeout)")
 	countVar(fs, &o.workers, "workers", 1, "the `number` of worker processes per generation, all on the same sockets")
 	durationVar(fs, &o.restartMin, "restart-min", supervisor.DefaultRestartMin, "the `duration` to wait before restarting a crashed worker; doubles with each consecutive crash")
 	durationVar(fs, &o.restartMax, "restart-max", supervisor.DefaultRestartMax, "the restart delay's cap, a `duration`; a worker that runs this long counts as healthy again")
@@ -129,6 +137,10 @@ func (o *options) check(command []string) error {
 		return fmt.Errorf("--keep-versions %d: want 1 to 64 (1 keeps only the current binary: no rollback)", o.keepVersions)
 	case o.startTries < 1:
 		return fmt.Errorf("--start-attempts %d: want 1 or more", o.startTries)
+	case o.reloadTimeout < 0:
+		return fmt.Errorf("--reload-timeout %v: want a positive duration, such as 30s", o.reloadTimeout)
+	case o.reloadSignal == o.drainSignal:
+		return fmt.Errorf("--reload-signal %s is also the drain signal: a worker could not tell a reload from a drain", unix.SignalName(o.reloadSignal))
 	case o.passTimeout <= 0:
 		return errors.New("--pass-timeout must be a positive duration, such as 30s")
 	}
@@ -174,6 +186,18 @@ func parseDrainSignal(s string) (syscall.Signal, error) {
 		return 0, fmt.Errorf("%w, so a worker could not drain: use SIGTERM, SIGQUIT or SIGINT", err)
 	case err != nil:
 		return 0, fmt.Errorf("%w: use a name such as SIGTERM, SIGQUIT or SIGINT", err)
+	}
+	return sig, nil
+}
+
+// parseReloadSignal is contract.ParseDrainSignal with a hint of what to use.
+func parseReloadSignal(s string) (syscall.Signal, error) {
+	sig, err := contract.ParseDrainSignal(s)
+	switch {
+	case errors.Is(err, contract.ErrUncatchableSignal):
+		return 0, fmt.Errorf("%w, so a worker could not reload: use SIGHUP or SIGUSR1", err)
+	case err != nil:
+		return 0, fmt.Errorf("%w: use a name such as SIGHUP or SIGUSR1", err)
 	}
 	return sig, nil
 }

@@ -139,6 +139,8 @@ func engineConfig(opts *options, sockets *listener.Set, runtimeDir string, inher
 		ReadyTimeout:  opts.readyTimeout,
 		DrainSignal:   opts.drainSignal,
 		DrainTimeout:  opts.drainTimeout,
+		ReloadSignal:  opts.reloadSignal,
+		ReloadTimeout: opts.reloadTimeout,
 		Watchdog:      opts.watchdog,
 		RestartMin:    opts.restartMin,
 		RestartMax:    opts.restartMax,
@@ -240,6 +242,10 @@ func (r *reporter) observe(c supervisor.Change, st supervisor.Status) {
 		lines = []string{"STOPPING=1", sdnotify.Status(st.Summary())}
 	case supervisor.WorkersChanged:
 		lines = []string{sdnotify.Status(st.Summary())}
+	case supervisor.ReloadStarted:
+		lines = append(sdnotify.Reloading(), sdnotify.Status(st.Summary()))
+	case supervisor.ReloadFinished:
+		lines = []string{"READY=1", sdnotify.Status(st.Summary())}
 	case supervisor.SelfUpgradeStarted:
 		lines = append(sdnotify.Reloading(), sdnotify.Status("upgrading the supervisor itself"))
 	case supervisor.SelfUpgradeFinished:

@@ -60,6 +60,8 @@ type fake struct {
 
 	mu    sync.Mutex
 	stops int
+
+	reloaded *supervisor.Result // what Reload answers; nil: nothing yet
 }
 
 func newFake() *fake {
@@ -91,6 +93,15 @@ func (f *fake) rollback(t *testing.T) rollback {
 		t.Fatal("no rollback was asked for")
 		return rollback{}
 	}
+}
+
+// Reload answers at once with f.reloaded, or never when it is nil.
+func (f *fake) Reload(string) <-chan supervisor.Result {
+	r := make(chan supervisor.Result, 1)
+	if f.reloaded != nil {
+		r <- *f.reloaded
+	}
+	return r
 }
 
 func (f *fake) Status() (supervisor.Status, bool) { return f.status, !f.down.Load() }

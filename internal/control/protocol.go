@@ -1,6 +1,6 @@
 // Package control is the supervisor's control socket: a unix stream socket,
-// mode 0600, on which `supervisor ctl` asks for the status, an upgrade or a
-// rollback (optionally waiting for its result), the upgrade history, or a
+// mode 0600, on which `supervisor ctl` asks for the status, an upgrade, a
+// rollback or a reload in place (optionally waiting for its result), the upgrade history, or a
 // stop.
 //
 // The protocol is one JSON request line and one JSON response line per
@@ -11,6 +11,9 @@
 //	                                 -> {"ok":false,"error":"upgrade to generation 4 failed: ...","kind":"exited-before-ready"}
 //	{"cmd":"upgrade"}                -> {"ok":true}           at once: the upgrade was asked for
 //	{"cmd":"rollback","to":2}        -> as upgrade, "wait" too: back to generation 2's binary (no "to": the one before)
+//	{"cmd":"reload","wait":true}     -> {"ok":true,"gen":3,"version":"scripts-42"}  once every worker of generation 3 reloaded
+//	                                 -> {"ok":false,"error":"reload of generation 3 failed: ...","kind":"reload-failed"}
+//	{"cmd":"reload"}                 -> {"ok":true}           at once: the workers were asked (kind refused: they were not)
 //	{"cmd":"history","n":20}         -> {"ok":true,"history":[{...},...],"skipped":1}  the last 20 records, oldest first
 //	                                    (no "n": DefaultHistory; -1: all); skipped: unreadable lines passed over
 //	                                 -> {"ok":false,"error":"this supervisor keeps no history: ..."}  without --state-dir
@@ -44,12 +47,14 @@ type Request struct {
 
 // Response is the one answer to a request.
 type Response struct {
-	OK     bool               `json:"ok"`
-	Error  string             `json:"error,omitempty"`
-	Kind   string             `json:"kind,omitempty"` // of a failed upgrade or rollback: supervisor.Kind
-	Gen    int                `json:"gen,omitempty"`  // the generation an upgrade or rollback started
-	PID    int                `json:"pid,omitempty"`  // the supervisor's, in the answer to stop
-	Status *supervisor.Status `json:"status,omitempty"`
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+	Kind  string `json:"kind,omitempty"` // of a failed upgrade or rollback: supervisor.Kind
+	Gen   int    `json:"gen,omitempty"`  // the generation an upgrade or rollback started, or a reload reloaded
+	// Version, of a reload: what the workers said they run now (VERSION=).
+	Version string             `json:"version,omitempty"`
+	PID     int                `json:"pid,omitempty"` // the supervisor's, in the answer to stop
+	Status  *supervisor.Status `json:"status,omitempty"`
 
 	History []history.Record `json:"history,omitempty"` // oldest first
 	Skipped int              `json:"skipped,omitempty"` // unreadable history lines passed over
@@ -60,6 +65,7 @@ const (
 	CmdStatus   = "status"
 	CmdUpgrade  = "upgrade"
 	CmdRollback = "rollback"
+	CmdReload   = "reload"
 	CmdHistory  = "history"
 	CmdStop     = "stop"
 )

@@ -29,6 +29,7 @@ type Supervisor interface {
 	Status() (supervisor.Status, bool)
 	UpgradeBy(trigger string) <-chan supervisor.Result
 	Rollback(to int) <-chan supervisor.Result
+	Reload(trigger string) <-chan supervisor.Result
 	Stop()
 }
 
@@ -206,10 +207,12 @@ func (s *Server) answer(req Request, c *net.UnixConn) Response {
 			return Response{Error: fmt.Sprintf("rollback to generation %d: a generation is a positive number (ctl status lists the held ones)", req.To)}
 		}
 		return await(req, c, s.sup.Rollback(req.To))
+	case CmdReload:
+		return s.awaitReload(req, c, s.sup.Reload(history.TriggerCtl))
 	case CmdHistory:
 		return s.lastRecords(req.N)
 	}
-	return Response{Error: fmt.Sprintf("unknown command %q: use status, upgrade, rollback, history or stop", req.Cmd)}
+	return Response{Error: fmt.Sprintf("unknown command %q: use status, upgrade, rollback, reload, history or stop", req.Cmd)}
 }
 
 // await answers an upgrade or a rollback: at once without wait, else with
@@ -224,6 +227,33 @@ func await(req Request, c *net.UnixConn, result <-chan supervisor.Result) Respon
 		return Response{Gen: r.Gen, Error: r.Err.Error(), Kind: string(supervisor.KindOf(r.Err))}
 	}
 	return Response{OK: true, Gen: r.Gen}
+}
+
+// awaitReload answers a reload: without wait, once the workers were
+// signalled (a refusal, which comes at once, is still an error); else with
+// its result.
+func (s *Server) awaitReload(req Request, c *net.UnixConn, result <-chan supervisor.Result) Response {
+	if !req.Wait {
+		// The loop handles one request after the other: once it has
+		// answered this status request, it has signalled the workers or
+		// refused the reload.
+		s.sup.Status()
+		select {
+		case r := <-result:
+			return reloadResponse(r)
+		default:
+			return Response{OK: true}
+		}
+	}
+	c.SetDeadline(time.Time{})
+	return reloadResponse(<-result)
+}
+
+func reloadResponse(r supervisor.Result) Response {
+	if r.Err != nil {
+		return Response{Gen: r.Gen, Error: r.Err.Error(), Kind: string(supervisor.KindOf(r.Err))}
+	}
+	return Response{OK: true, Gen: r.Gen, Version: r.Version}
 }
 
 // lastRecords answers a history request: the last n records (0:

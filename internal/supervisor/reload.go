@@ -52,6 +52,7 @@ type reloadRun struct {
 	failures []string  // one per worker that failed, in words
 	kind     Kind      // the worst failure so far: reload-failed over reload-timeout
 	timer    *time.Timer
+	started  bool // the workers were signalled (ReloadStarted was observed)
 }
 
 // disposition is what a process does with a signal.
@@ -124,6 +125,7 @@ func (s *Supervisor) startReload(reply chan Result, trigger string) {
 	g := s.current
 	r := &reloadRun{gen: g, trigger: trigger, began: time.Now(), replies: []chan Result{reply}}
 	s.reload = r
+	r.started = true
 	s.setState(stateReloading)
 	for _, sl := range g.slots {
 		if w := sl.worker; w != nil && w.ready {
@@ -266,7 +268,9 @@ func (s *Supervisor) finishReload(r *reloadRun, fail *UpgradeError) {
 	reply(r.replies, res)
 	s.lastReload = u
 	s.recordFor(r.gen, rec)
-	s.observe(ReloadFinished)
+	if r.started {
+		s.observe(ReloadFinished)
+	}
 }
 
 // versions is what g's workers report with VERSION=, distinct values
