@@ -39,6 +39,25 @@
 // exits before the drain timeout. SUPERVISOR_GENERATION counts generations
 // from 1.
 //
+// Reload in place (`supervisor ctl reload`, systemd's Type=notify-reload):
+// the supervisor sends the signal SUPERVISOR_RELOAD_SIGNAL names ("SIGHUP"
+// by default) to every worker of the serving generation, with no process
+// switch. The worker answers at once "RELOADING=1\nMONOTONIC_USEC=N"
+// (CLOCK_MONOTONIC, in microseconds), reloads what it can without a restart
+// (scripts, configuration), then sends READY=1, with "VERSION=id" in the
+// same datagram naming what it runs now (one line, at most 128 bytes), or,
+// when the reload failed, one datagram "RELOAD=failed\nRELOAD_ERROR=reason"
+// (one line, at most 512 bytes) and keeps what it ran before: that is the
+// worker's business. No answer within --reload-timeout fails the reload;
+// the worker is not killed. VERSION= is welcome in any datagram, READY=1 at
+// start included; the supervisor shows it per worker. A worker that does
+// not catch the reload signal is never sent it: the supervisor reads its
+// caught and ignored signals (/proc/PID/status) and refuses the reload. The
+// Go runtime catches every signal, so a Go worker not made with this package
+// must handle or ignore the signal itself, or a reload kills it; New catches
+// it, and Worker.Reloads delivers the requests, answered with Reload.Done or
+// Reload.Failed (RELOADING=1 is sent for you).
+//
 // # Handover mode
 //
 // With --mode handover a stateful worker's data and its clients'

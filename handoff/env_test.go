@@ -90,7 +90,7 @@ func placeSockets(t *testing.T, s *testSockets, n int) {
 
 // clearContractEnv unsets every variable of the contract for the test.
 func clearContractEnv(t *testing.T) {
-	for _, k := range append(contractVars, contract.EnvDrainSignal, contract.EnvGeneration) {
+	for _, k := range append(contractVars, contract.EnvDrainSignal, contract.EnvReloadSignal, contract.EnvGeneration) {
 		t.Setenv(k, "") // restores the old value at cleanup
 		os.Unsetenv(k)
 	}

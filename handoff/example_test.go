@@ -231,3 +231,31 @@ func ExampleState_autosave() {
 	// autosaved while serving
 	// shutdown: {"alice":105}
 }
+
+// A worker that reloads its scripts in place on `supervisor ctl reload`,
+// and says which version it runs, at start and after each reload.
+func ExampleWorker_Reloads() {
+	w, err := handoff.New()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer w.Close()
+	load := func() (version string, err error) { return "scripts-42", nil } // the worker's own
+	version, err := load()
+	if err != nil {
+		log.Fatal(err)
+	}
+	w.ReportVersion(version)
+	w.Ready()
+	go func() {
+		for r := range w.Reloads() {
+			if version, err := load(); err != nil {
+				r.Failed(err) // RELOAD=failed: serve on with the scripts loaded before
+			} else {
+				r.Done(version) // READY=1, VERSION=
+			}
+		}
+	}()
+	fmt.Println("serving", version)
+	// Output: serving scripts-42
+}

@@ -30,6 +30,7 @@ type Worker struct {
 	handedOver bool // awaitHandover got GO
 
 	drain     *drainWatch
+	reload    *reloadWatch // nil: no reload signal (SUPERVISOR_RELOAD_SIGNAL unset)
 	closeOnce sync.Once
 }
 
@@ -73,10 +74,17 @@ func newWorker(fdStart int) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
+	reloadSig, err := reloadSignalFromEnv()
+	if err != nil {
+		return nil, err
+	}
 	if w.socks, err = socketsFromEnv(fdStart); err != nil {
 		return nil, err
 	}
 	w.drain = watchDrain(sig)
+	if reloadSig != 0 && reloadSig != sig {
+		w.reload = watchReload(w, reloadSig)
+	}
 	return w, nil
 }
 
@@ -184,6 +192,9 @@ func (w *Worker) Close() error {
 	w.closeOnce.Do(func() {
 		if w.drain != nil {
 			w.drain.stop()
+		}
+		if w.reload != nil {
+			w.reload.stop()
 		}
 		w.mu.Lock()
 		defer w.mu.Unlock()
