@@ -120,6 +120,19 @@
 //     copied into the module and runs with the new version's own upvalues.
 //   - Metatables are not followed: a table's metatable is patched only when
 //     it is also reachable by key path or through an upvalue.
+//   - A coroutine suspended inside an old function resumes in the old code
+//     (its frame holds the old function), on the shared upvalues; the next
+//     coroutine started from the module runs the new code.
+//
+// Nested functions are matched by where they are reachable (a key path, an
+// upvalue name), not by their prototype's position in the parent's
+// FunctionProto.FunctionPrototypes: closures that do not exist yet need no
+// matching, since the new code creates them from the new prototype with its
+// already joined upvalues; closures that exist are values, and a position in
+// the prototype list shifts as soon as a function is added above.
+//
+// A rollback is a patch with the older source: the state stays, the code and
+// the version go back.
 //
 // # gopher-lua specifics
 //

@@ -251,6 +251,48 @@ return mod
 		after:  `M.extra = function() return 7 end; assert(M.twice() == 3); assert(package.loaded.mod == M)`,
 		absent: []string{"twice:mod"},
 	}, {
+		name: "recursive local functions and builtins in locals",
+		v1: `
+local M = {}
+local insert = table.insert
+local log = {}
+local function fact(n) if n <= 1 then return 1 end return n * fact(n - 1) end
+function M.fact(n) insert(log, n) return fact(n) end
+function M.calls() return #log end
+return M
+`,
+		v2: `
+local M = {}
+local insert = table.insert
+local log = {}
+local function fact(n) if n <= 1 then return 1 end return n * fact(n - 1) + 0.5 end
+function M.fact(n) insert(log, n) return fact(n) end
+function M.calls() return #log end
+return M
+`,
+		before:   `assert(M.fact(3) == 6)`,
+		after:    `local f = M.fact(3); assert(f == 8, tostring(f)); assert(M.calls() == 2)`,
+		replaced: []string{"fact", "fact:fact"},
+	}, {
+		name: "a coroutine suspended in old code resumes in old code, on the shared state",
+		v1: `
+local M = {}
+local count = 0
+function M.worker() while true do count = count + 1; coroutine.yield("v1") end end
+function M.get() return count end
+return M
+`,
+		v2: `
+local M = {}
+local count = 0
+function M.worker() while true do count = count + 100; coroutine.yield("v2") end end
+function M.get() return count end
+return M
+`,
+		before: `CO = coroutine.create(M.worker); assert(select(2, coroutine.resume(CO)) == "v1")`,
+		after: `local _, v = coroutine.resume(CO); assert(v == "v1"); assert(M.get() == 2)
+			local co2 = coroutine.create(M.worker); local _, v2 = coroutine.resume(co2); assert(v2 == "v2"); assert(M.get() == 102)`,
+	}, {
 		name:         "a syntax error changes nothing and names file:line",
 		v1:           counterV1,
 		v2:           "local M = {}\nlocal count = 0\nfunction M.inc() count = count + 1 return count end\nfunction M.get( return count end\nreturn M\n",
