@@ -113,9 +113,12 @@
 //     writes to shared tables such as package.loaded). Closures it hands to
 //     the outside (registered callbacks) keep the sandbox as environment and
 //     are not joined.
-//   - A module that defines its functions as globals, or that sets
-//     package.loaded itself (Lua 5.1's module()), is not supported: return
-//     the module table.
+//   - While the new top-level code runs, package.loaded[name] is unset, so
+//     the idiom "local M = package.loaded[...] or {}" builds a new table.
+//     A module that defines its functions as globals ("Shop = Shop or {}"),
+//     or that sets package.loaded itself (Lua 5.1's module()), is not
+//     supported: its top-level code writes into the live table before any
+//     check. A chunk that returns the live table fails with ErrLiveTable.
 //   - The key __check of the new module table is the check hook; it is not
 //     copied into the module and runs with the new version's own upvalues.
 //   - Metatables are not followed: a table's metatable is patched only when

@@ -19,6 +19,11 @@ var (
 	ErrLoaded = errors.New("luapatch: module already loaded: use Patch to change it")
 	// ErrNotTable: the module (old or new) is not a table of functions.
 	ErrNotTable = errors.New("luapatch: module is not a table")
+	// ErrLiveTable: the new version's chunk returned the running module
+	// table (found through a global or another module), so nothing could be
+	// joined. Unlike the other errors, this one cannot promise that nothing
+	// changed: the top-level code may have written into the live table.
+	ErrLiveTable = errors.New("luapatch: the new chunk returned the live module table, and its top-level code may have changed it: build a new table (local M = {}) and return it")
 )
 
 // Stage says where a patch failed.

@@ -471,7 +471,7 @@ func TestPatchTimeout(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "deadline") {
 		t.Fatalf("err = %v, want a deadline error", err)
 	}
-	if p.L.Context() != nil {
+	if p.l.Context() != nil {
 		t.Error("the LState keeps the patch's context")
 	}
 }
@@ -495,5 +495,30 @@ func TestPatchFromFile(t *testing.T) {
 	_, err := p.Patch("shop", file)
 	if err == nil || !strings.Contains(err.Error(), file+":2: no") {
 		t.Fatalf("err = %v, want it to name %s:2", err, file)
+	}
+}
+
+func TestPatchReloadIdiomBuildsANewTable(t *testing.T) {
+	v1 := "local M = package.loaded[...] or {}\nlocal n = 0\nfunction M.inc() n = n + 1 return n end\nreturn M\n"
+	L, p := setup(t, v1, Options{})
+	do(t, L, `M.inc(); F = M.inc`)
+	broken := strings.Replace(v1, "return M", "error('late')\nreturn M", 1)
+	if _, err := p.PatchSource("mod", "mod.lua", []byte(broken)); err == nil {
+		t.Fatal("want an error")
+	}
+	do(t, L, `assert(M.inc == F, "the failed version's top-level code reached the live table"); assert(M.inc() == 2)`)
+	res, err := p.PatchSource("mod", "mod.lua", []byte(strings.Replace(v1, "n + 1", "n + 5", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	do(t, L, `assert(M.inc() == 7); assert(package.loaded.mod == M)`)
+	t.Log(res.Summary())
+}
+
+func TestPatchLiveTableIsRefused(t *testing.T) {
+	v1 := "Shop = Shop or {}\nlocal n = 0\nfunction Shop.inc() n = n + 1 return n end\nreturn Shop\n"
+	_, p := setup(t, v1, Options{})
+	if _, err := p.PatchSource("mod", "mod.lua", []byte(v1+"-- v2\n")); !errors.Is(err, ErrLiveTable) {
+		t.Fatalf("err = %v, want ErrLiveTable", err)
 	}
 }

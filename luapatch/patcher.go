@@ -28,7 +28,7 @@ type Options struct {
 // Patcher loads and patches the Lua modules of one LState and remembers the
 // version of each. It must be used on the goroutine that owns the LState.
 type Patcher struct {
-	L        *lua.LState
+	l        *lua.LState
 	opts     Options
 	versions map[string]string
 }
@@ -36,7 +36,7 @@ type Patcher struct {
 // New returns a Patcher for L, whose package library must be open (the
 // modules live in package.loaded).
 func New(L *lua.LState, opts Options) *Patcher {
-	return &Patcher{L: L, opts: opts, versions: map[string]string{}}
+	return &Patcher{l: L, opts: opts, versions: map[string]string{}}
 }
 
 // Version is the current version of module name ("" if this Patcher has
@@ -57,7 +57,7 @@ func (p *Patcher) Load(name, file string) (*lua.LTable, error) {
 // LoadSource is Load with the source given; file is the chunk name that
 // errors and tracebacks show.
 func (p *Patcher) LoadSource(name, file string, src []byte) (*lua.LTable, error) {
-	loaded, ok := p.L.GetField(p.L.Get(lua.RegistryIndex), "_LOADED").(*lua.LTable)
+	loaded, ok := p.l.GetField(p.l.Get(lua.RegistryIndex), "_LOADED").(*lua.LTable)
 	if !ok {
 		return nil, fmt.Errorf("luapatch: %s: package library not open", name)
 	}
@@ -97,9 +97,9 @@ func (p *Patcher) PatchSource(name, file string, src []byte) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	env := moduleEnv(p.L, old)
-	sandbox := p.L.NewTable()
-	meta := p.L.NewTable()
+	env := moduleEnv(p.l, old)
+	sandbox := p.l.NewTable()
+	meta := p.l.NewTable()
 	meta.RawSetString("__index", env)
 	sandbox.Metatable = meta
 
@@ -108,9 +108,12 @@ func (p *Patcher) PatchSource(name, file string, src []byte) (*Result, error) {
 		return nil, err
 	}
 	chunk.Env = sandbox
-	nu, err := p.call(name, file, chunk)
+	nu, err := p.callHidden(name, file, chunk)
 	if err != nil {
 		return nil, err
+	}
+	if nu == old {
+		return nil, fmt.Errorf("%w: %s (%s)", ErrLiveTable, name, file)
 	}
 	pl := newPlan(res, chunk, sandbox, env)
 	pl.build(old, nu)
@@ -124,7 +127,7 @@ func (p *Patcher) PatchSource(name, file string, src []byte) (*Result, error) {
 
 // module returns package.loaded[name].
 func (p *Patcher) module(name string) (*lua.LTable, error) {
-	loaded, ok := p.L.GetField(p.L.Get(lua.RegistryIndex), "_LOADED").(*lua.LTable)
+	loaded, ok := p.l.GetField(p.l.Get(lua.RegistryIndex), "_LOADED").(*lua.LTable)
 	if !ok {
 		return nil, fmt.Errorf("%w: %s (package library not open)", ErrNotLoaded, name)
 	}
@@ -150,7 +153,7 @@ func moduleEnv(L *lua.LState, mod *lua.LTable) *lua.LTable {
 }
 
 func (p *Patcher) compile(name, file string, src []byte) (*lua.LFunction, error) {
-	fn, err := p.L.Load(bytes.NewReader(src), file)
+	fn, err := p.l.Load(bytes.NewReader(src), file)
 	if err != nil {
 		return nil, newError(name, StageCompile, file, err)
 	}
@@ -166,6 +169,17 @@ func (p *Patcher) run(name, file string, src []byte, env *lua.LTable) (*lua.LTab
 	if env != nil {
 		chunk.Env = env
 	}
+	return p.call(name, file, chunk)
+}
+
+// callHidden calls a new version's chunk with package.loaded[name] unset,
+// so that the idiom "local M = package.loaded[...] or {}" builds a new table
+// instead of changing the live one before the check.
+func (p *Patcher) callHidden(name, file string, chunk *lua.LFunction) (*lua.LTable, error) {
+	loaded := p.l.GetField(p.l.Get(lua.RegistryIndex), "_LOADED").(*lua.LTable) // module() checked it
+	live := loaded.RawGetString(name)
+	loaded.RawSetString(name, lua.LNil)
+	defer loaded.RawSetString(name, live)
 	return p.call(name, file, chunk)
 }
 
@@ -203,7 +217,7 @@ func (p *Patcher) check(res *Result, old, nu *lua.LTable) error {
 // pcall calls fn with args in protected mode, within Options.Timeout, and
 // returns nret results.
 func (p *Patcher) pcall(fn *lua.LFunction, nret int, args ...lua.LValue) ([]lua.LValue, error) {
-	L := p.L
+	L := p.l
 	if p.opts.Timeout > 0 {
 		prev := L.Context()
 		parent := prev
