@@ -235,7 +235,10 @@ func (p *plan) install(v lua.LValue, path string) {
 				continue
 			}
 			p.seenCell[c] = true
-			name := v.Proto.DbgUpvalues[i]
+			name := "?"
+			if i < len(v.Proto.DbgUpvalues) {
+				name = v.Proto.DbgUpvalues[i]
+			}
 			p.res.Absent = append(p.res.Absent, path+":"+name)
 			if t, ok := c.Value().(*lua.LTable); ok {
 				if ot, paired := p.tables[t]; paired {
