@@ -134,8 +134,9 @@ func checkVersions(t *testing.T, control string, pids []int, version string) {
 }
 
 // TestReloadRefused: a worker that does not catch the reload signal (here
-// sleep(1), ready by a delay) is not sent it: the reload is refused at once,
-// with and without --wait, and the worker lives on.
+// sleep(1), ready by a delay, which the exec shim starts with SIGHUP
+// ignored) is not sent it: the reload is refused at once, with and without
+// --wait, and the worker lives on.
 func TestReloadRefused(t *testing.T) {
 	dir := t.TempDir()
 	control, script := filepath.Join(dir, "control"), filepath.Join(dir, "sleeper")
@@ -146,7 +147,7 @@ func TestReloadRefused(t *testing.T) {
 		flags: []string{"--ready", "delay:50ms", "--ready-timeout", readyTimeout.String(), "--control", control}})
 	gen := s.waitReady(1)
 	for _, args := range [][]string{{"reload", "--wait"}, {"reload"}} {
-		ctlFails(t, control, args, "does not handle SIGHUP: it does not speak the reload contract (see the worker contract)",
+		ctlFails(t, control, args, "ignores SIGHUP: it does not speak the reload contract (see the worker contract)",
 			"nothing was signalled", "(refused)")
 	}
 	if got := s.workers(); !slices.Equal(got, gen.pids) {

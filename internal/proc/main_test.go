@@ -49,6 +49,7 @@ var helpers = map[string]func() error{
 	"printpid": helperPrintPID,
 	"goshim":   helperGoShim,
 	"interp":   helperInterp,
+	"sigign":   helperSigIgn,
 }
 
 func TestMain(m *testing.M) {
@@ -214,6 +215,21 @@ func helperPrintPID() error {
 	return report("LISTEN_PID=%s WATCHDOG_PID=%s pid=%d args=%q shim=%q %s=%s holdsexe=%v",
 		os.Getenv("LISTEN_PID"), os.Getenv("WATCHDOG_PID"), os.Getpid(), os.Args[1:],
 		os.Getenv(shimEnv), EnvExecFD, execFD, holdsOwnExecutable())
+}
+
+// helperSigIgn reports the signals the worker started with ignored: the
+// SigIgn mask of /proc/self/status.
+func helperSigIgn() error {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "SigIgn:"); ok {
+			return report("SigIgn=%s shim=%q", strings.TrimSpace(v), os.Getenv(shimEnv))
+		}
+	}
+	return fmt.Errorf("no SigIgn in /proc/self/status")
 }
 
 // holdsOwnExecutable says whether one of this process's fds is its

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"strconv"
 
+	"github.com/procswitch/supervisor/internal/contract"
 	"golang.org/x/sys/unix"
 )
 
@@ -56,6 +58,7 @@ func RunShim(argv []string) int {
 	if os.Getenv("WATCHDOG_USEC") != "" {
 		os.Setenv("WATCHDOG_PID", pid)
 	}
+	ignoreReloadSignal()
 	held := os.Getenv(EnvExecFD)
 	os.Unsetenv(EnvExecFD) // for the shim only
 	if held == "" {
@@ -71,6 +74,21 @@ func RunShim(argv []string) int {
 		"the file now at that path is another build and is not run in its place: upgrade to it to start workers again\n",
 		argv[0], EnvExecFD, held, err, heldHint(err))
 	return ExitCodeFromShim
+}
+
+// ignoreReloadSignal starts the worker with the reload signal
+// (SUPERVISOR_RELOAD_SIGNAL) ignored, a disposition that survives exec. A
+// worker that handles it installs its handler over that; one that does not
+// (a C program, or a Go program without handoff, whose runtime would exit on
+// SIGHUP) keeps it ignored, and /proc/PID/status says so, so the supervisor
+// refuses a reload for it instead of killing it. (A Go program keeps only
+// SIGHUP and SIGINT ignored: its runtime catches the others itself, so with
+// another --reload-signal a Go worker must handle it.) shim_cgo.go does the
+// same.
+func ignoreReloadSignal() {
+	if sig, err := contract.ParseDrainSignal(os.Getenv(contract.EnvReloadSignal)); err == nil {
+		signal.Ignore(sig)
+	}
 }
 
 // heldPath readies the held file at fd for exec (value is EnvExecFD's) and

@@ -20,14 +20,16 @@ package proc
 // environment from the array the kernel laid out at the process's start, and
 // glibc's unsetenv and setenv edit that very array in place; so this builds
 // the worker's environment in an array of its own and execs with execve,
-// never touching the process's. The only change it makes is to the held
-// fd's close-on-exec flag, which RunShim sets the same way.
+// never touching the process's. The only changes it makes are to the held
+// fd's close-on-exec flag and to the reload signal's disposition (ignored),
+// which RunShim sets the same way.
 //
 // glibc passes a constructor argc, argv and envp; other C libraries do not,
 // so elsewhere this compiles to nothing and RunShim does it all.
 
 /*
 #include <fcntl.h>
+#include <signal.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,8 +76,28 @@ static const char *shim_getenv(char **envp, const char *name) {
 	return NULL;
 }
 
+// shim_signals are the reload signals the fast path knows by name, as the
+// supervisor writes them; another leaves the work to RunShim.
+static const struct { const char *name; int sig; } shim_signals[] = {
+	{"SIGHUP", SIGHUP}, {"SIGINT", SIGINT}, {"SIGQUIT", SIGQUIT}, {"SIGUSR1", SIGUSR1},
+	{"SIGUSR2", SIGUSR2}, {"SIGTERM", SIGTERM}, {"SIGWINCH", SIGWINCH}, {"SIGPWR", SIGPWR},
+};
+
+// shim_reload_signal is the reload signal to ignore across the exec, as
+// RunShim's ignoreReloadSignal: 0 for none, -1 for a name it does not know.
+static int shim_reload_signal(char **envp) {
+	const char *v = shim_getenv(envp, "SUPERVISOR_RELOAD_SIGNAL");
+	if (v == NULL || *v == '\0') return 0;
+	for (size_t i = 0; i < sizeof shim_signals / sizeof shim_signals[0]; i++)
+		if (strcmp(v, shim_signals[i].name) == 0) return shim_signals[i].sig;
+	return -1;
+}
+
 __attribute__((constructor)) static void supervisor_exec_shim(int argc, char **argv, char **envp) {
 	if (argc < 3 || strcmp(argv[1], "__supervisor-exec-worker") != 0) return;
+	int reload = shim_reload_signal(envp);
+	if (reload < 0) return;
+	if (reload > 0 && signal(reload, SIG_IGN) == SIG_ERR) return;
 	const char *path = argv[2], *v;
 	char self[48], listen[40], watchdog[40];
 	if ((v = shim_getenv(envp, "SUPERVISOR_EXEC_FD")) != NULL && *v != '\0') {

@@ -316,3 +316,31 @@ func TestShimNoWorker(t *testing.T) {
 		t.Errorf("exit status %d, stderr %q; want 2 and a line saying what the shim is", code, stderr)
 	}
 }
+
+// The shim starts the worker with the reload signal ignored, so that a
+// worker that does not handle it (this Go helper does not) shows it as
+// ignored rather than dying of it; without SUPERVISOR_RELOAD_SIGNAL nothing
+// is ignored.
+func TestShimIgnoresReloadSignal(t *testing.T) {
+	for _, sp := range shimPaths {
+		for _, tc := range []struct{ env, want string }{
+			{"SUPERVISOR_RELOAD_SIGNAL=SIGHUP", "0000000000000001"},
+			// A Go worker keeps only SIGHUP and SIGINT ignored: its runtime
+			// catches the others (SIGUSR1 too) whatever it started with.
+			{"SUPERVISOR_RELOAD_SIGNAL=SIGINT", "0000000000000002"},
+			{"", "0000000000000000"},
+		} {
+			t.Run(string(sp)+"/"+tc.env, func(t *testing.T) {
+				rep := newPipe(t)
+				var env []string
+				if tc.env != "" {
+					env = append(env, tc.env)
+				}
+				got, _ := runShim(t, sp.commandFor(t, "sigign", []string{executable(t)}, []int{rep.wfd()}, env...), rep)
+				if want := fmt.Sprintf("SigIgn=%s shim=%q", tc.want, sp.ran()); got != want {
+					t.Errorf("worker reported %s, want %s", got, want)
+				}
+			})
+		}
+	}
+}
