@@ -30,6 +30,7 @@ type app struct {
 	version string
 	pid     int
 
+	rules    *rules // the game's logic, in Lua; guarded by world.mu once the world exists
 	world    *world
 	srv      *server
 	restored *restored // nil when nothing was restored
@@ -48,6 +49,12 @@ var errCalledOff = errors.New("stopped before it began to serve")
 
 // serve runs the worker until it has handed over or shut down.
 func serve(cfg config, logger *log.Logger) error {
+	rules, err := loadRules(scripts{dir: cfg.scripts})
+	if err != nil {
+		return err
+	}
+	defer rules.close()
+	logger.Printf("scripts %s: %s (%s)", rules.version, rules.from, rules.rule)
 	w, err := handoff.New()
 	if err != nil {
 		return err
@@ -58,7 +65,7 @@ func serve(cfg config, logger *log.Logger) error {
 		return err
 	}
 	defer ln.Close()
-	a := &app{cfg: cfg, log: logger, w: w, version: cleanVersion(version), pid: os.Getpid()}
+	a := &app{cfg: cfg, log: logger, w: w, version: cleanVersion(version), pid: os.Getpid(), rules: rules}
 	a.path = a.snapshotPath()
 	a.st = &handoff.State{
 		Worker:   w,
@@ -149,12 +156,12 @@ func (a *app) load(path string) error {
 			a.restored, snap = res, res.snapshot
 		}
 	}
-	world, err := newWorld(snap.players, snap.stock, a.cfg.stock)
+	world, err := newWorld(snap.players, snap.stock, a.rules.goods, a.cfg.stock)
 	if err != nil {
 		return fmt.Errorf("restore: %s: %w", a.restored.path, err)
 	}
 	a.world = world
-	a.srv = newServer(&game{world: world, version: a.version, pid: a.pid}, a.log)
+	a.srv = newServer(newGame(world, a.rules, a.version, a.pid), a.log)
 	return nil
 }
 
@@ -249,7 +256,10 @@ func (a *app) run(ln net.Listener) error {
 	if err := a.st.Ready(); err != nil {
 		return fmt.Errorf("notify ready: %w", err)
 	}
-	a.log.Printf("version %s (%s), pid %d: serving on %s (%s)", a.version, shopRule, a.pid, ln.Addr(), a.how())
+	a.world.mu.Lock()
+	rule, scripts := a.rules.rule, a.rules.version
+	a.world.mu.Unlock()
+	a.log.Printf("version %s (%s; scripts %s), pid %d: serving on %s (%s)", a.version, rule, scripts, a.pid, ln.Addr(), a.how())
 	if a.restored != nil {
 		// Only now is the restored state in use: the previous snapshot may go.
 		if err := a.restored.confirm(); err != nil {

@@ -13,7 +13,7 @@ func benchWorld(n int) *world {
 		players[i] = player{id: "player-" + strconv.Itoa(i), coin: int64(i % 1000), level: 1 + int64(i%7), exp: int64(i % 700),
 			bag: []bagItem{{1001, int64(i % 5)}, {1002, 3}}}
 	}
-	w, err := newWorld(players, nil, 1_000_000)
+	w, err := newWorld(players, nil, embeddedGoods, 1_000_000)
 	if err != nil {
 		panic(err)
 	}
@@ -43,7 +43,7 @@ func BenchmarkSaveRestore(b *testing.B) {
 		if err != nil || len(res.players) != len(w.players) {
 			b.Fatal(err)
 		}
-		if _, err := newWorld(res.players, res.stock, 0); err != nil {
+		if _, err := newWorld(res.players, res.stock, embeddedGoods, 0); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -13,6 +13,7 @@
 //	BUY <item-id>       OK coin=<n> item=<id> count=<k> remain=<r>
 //	STATUS              OK player=<id> coin=<n> bag=<item>:<count>,... version=<v> pid=<pid>
 //	STOCK <item-id>     OK item=<id> remain=<r>
+//	SHOP                OK sold=<n> goods=<item>:<name>:<price>,...
 //	QUIT                BYE, then the server closes the connection
 //
 // A new player starts with 100 coins, level 1 and 0 exp; WORK adds 5 coins
@@ -20,7 +21,11 @@
 // protocol). The shop sells 1001 (potion, 10 coins) and 1002 (gourd, 2
 // coins); each good has one shop-wide stock (remain, --stock on a first
 // start) that BUY decrements. The bag lists goods with a count above 0, in
-// item order; an empty bag is "bag=" with nothing after.
+// item order; an empty bag is "bag=" with nothing after. SHOP shows how
+// many goods this process has sold since it loaded the shop script (state
+// of the script that a patch keeps and a new process starts at 0) and the
+// catalogue. Those are the embedded scripts' rules; a --scripts directory
+// may have others.
 //
 // Every line gets exactly one reply, in order; anything wrong gets
 // "ERR <reason>" and the connection goes on:
@@ -34,8 +39,10 @@
 //     already logged in as <id>": one player per connection);
 //   - an item id that is not digits, or not in the shop; BUY of a good whose
 //     stock is 0 ("ERR out of stock: item <id>");
-//   - in the fixed build only, BUY of a good the player cannot afford: "ERR
-//     not enough coin".
+//   - with the fixed shop script only, BUY of a good the player cannot
+//     afford: "ERR not enough coin";
+//   - a rule whose script fails while it runs: "ERR script error:
+//     <file>:<line>: <message>"; the command changed nothing.
 //
 // A line may hold 1024 bytes, not counting its "\n". A longer one gets "ERR
 // line too long: at most 1024 bytes", at once (the server does not wait for
@@ -69,13 +76,40 @@
 // the player's one row: every command runs under the game's lock, so each
 // sees the others' effects and no update is lost.
 //
-// # Two builds
+// # Rules in Lua, data in Go
+//
+// The data (players, coins, bags, stock) is Go's (world.go); the rules are
+// Lua modules (scripts/): game.lua has WORK's pay and the level rule and
+// lays out the STATUS reply; shop.lua has the goods and their prices, the
+// stock and balance checks, and the count SHOP shows. The Go handlers
+// (game.go) parse a command, pass the values a rule needs to a Lua
+// function, and apply what it returns: Lua decides, Go stores. A rule
+// never holds the data, so the snapshot, the handover and the autosave do
+// not know about Lua; and a script can be replaced in a running process
+// (a reload) without touching the data.
+//
+// The scripts are embedded in the binary (go:embed), and --scripts DIR
+// reads DIR/game.lua and DIR/shop.lua instead. The start log names the
+// scripts' version: the first 12 hex digits of the SHA-256 of the sources
+// in that order (cat game.lua shop.lua | sha256sum). A script that does not
+// load (a syntax error, an error in its top-level code, a missing function)
+// stops the start with one line naming file:line, exit status 1.
+//
+// Concurrency: gopher-lua's LState is not safe for concurrent use. The game
+// has one, and uses it only with the world's lock held: every command runs
+// under that lock already, so, like a Skynet service, the world runs one
+// command at a time, and the Lua code never sees two. The functions are
+// compiled once at start and looked up once per load; a command is one
+// protected call of a Lua function on the same LState (L.CallByParam).
+//
+// # Two shops
 //
 // The seed's bug: BUY does not check the balance, and coin can go negative.
-// The fixed build refuses with "ERR not enough coin". They differ in code,
-// not in a flag, so that an upgrade shows new code running on old state: the
-// rule is checkBalance, in shop_buggy.go (the default) or shop_fixed.go
-// (build tag fixedshop). The version is set at build time:
+// The fixed shop refuses with "ERR not enough coin". They are two versions
+// of the shop script, scripts/shop.lua and scripts/shop_fixed.lua, so that
+// an upgrade (or a reload) shows new code running on old state. The build
+// tag fixedshop selects which one the binary embeds as its default
+// (shop_buggy.go, shop_fixed.go); the version is set at build time:
 //
 //	go build -ldflags "-X main.version=v1" ./example-game/gameserver
 //	go build -tags fixedshop -ldflags "-X main.version=v2" ./example-game/gameserver
@@ -92,7 +126,8 @@
 // binds --listen (default 127.0.0.1:7000) and uses --snapshot PATH, if
 // given, and saves on SIGTERM or SIGINT. Under a supervisor in overlap mode
 // it works, but an upgrade disconnects every player, and the start line says
-// so. Other flags: --autosave (default 5s; 0: off), --stock (default
+// so. Other flags: --scripts DIR (the rules; default: the embedded ones),
+// --autosave (default 5s; 0: off), --stock (default
 // 1000000), --handover-wait (default 2m: how long a worker started ahead of
 // a handover waits for the previous one; the supervisor's own timeouts act
 // first). Exit status: 0 after a handover or a shutdown, 1 when it cannot
@@ -104,7 +139,7 @@
 // The data is one struct, world (world.go): the player table (a slice of
 // players and an index by id) and the shop's stock. The logic is the
 // handlers (game.go), which run one command on it under its lock, and the
-// shop's balance rule. The goods and the numbers (prices, pay) are data too.
+// rules in Lua that they call (above).
 //
 // The snapshot (snapshot.go) is written and read through package state:
 // atomically, with a checksum, and streamed, one record per player, per

@@ -4,13 +4,24 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	lua "github.com/yuin/gopher-lua"
 )
 
-// game is the logic: it runs one command line of a session on the world.
+// game runs one command line of a session on the world: it parses the
+// line, and the rules (in Lua) decide what the command does to the data.
 type game struct {
 	world   *world
+	rules   *rules // used only with world.mu held: one command at a time
 	version string // in LOGIN and STATUS replies
 	pid     int    // in STATUS replies
+
+	luaVersion, luaPID lua.LValue // version and pid, made once for the rules
+}
+
+func newGame(w *world, r *rules, version string, pid int) *game {
+	return &game{world: w, rules: r, version: version, pid: pid,
+		luaVersion: lua.LString(version), luaPID: lua.LNumber(pid)}
 }
 
 // command is one verb of the protocol.
@@ -27,6 +38,7 @@ var commands = map[string]command{
 	"BUY":    {usage: "BUY <item-id>", nargs: 1, run: (*game).buy},
 	"STATUS": {usage: "STATUS", run: (*game).status},
 	"STOCK":  {usage: "STOCK <item-id>", nargs: 1, run: (*game).stock},
+	"SHOP":   {usage: "SHOP", run: (*game).shop},
 	"QUIT":   {usage: "QUIT", anon: true},
 }
 
@@ -41,7 +53,7 @@ func (g *game) exec(who *string, line []byte) (reply string, quit bool) {
 	cmd, ok := commands[fields[0]]
 	switch {
 	case !ok:
-		return "ERR unknown command " + quote(fields[0]) + ": want LOGIN, WORK, BUY, STATUS, STOCK or QUIT", false
+		return "ERR unknown command " + quote(fields[0]) + ": want LOGIN, WORK, BUY, STATUS, STOCK, SHOP or QUIT", false
 	case len(fields)-1 != cmd.nargs:
 		return "ERR usage: " + cmd.usage, false
 	case cmd.run == nil:
@@ -80,60 +92,87 @@ func (g *game) login(who *string, args []string) string {
 
 func (g *game) work(who *string, _ []string) string {
 	p := g.world.player(*who)
-	p.coin += workPay
-	p.exp += workExp
-	p.level = 1 + p.exp/expPerLevel
+	coin, exp, level, err := g.rules.doWork(p.coin, p.exp)
+	if err != nil {
+		return g.failed(err)
+	}
+	p.coin, p.exp, p.level = coin, exp, level
 	g.world.changes++
-	return fmt.Sprintf("OK coin=%d", p.coin)
+	return "OK coin=" + strconv.FormatInt(p.coin, 10)
 }
 
 func (g *game) buy(who *string, args []string) string {
-	item, err := findItem(args[0])
+	item, err := parseItem(args[0])
 	if err != nil {
 		return "ERR " + err.Error()
 	}
-	remain := g.world.stock[item.id]
-	if remain <= 0 {
-		return fmt.Sprintf("ERR out of stock: item %d", item.id)
-	}
+	remain := g.world.remain(item)
 	p := g.world.player(*who)
-	if err := checkBalance(p.coin, item.price); err != nil {
-		return "ERR " + err.Error()
+	price, refused, err := g.rules.doBuy(item, p.coin, remain)
+	switch {
+	case err != nil:
+		return g.failed(err)
+	case refused != "":
+		return "ERR " + refused
 	}
-	p.coin -= item.price
-	p.add(item.id)
-	g.world.stock[item.id] = remain - 1
+	p.coin -= price
+	p.add(item)
+	g.world.stock[item] = remain - 1
 	g.world.changes++
-	return fmt.Sprintf("OK coin=%d item=%d count=%d remain=%d", p.coin, item.id, p.count(item.id), remain-1)
+	return fmt.Sprintf("OK coin=%d item=%d count=%d remain=%d", p.coin, item, p.count(item), remain-1)
 }
 
 func (g *game) status(who *string, _ []string) string {
 	p := g.world.player(*who)
-	bag := make([]string, len(p.bag))
+	var bag []byte
 	for i, b := range p.bag {
-		bag[i] = fmt.Sprintf("%d:%d", b.item, b.count)
+		if i > 0 {
+			bag = append(bag, ',')
+		}
+		bag = strconv.AppendInt(append(strconv.AppendInt(bag, int64(b.item), 10), ':'), b.count, 10)
 	}
-	return fmt.Sprintf("OK player=%s coin=%d bag=%s version=%s pid=%d",
-		p.id, p.coin, strings.Join(bag, ","), g.version, g.pid)
+	reply, err := g.rules.doStatus(p.id, string(bag), p.coin, g.luaVersion, g.luaPID)
+	if err != nil {
+		return g.failed(err)
+	}
+	return reply
 }
 
 func (g *game) stock(_ *string, args []string) string {
-	item, err := findItem(args[0])
+	item, err := parseItem(args[0])
 	if err != nil {
 		return "ERR " + err.Error()
 	}
-	return fmt.Sprintf("OK item=%d remain=%d", item.id, g.world.stock[item.id])
+	unknown, err := g.rules.doUnknown(item)
+	switch {
+	case err != nil:
+		return g.failed(err)
+	case unknown != "":
+		return "ERR " + unknown
+	}
+	return fmt.Sprintf("OK item=%d remain=%d", item, g.world.remain(item))
 }
 
-// findItem parses an item id (digits only) and finds it in the catalogue.
-func findItem(s string) (good, error) {
+func (g *game) shop(_ *string, _ []string) string {
+	reply, err := g.rules.doReport()
+	if err != nil {
+		return g.failed(err)
+	}
+	return reply
+}
+
+// failed is the reply to a command whose script failed: the command
+// changed nothing, and the error (file:line first) goes to the client.
+func (g *game) failed(err error) string {
+	return "ERR " + err.Error()
+}
+
+// parseItem parses an item id: digits only. Whether the shop sells it is
+// the rules' to say.
+func parseItem(s string) (int, error) {
 	id, err := strconv.Atoi(s)
 	if err != nil || len(s) > 9 || strings.TrimLeft(s, "0123456789") != "" {
-		return good{}, fmt.Errorf("bad item id %s: want a number, such as 1001", quote(s))
+		return 0, fmt.Errorf("bad item id %s: want a number, such as 1001", quote(s))
 	}
-	g, ok := findGood(id)
-	if !ok {
-		return good{}, fmt.Errorf("unknown item %d: the shop sells %s", id, catalogue())
-	}
-	return g, nil
+	return id, nil
 }

@@ -28,6 +28,7 @@ type config struct {
 	snapshot     string
 	autosave     time.Duration
 	stock        int64
+	scripts      string
 	handoverWait time.Duration
 }
 
@@ -56,7 +57,7 @@ func run(args []string, stderr io.Writer) int {
 
 const usage = `usage: gameserver [flags]
 A game over TCP, one text line per command and per reply: LOGIN, WORK, BUY,
-STATUS, STOCK, QUIT. Meant to run under the supervisor in handover mode, so
+STATUS, STOCK, SHOP, QUIT. Meant to run under the supervisor in handover mode, so
 that players keep their coins and their connections across upgrades:
   supervisor --mode handover --snapshot /var/lib/game/snapshot \
     --listen game=tcp://0.0.0.0:7000 -- gameserver
@@ -68,6 +69,8 @@ that players keep their coins and their connections across upgrades:
   --stock N                  each good's stock on a first start (default 1000000)
   --handover-wait DURATION   how long a worker started ahead of a handover waits for the
                              previous one to save (default 2m)
+  --scripts DIR              read the rules (game.lua, shop.lua) from DIR (default: the
+                             scripts built in)
 `
 
 func parseFlags(args []string) (config, error) {
@@ -80,6 +83,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&cfg.autosave, "autosave", 5*time.Second, "")
 	fs.Int64Var(&cfg.stock, "stock", 1_000_000, "")
 	fs.DurationVar(&cfg.handoverWait, "handover-wait", 2*time.Minute, "")
+	fs.StringVar(&cfg.scripts, "scripts", "", "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return cfg, err

@@ -24,7 +24,7 @@ func say(send string, want ...string) step { return step{send: send + "\n", want
 var (
 	errLogin    = "ERR not logged in: LOGIN <player-id> first"
 	errUnknown  = "ERR unknown item %d: the shop sells 1001 (potion), 1002 (gourd)"
-	errCommands = ": want LOGIN, WORK, BUY, STATUS, STOCK or QUIT"
+	errCommands = ": want LOGIN, WORK, BUY, STATUS, STOCK, SHOP or QUIT"
 	long64      = strings.Repeat("p", 64)
 )
 

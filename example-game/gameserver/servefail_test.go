@@ -16,11 +16,11 @@ import (
 func TestServeOnAfterStop(t *testing.T) {
 	ln := listen(t)
 	defer ln.Close()
-	w, err := newWorld(nil, nil, 1_000_000)
+	w, err := newWorld(nil, nil, embeddedGoods, 1_000_000)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := newServer(&game{world: w, version: "v", pid: 1}, log.New(io.Discard, "", 0))
+	srv := newServer(newGame(w, testRules(t), "v", 1), log.New(io.Discard, "", 0))
 	stopAccepting := srv.acceptUntil(ln)
 	a := dial(t, ln.Addr().String())
 	a.expect(t, "LOGIN ada", "OK player=ada coin=100 version=v")

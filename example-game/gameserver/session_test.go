@@ -25,12 +25,12 @@ type inproc struct {
 
 func startInproc(t *testing.T, ln net.Listener, snap *snapshot, ver string, pid int) *inproc {
 	t.Helper()
-	w, err := newWorld(snap.players, snap.stock, 1_000_000)
+	w, err := newWorld(snap.players, snap.stock, embeddedGoods, 1_000_000)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := &inproc{world: w, ln: ln, accepting: make(chan struct{})}
-	p.srv = newServer(&game{world: w, version: ver, pid: pid}, log.New(io.Discard, "", 0))
+	p.srv = newServer(newGame(w, testRules(t), ver, pid), log.New(io.Discard, "", 0))
 	if ln == nil {
 		close(p.accepting)
 		return p

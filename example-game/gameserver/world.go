@@ -3,49 +3,15 @@ package main
 import (
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 )
 
-// The game's numbers. They are data the handlers read, not logic.
+// The numbers the data needs. The rules' numbers (what WORK pays, the
+// goods and their prices) are in the scripts (scripts/*.lua).
 const (
-	startCoin   = 100 // a new player's coins
-	workPay     = 5   // coins per WORK
-	workExp     = 1   // experience per WORK
-	expPerLevel = 100 // experience per level; level 1 at 0 exp
-	maxIDLen    = 64  // player ids: 1 to 64 characters of [A-Za-z0-9_-]
+	startCoin = 100 // a new player's coins
+	maxIDLen  = 64  // player ids: 1 to 64 characters of [A-Za-z0-9_-]
 )
-
-// good is an item the shop sells.
-type good struct {
-	id    int
-	name  string
-	price int64
-}
-
-// goods is the shop's catalogue, in item order.
-var goods = []good{
-	{id: 1001, name: "potion", price: 10},
-	{id: 1002, name: "gourd", price: 2},
-}
-
-func findGood(id int) (good, bool) {
-	for _, g := range goods {
-		if g.id == id {
-			return g, true
-		}
-	}
-	return good{}, false
-}
-
-// catalogue lists the goods for an error message: "1001 (potion), 1002 (gourd)".
-func catalogue() string {
-	s := make([]string, len(goods))
-	for i, g := range goods {
-		s[i] = fmt.Sprintf("%d (%s)", g.id, g.name)
-	}
-	return strings.Join(s, ", ")
-}
 
 // player is one row of the player table. The bag is copy-on-write: a
 // purchase replaces it and never changes it in place, so a shallow copy of
@@ -98,13 +64,17 @@ type world struct {
 	index   map[string]int // player id → index in players
 	stock   map[int]int64  // item id → remain
 	changes uint64         // changes since the process started, for autosave
+
+	defaultStock int64 // the stock of a good that stock does not list yet
 }
 
-// newWorld makes a world of restored players and stock. Goods the stock
-// does not mention (a first start, or goods new in this build) get
-// defaultStock; stock of goods this build no longer sells is dropped.
-func newWorld(players []player, stock map[int]int64, defaultStock int64) (*world, error) {
-	w := &world{players: players, index: make(map[string]int, len(players)), stock: make(map[int]int64, len(goods))}
+// newWorld makes a world of restored players and stock, for a shop that
+// sells goods (item ids). Goods the stock does not mention (a first start,
+// or goods new in these rules) get defaultStock; stock of goods the shop no
+// longer sells is dropped.
+func newWorld(players []player, stock map[int]int64, goods []int, defaultStock int64) (*world, error) {
+	w := &world{players: players, index: make(map[string]int, len(players)), stock: make(map[int]int64, len(goods)),
+		defaultStock: defaultStock}
 	for i, p := range players {
 		if !validID(p.id) {
 			return nil, fmt.Errorf("player %d: bad id %q", i, p.id)
@@ -114,14 +84,23 @@ func newWorld(players []player, stock map[int]int64, defaultStock int64) (*world
 			return nil, fmt.Errorf("player %q appears twice", p.id)
 		}
 	}
-	for _, g := range goods {
-		remain, ok := stock[g.id]
+	for _, id := range goods {
+		remain, ok := stock[id]
 		if !ok {
 			remain = defaultStock
 		}
-		w.stock[g.id] = remain
+		w.stock[id] = remain
 	}
 	return w, nil
+}
+
+// remain is the stock of item: defaultStock for a good that a patch of the
+// rules added since the world was made. Call with mu held.
+func (w *world) remain(item int) int64 {
+	if remain, ok := w.stock[item]; ok {
+		return remain
+	}
+	return w.defaultStock
 }
 
 // player returns the row of the player called id, adding a new player if
