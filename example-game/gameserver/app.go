@@ -253,6 +253,8 @@ func kindName(kind string) string {
 // shuts down. A handover that could not save (a full disk) serves on,
 // every session where it stopped, until the next drain signal.
 func (a *app) run(ln net.Listener) error {
+	a.w.ReportVersion(a.rules.version) // the scripts'; read before any reload can run
+	go a.reloads(a.w.Reloads())
 	if err := a.st.Ready(); err != nil {
 		return fmt.Errorf("notify ready: %w", err)
 	}
@@ -350,4 +352,26 @@ func (a *app) save(ctx context.Context, path string, kind handoff.SaveKind) erro
 	a.world.mu.Unlock()
 	a.saveDur = time.Since(began)
 	return err
+}
+
+// reloads answers the supervisor's reload requests (`supervisor ctl
+// reload`): each one reads the scripts again and patches the rules in
+// place, under the world's lock, between two commands. On success the
+// supervisor gets the new scripts' version; on failure the reason (file:
+// line) and the old rules go on.
+func (a *app) reloads(reqs <-chan handoff.Reload) {
+	for req := range reqs {
+		a.world.mu.Lock()
+		old := a.rules.version
+		summary, err := a.rules.reload()
+		version, rule := a.rules.version, a.rules.rule
+		a.world.mu.Unlock()
+		if err != nil {
+			a.log.Printf("reload failed: %v; serving on with scripts %s", err, old)
+			req.Failed(err)
+			continue
+		}
+		a.log.Printf("reload: scripts %s → %s (%s): %s", old, version, rule, summary)
+		req.Done(version)
+	}
 }

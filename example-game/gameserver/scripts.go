@@ -61,9 +61,10 @@ type rules struct {
 	L       *lua.LState
 	patcher *luapatch.Patcher
 	from    scripts
-	version string // scriptsVersion of the sources loaded or last patched
-	rule    string // shop.rule: the BUY rule's name, for the log
-	goods   []int  // the catalogue's item ids, in its order
+	version string   // scriptsVersion of the sources loaded or last patched
+	srcs    [][]byte // those sources, in module order
+	rule    string   // shop.rule: the BUY rule's name, for the log
+	goods   []int    // the catalogue's item ids, in its order
 
 	// The functions the game calls, looked up once per load or patch.
 	work, status, buy, unknown, report *lua.LFunction
@@ -91,8 +92,53 @@ func loadRules(s scripts) (*rules, error) {
 		r.L.Close()
 		return nil, err
 	}
-	r.version = scriptsVersion(srcs)
+	r.version, r.srcs = scriptsVersion(srcs), srcs
 	return r, nil
+}
+
+// reload reads the scripts again and patches the modules in place
+// (luapatch): their functions are replaced, their state (module-level
+// locals such as shop.lua's sold) kept. It is all or nothing: if a file
+// cannot be read, or a module fails to patch or lacks a function the game
+// calls, the modules already patched are patched back to their previous
+// sources and the old rules go on; the error names file:line. Call it with
+// the world's lock held. summary says what changed, for the log.
+func (r *rules) reload() (summary string, err error) {
+	files := make([]string, len(modules))
+	srcs := make([][]byte, len(modules))
+	for i, m := range modules {
+		if files[i], srcs[i], err = r.from.read(m); err != nil {
+			return "", fmt.Errorf("scripts: %w", err)
+		}
+	}
+	var done []string
+	for i, m := range modules {
+		res, err := r.patcher.PatchSource(m, files[i], srcs[i])
+		if err == nil {
+			done = append(done, res.Summary())
+			continue
+		}
+		return "", r.undo(i, files, scriptError(err))
+	}
+	if err := r.bind(); err != nil {
+		return "", r.undo(len(modules), files, err)
+	}
+	r.version, r.srcs = scriptsVersion(srcs), srcs
+	return strings.Join(done, "; "), nil
+}
+
+// undo patches the first n modules back to their previous sources, after
+// the reload failed with err.
+func (r *rules) undo(n int, files []string, err error) error {
+	for i := range n {
+		if _, uerr := r.patcher.PatchSource(modules[i], files[i], r.srcs[i]); uerr != nil {
+			return fmt.Errorf("%w; additionally, patching %s back: %v", err, modules[i], uerr)
+		}
+	}
+	if berr := r.bind(); berr != nil {
+		return fmt.Errorf("%w; additionally, after patching back: %v", err, berr)
+	}
+	return err
 }
 
 // newState is a Lua state with the libraries the rules may use: no io, no

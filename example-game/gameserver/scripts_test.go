@@ -260,3 +260,83 @@ func BenchmarkExec(b *testing.B) {
 		})
 	}
 }
+
+// TestReload: a reload patches the scripts in place. The buggy shop becomes
+// the fixed one and keeps its count of goods sold; a script that fails
+// leaves the old rules in force, all of them, and the error names
+// file:line.
+func TestReload(t *testing.T) {
+	dir := scriptsDir(t, "shop.lua", nil)
+	r, err := loadRules(scripts{dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.close()
+	g := testGame(t, r, 100)
+	who := "ann"
+	g.world.player(who).coin = 1
+	g.expect(t, &who, "BUY 1001", "OK coin=-9 item=1001 count=1 remain=99")
+	g.expect(t, &who, "SHOP", "OK sold=1 goods=1001:potion:10,1002:gourd:2")
+	write := func(name, src string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fixed, _ := embedded.ReadFile("scripts/shop_fixed.lua")
+	write("shop.lua", string(fixed))
+	before := r.version
+	summary, err := r.reload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("reload: %s", summary)
+	if r.version == before || r.rule != "fixed shop: BUY checks the balance" {
+		t.Errorf("after the reload: version %s (was %s), rule %q", r.version, before, r.rule)
+	}
+	g.expect(t, &who, "BUY 1001", "ERR not enough coin")
+	g.expect(t, &who, "BUY 1002", "ERR not enough coin")
+	g.expect(t, &who, "WORK", "OK coin=-4")
+	g.expect(t, &who, "SHOP", "OK sold=1 goods=1001:potion:10,1002:gourd:2") // the count survived
+
+	// A new price and a new good, through __check.
+	write("shop.lua", strings.Replace(string(fixed), "price = 2 }", "price = 3 },\n\t{ id = 1003, name = \"elixir\", price = 50 }", 1))
+	if _, err := r.reload(); err != nil {
+		t.Fatal(err)
+	}
+	g.world.player(who).coin = 100
+	g.expect(t, &who, "BUY 1002", "OK coin=97 item=1002 count=1 remain=99")
+	g.expect(t, &who, "BUY 1003", "OK coin=47 item=1003 count=1 remain=99")
+	g.expect(t, &who, "SHOP", "OK sold=3 goods=1001:potion:10,1002:gourd:3,1003:elixir:50")
+
+	// game.lua would pay 10, but shop.lua does not compile: neither applies.
+	good := r.version
+	game, _ := embedded.ReadFile("scripts/game.lua")
+	write("game.lua", strings.Replace(string(game), "M.pay = 5 ", "M.pay = 10", 1))
+	write("shop.lua", "local M = {}\nfunction M.buy(\nreturn M\n")
+	_, err = r.reload()
+	want := regexp.MustCompile(`^scripts: ` + regexp.QuoteMeta(filepath.Join(dir, "shop.lua")) + `:3: .*\(module shop, compile\)$`)
+	if err == nil || !want.MatchString(err.Error()) {
+		t.Fatalf("reload: %v, want an error matching %s", err, want)
+	}
+	if r.version != good {
+		t.Errorf("version %s after a failed reload, want %s", r.version, good)
+	}
+	g.expect(t, &who, "WORK", "OK coin=52")
+	g.expect(t, &who, "SHOP", "OK sold=3 goods=1001:potion:10,1002:gourd:3,1003:elixir:50")
+
+	// A shop whose top-level code fails: refused too.
+	write("shop.lua", "local M = {}\nerror(\"no shop today\")\nreturn M\n")
+	if _, err := r.reload(); err == nil || !strings.Contains(err.Error(), "shop.lua:2: no shop today (module shop, top-level code)") {
+		t.Fatalf("reload: %v, want shop.lua:2: no shop today", err)
+	}
+	g.expect(t, &who, "WORK", "OK coin=57")
+	g.expect(t, &who, "BUY 1003", "OK coin=7 item=1003 count=2 remain=98")
+
+	// Both files fixed: the new pay applies.
+	write("shop.lua", string(fixed))
+	if _, err := r.reload(); err != nil {
+		t.Fatal(err)
+	}
+	g.expect(t, &who, "WORK", "OK coin=17")
+}
