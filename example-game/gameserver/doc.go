@@ -102,6 +102,13 @@
 // compiled once at start and looked up once per load; a command is one
 // protected call of a Lua function on the same LState (L.CallByParam).
 //
+// Reload: on the supervisor's reload request (`supervisor ctl reload`,
+// handoff.Worker.Reloads) the scripts are read again and patched in place
+// with package luapatch under the world's lock: functions replaced, module
+// state kept. It is all or nothing across the modules; the answer is READY
+// with the new scripts' version, or RELOAD=failed naming file:line while
+// the old rules go on.
+//
 // # Two shops
 //
 // The seed's bug: BUY does not check the balance, and coin can go negative.
