@@ -324,7 +324,7 @@ func TestShimNoWorker(t *testing.T) {
 func TestShimIgnoresReloadSignal(t *testing.T) {
 	// A Go worker keeps only SIGHUP and SIGINT ignored: its runtime
 	// catches the others (SIGUSR1 too) whatever it started with.
-	const hup, intr = 1 << (1 - 1), 1 << (2 - 1)
+	const hup, intr = 1 << 0, 1 << 1 // SIGHUP (1) and SIGINT (2): bit N-1
 	inherited := ownSigIgn(t) & (hup | intr)
 	for _, sp := range shimPaths {
 		for _, tc := range []struct {
