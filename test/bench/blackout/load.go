@@ -27,6 +27,8 @@ type client struct {
 	n      int       // replies
 	pid    int
 	gaps   []float64 // per switch: the client's blackout in ms
+	win    bool      // a window around an event is open (see openWindow)
+	winGap float64   // the window's longest time between two replies, ms
 	err    error
 }
 
@@ -137,6 +139,9 @@ func (c *client) note(now time.Time, pid int) {
 		c.gaps = append(c.gaps, ms(gap))
 		c.switches.Add(1)
 	}
+	if c.win && c.n > 0 {
+		c.winGap = max(c.winGap, ms(now.Sub(c.last)))
+	}
 	c.pid = pid
 	c.n++
 	c.before, c.last = c.last, now
@@ -164,6 +169,49 @@ func (c *client) gap(i int) (float64, bool) {
 		return 0, false
 	}
 	return c.gaps[i], true
+}
+
+// openWindow starts noting the client's longest time between two replies.
+// The first one counted ends at its next reply, so it spans the window's
+// start.
+func (c *client) openWindow() {
+	c.mu.Lock()
+	c.win, c.winGap = true, 0
+	c.mu.Unlock()
+}
+
+// closeWindow stops the window and returns its longest time between two
+// replies, in ms.
+func (c *client) closeWindow() float64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.win = false
+	return c.winGap
+}
+
+// window opens every client's window, runs event, waits until every client
+// has had after more replies since event returned, and returns each
+// client's longest time between two replies in the window, in ms.
+func (l *load) window(event func() error, after int64, bound time.Duration) ([]float64, error) {
+	for _, c := range l.clients {
+		c.openWindow()
+	}
+	gaps := make([]float64, len(l.clients))
+	defer func() {
+		for i, c := range l.clients {
+			gaps[i] = c.closeWindow()
+		}
+	}()
+	if err := event(); err != nil {
+		return nil, err
+	}
+	mark := l.replies()
+	if err := l.waitAll("answered after the event", bound, func(i int, c *client) bool {
+		return c.replies.Load() >= mark[i]+after
+	}); err != nil {
+		return nil, err
+	}
+	return gaps, nil
 }
 
 // load is the clients running.

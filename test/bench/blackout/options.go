@@ -36,6 +36,7 @@ type options struct {
 	quick      bool
 	trace      bool   // print each upgrade's log lines
 	logFile    string // append every size's supervisor and game output here
+	hotUpdate  bool   // level-1 reloads and level-2 handovers alternated, instead of the handover matrix
 }
 
 const usageText = `usage: go run ./test/bench/blackout [flags]
@@ -81,6 +82,7 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.trace, "trace", false, "print the supervisor's and the game's log lines of each upgrade, with the time each was read")
 	fs.StringVar(&o.logFile, "log", "", "append the supervisor's and the game's output of every size to `FILE`")
 	fs.BoolVar(&o.quick, "quick", false, "a short run: players 1k,100k,1M, connections 100,1k, 3 upgrades, 1 throughput round (flags given explicitly win)")
+	fs.BoolVar(&o.hotUpdate, "hot-update", false, "measure the two levels of hot update instead: --upgrades level-1 reloads (ctl reload, the scripts alternated) and as many level-2 handovers (SIGHUP), alternated, on one build; rows default to 100k/1k")
 	fs.Usage = func() {
 		fmt.Fprint(os.Stderr, usageText)
 		fs.PrintDefaults()
@@ -119,6 +121,9 @@ func parseFlags(args []string) (options, error) {
 			o.rounds = 3
 		}
 	}
+	if o.hotUpdate && rows == "" && !set["players"] && !set["conns"] {
+		rows = "100k/1k"
+	}
 	var err error
 	if rows != "" {
 		if set["players"] || set["conns"] {
@@ -148,6 +153,8 @@ func parseFlags(args []string) (options, error) {
 		return o, errors.New("without --baseline REV, give all of --baseline-supervisor-bin, --baseline-game-a and --baseline-game-b")
 	case o.rounds < 1:
 		return o, errors.New("--rounds must be 1 or more")
+	case o.hotUpdate && (o.compare() || o.seed != "snapshot"):
+		return o, errors.New("--hot-update takes neither a baseline nor --seed login")
 	}
 	return o, nil
 }

@@ -14,6 +14,7 @@ func TestRows(t *testing.T) {
 		{[]string{"--rows", "100k/1k"}, []size{{100_000, 1000}}, 1},
 		{[]string{"--rows", "100k/1k, 1M/10k", "--baseline", "HEAD"}, []size{{100_000, 1000}, {1_000_000, 10_000}}, 3},
 		{[]string{"--players", "1k,2k", "--conns", "100", "--rounds", "2"}, []size{{1000, 100}, {2000, 100}}, 2},
+		{[]string{"--hot-update"}, []size{{100_000, 1000}}, 1},
 	} {
 		o, err := parseFlags(tc.args)
 		if err != nil || !slices.Equal(o.sizes, tc.want) || o.rounds != tc.rnds {
@@ -25,6 +26,7 @@ func TestRows(t *testing.T) {
 		{"--rows", "100k/"},
 		{"--rows", "1k/1", "--players", "5"},
 		{"--baseline-game-a", "a", "--baseline-game-b", "b"},
+		{"--hot-update", "--baseline", "HEAD"},
 	} {
 		if _, err := parseFlags(bad); err == nil {
 			t.Errorf("%q: no error", bad)

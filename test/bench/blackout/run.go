@@ -77,6 +77,9 @@ func run(ctx context.Context, o options) (int, error) {
 	}
 	fmt.Println()
 
+	if o.hotUpdate {
+		return runHotUpdate(o, builds[0], dir, began, interrupt)
+	}
 	results := make([][]*sizeResult, len(builds)) // per build, per size
 	for _, sz := range o.sizes {
 		rs, err := measureRows(o, builds, dir, sz, hard, interrupt)
@@ -195,7 +198,7 @@ func measureSize(o options, b *build, dir string, r *sizeResult, interrupt <-cha
 	if err := copyFile(worker, bins.gameA); err != nil {
 		return err
 	}
-	s, err := startSupervisor(bins.supervisor, worker, snap, o.wait, "--autosave", "0")
+	s, err := startSupervisor(bins.supervisor, worker, snap, o.wait, nil, "--autosave", "0")
 	if err != nil {
 		return err
 	}

@@ -31,10 +31,13 @@ type supervisor struct {
 	at     int // lines before it have been waited for
 }
 
-func startSupervisor(bin, worker, snapshot string, wait time.Duration, workerArgs ...string) (*supervisor, error) {
+// startSupervisor starts bin with its own flags supArgs and the game worker
+// with workerArgs.
+func startSupervisor(bin, worker, snapshot string, wait time.Duration, supArgs []string, workerArgs ...string) (*supervisor, error) {
 	args := []string{"--mode", "handover", "--snapshot", snapshot, "--listen", "game=tcp://127.0.0.1:0",
-		"--log-format", "json", "--ready-timeout", wait.String(), "--drain-timeout", wait.String(), "--", worker}
-	cmd := exec.Command(bin, append(args, workerArgs...)...)
+		"--log-format", "json", "--ready-timeout", wait.String(), "--drain-timeout", wait.String()}
+	args = append(append(append(args, supArgs...), "--", worker), workerArgs...)
+	cmd := exec.Command(bin, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	p, err := procwatch.Start("supervisor", cmd)
 	if err != nil {
