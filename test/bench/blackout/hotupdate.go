@@ -34,6 +34,7 @@ const (
 type hotEvent struct {
 	med, max float64 // over the clients, of each one's longest time between two replies
 	own      float64 // ctl reload's round trip; the handover's blackout_ms
+	sup      float64 // the reload's reload_ms in the supervisor's log
 }
 
 // hotResult is what one size measured.
@@ -147,7 +148,7 @@ func measureHotUpdate(o options, b *build, dir, scriptsSrc string, r *hotResult,
 		if err != nil {
 			return err
 		}
-		r.quiet = append(r.quiet, hotEvent{median(gaps), slices.Max(gaps), ms(quietFor)})
+		r.quiet = append(r.quiet, hotEvent{median(gaps), slices.Max(gaps), ms(quietFor), 0})
 		// Level 1.
 		if err := copyFile(filepath.Join(scripts, "shop.lua"), filepath.Join(scriptsSrc, shops[(u-1)%2])); err != nil {
 			return err
@@ -165,8 +166,12 @@ func measureHotUpdate(o options, b *build, dir, scriptsSrc string, r *hotResult,
 		if _, err := s.findRe(reloadRe); err != nil { // the game patched its rules
 			return err
 		}
+		fin, err := s.findMsg("reload finished")
+		if err != nil {
+			return err
+		}
 		quietFor = took
-		r.reloads = append(r.reloads, hotEvent{median(gaps), slices.Max(gaps), ms(took)})
+		r.reloads = append(r.reloads, hotEvent{median(gaps), slices.Max(gaps), ms(took), num(fin, "reload_ms")})
 		if err := steady(ld, o.wait, nil); err != nil {
 			return err
 		}
@@ -179,7 +184,7 @@ func measureHotUpdate(o options, b *build, dir, scriptsSrc string, r *hotResult,
 		if err != nil {
 			return err
 		}
-		r.handovers = append(r.handovers, hotEvent{median(gaps), slices.Max(gaps), r.sr.supBlackout[done]})
+		r.handovers = append(r.handovers, hotEvent{median(gaps), slices.Max(gaps), r.sr.supBlackout[done], 0})
 		if err := steady(ld, o.wait, nil); err != nil {
 			return err
 		}
@@ -233,6 +238,11 @@ func printHot(r *hotResult) {
 		}
 		fmt.Printf("  %s longest gap ms, clients median %s, clients max %s; %s %s\n", lv.name, list(med), list(mx), lv.own, list(own))
 	}
+	var sup []float64
+	for _, e := range r.reloads {
+		sup = append(sup, e.sup)
+	}
+	fmt.Printf("  level 1 reload_ms (supervisor: signal to the worker's answer) %s\n", list(sup))
 	if len(r.sr.cliMedian) > 0 {
 		fmt.Printf("  level 2 client blackout (as the matrix measures it), median over clients %s, max %s\n", list(r.sr.cliMedian), list(r.sr.cliMax))
 	}
@@ -265,7 +275,8 @@ func hotTargets(r *hotResult) (missed bool) {
 	fmt.Println("  longest gap between two replies around each event, ms: median over the clients (and the max),")
 	fmt.Println("  then the median over the events (the max over all)")
 	fmt.Printf("    quiet     %6.1f  (max: median %.1f, overall %.1f)\n", q, medOf(r.quiet, mx), maxOf(r.quiet))
-	fmt.Printf("    level 1   %6.1f  (max: median %.1f, overall %.1f); ctl reload --wait round trip %.1f\n", l1, medOf(r.reloads, mx), maxOf(r.reloads), medOf(r.reloads, func(e hotEvent) float64 { return e.own }))
+	fmt.Printf("    level 1   %6.1f  (max: median %.1f, overall %.1f); ctl reload --wait round trip %.1f, reload_ms %.1f\n", l1, medOf(r.reloads, mx), maxOf(r.reloads),
+		medOf(r.reloads, func(e hotEvent) float64 { return e.own }), medOf(r.reloads, func(e hotEvent) float64 { return e.sup }))
 	fmt.Printf("    level 2   %6.1f  (max: median %.1f, overall %.1f); supervisor blackout_ms %.1f\n", l2, medOf(r.handovers, mx), maxOf(r.handovers), medOf(r.handovers, func(e hotEvent) float64 { return e.own }))
 	verdict := func(ok bool) string {
 		if ok {
