@@ -8,6 +8,7 @@ import (
 	"time"
 
 	lua "github.com/yuin/gopher-lua"
+	"github.com/yuin/gopher-lua/parse"
 )
 
 // checkHook is the key of the module's own check function: __check(old, new)
@@ -88,7 +89,47 @@ func (p *Patcher) Patch(name, file string) (*Result, error) {
 // PatchSource is Patch with the source given; file is the chunk name that
 // errors and tracebacks show.
 func (p *Patcher) PatchSource(name, file string, src []byte) (*Result, error) {
-	res := &Result{Module: name, File: file, Version: Version(src), Previous: p.versions[name]}
+	if v := Version(src); v == p.versions[name] {
+		return &Result{Module: name, File: file, Version: v, Previous: v, Unchanged: true}, nil
+	}
+	c, err := Compile(name, file, src)
+	if err != nil {
+		return nil, err
+	}
+	return p.PatchCompiled(c)
+}
+
+// Compiled is a module's new source, parsed and compiled, ready for
+// PatchCompiled. Compile needs no LState, so a server compiles on any
+// goroutine, outside the lock that guards its LState, and holds that lock
+// only for PatchCompiled: most of a patch's time is the compiler's.
+type Compiled struct {
+	Module, File, Version string
+
+	proto *lua.FunctionProto
+}
+
+// Compile parses and compiles src, the new source of module name from file
+// (the chunk name errors show). Its errors are as PatchSource's.
+func Compile(name, file string, src []byte) (*Compiled, error) {
+	chunk, err := parse.Parse(bytes.NewReader(src), file)
+	var proto *lua.FunctionProto
+	if err == nil {
+		proto, err = lua.Compile(chunk, file)
+	}
+	if err != nil { // as LState.Load reports it, so that newError finds the line
+		return nil, newError(name, StageCompile, file, &lua.ApiError{Type: lua.ApiErrorSyntax,
+			Object: lua.LString(err.Error()), Cause: err})
+	}
+	return &Compiled{Module: name, File: file, Version: Version(src), proto: proto}, nil
+}
+
+// PatchCompiled patches module c.Module with c, as PatchSource does. It
+// runs the new top-level code, so, like every method, it must run on the
+// goroutine that owns the LState.
+func (p *Patcher) PatchCompiled(c *Compiled) (*Result, error) {
+	name, file := c.Module, c.File
+	res := &Result{Module: name, File: file, Version: c.Version, Previous: p.versions[name]}
 	if res.Version == res.Previous {
 		res.Unchanged = true
 		return res, nil
@@ -103,10 +144,7 @@ func (p *Patcher) PatchSource(name, file string, src []byte) (*Result, error) {
 	meta.RawSetString("__index", env)
 	sandbox.Metatable = meta
 
-	chunk, err := p.compile(name, file, src)
-	if err != nil {
-		return nil, err
-	}
+	chunk := p.l.NewFunctionFromProto(c.proto)
 	chunk.Env = sandbox
 	nu, err := p.callHidden(name, file, chunk)
 	if err != nil {

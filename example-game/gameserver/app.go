@@ -361,9 +361,12 @@ func (a *app) save(ctx context.Context, path string, kind handoff.SaveKind) erro
 // line) and the old rules go on.
 func (a *app) reloads(reqs <-chan handoff.Reload) {
 	for req := range reqs {
+		u, err := a.rules.prepare() // off the lock: commands go on meanwhile
 		a.world.mu.Lock()
-		old := a.rules.version
-		summary, err := a.rules.reload()
+		old, summary := a.rules.version, ""
+		if err == nil {
+			summary, err = a.rules.apply(u)
+		}
 		version, rule := a.rules.version, a.rules.rule
 		a.world.mu.Unlock()
 		if err != nil {

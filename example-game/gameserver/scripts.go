@@ -102,18 +102,47 @@ func loadRules(s scripts) (*rules, error) {
 // cannot be read, or a module fails to patch or lacks a function the game
 // calls, the modules already patched are patched back to their previous
 // sources and the old rules go on; the error names file:line. Call it with
-// the world's lock held. summary says what changed, for the log.
+// the world's lock held, or, to hold the lock for less time, call prepare
+// without it and apply with it. summary says what changed, for the log.
 func (r *rules) reload() (summary string, err error) {
-	files := make([]string, len(modules))
-	srcs := make([][]byte, len(modules))
+	u, err := r.prepare()
+	if err != nil {
+		return "", err
+	}
+	return r.apply(u)
+}
+
+// update is a reload's new scripts, read and compiled.
+type update struct {
+	files    []string
+	srcs     [][]byte
+	compiled []*luapatch.Compiled
+}
+
+// prepare reads and compiles the scripts: the slow part of a reload (the
+// disk, and the compiler, most of a patch's time), which needs no lock, so
+// that commands go on meanwhile.
+func (r *rules) prepare() (*update, error) {
+	u := &update{files: make([]string, len(modules)), srcs: make([][]byte, len(modules)),
+		compiled: make([]*luapatch.Compiled, len(modules))}
 	for i, m := range modules {
-		if files[i], srcs[i], err = r.from.read(m); err != nil {
-			return "", fmt.Errorf("scripts: %w", err)
+		var err error
+		if u.files[i], u.srcs[i], err = r.from.read(m); err != nil {
+			return nil, fmt.Errorf("scripts: %w", err)
+		}
+		if u.compiled[i], err = luapatch.Compile(m, u.files[i], u.srcs[i]); err != nil {
+			return nil, scriptError(err)
 		}
 	}
+	return u, nil
+}
+
+// apply patches the prepared scripts in, with the world's lock held.
+func (r *rules) apply(u *update) (summary string, err error) {
+	files, srcs := u.files, u.srcs
 	var done []string
-	for i, m := range modules {
-		res, err := r.patcher.PatchSource(m, files[i], srcs[i])
+	for i := range modules {
+		res, err := r.patcher.PatchCompiled(u.compiled[i])
 		if err == nil {
 			done = append(done, res.Summary())
 			continue
