@@ -250,3 +250,27 @@ func TestBuild(t *testing.T) {
 		t.Errorf("Install: %v, %v", st, err)
 	}
 }
+
+// SchedTime counts this process's CPU in nanoseconds: a busy loop makes it
+// grow past 5 ms well within a bound, however loaded the machine.
+func TestSchedTime(t *testing.T) {
+	before, err := SchedTime(os.Getpid())
+	if err != nil || before <= 0 {
+		t.Fatalf("SchedTime: %v, %v", before, err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		now, err := SchedTime(os.Getpid())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if now-before >= 5*time.Millisecond {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("SchedTime grew by %v in 10 s of a busy loop", now-before)
+		}
+	}
+	if _, err := SchedTime(1 << 30); err == nil {
+		t.Error("SchedTime of a PID that cannot exist: no error")
+	}
+}

@@ -63,6 +63,7 @@ func compareUpgrades(c *comparer, n, b *modeResult) {
 	c.row("switch time, median", unitMS, n.SwitchMedianMS, b.SwitchMedianMS)
 	c.row("switch time, p90", unitMS, n.SwitchP90MS, b.SwitchP90MS)
 	c.row("  start to READY=1 (ready_ms), median", unitMS, n.ReadyMedianMS, b.ReadyMedianMS)
+	c.row("  new workers' CPU by then, median", unitMS, n.WorkerCPUMedianMS, b.WorkerCPUMedianMS)
 	c.row("  SIGHUP to \"upgrade started\", median", unitMS, n.SignalMedianMS, b.SignalMedianMS)
 	c.row("  \"upgrade succeeded\" to new answer, median", unitMS, n.DrainToNewMedianMS, b.DrainToNewMedianMS)
 	c.row("upgrades answered by the new generation", "", float64(n.UpgradesOK-n.NoNewAnswer), float64(b.UpgradesOK-b.NoNewAnswer))

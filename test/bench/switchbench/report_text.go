@@ -71,6 +71,7 @@ func printUpgrades(w io.Writer, ms []modeResult, o map[string]any) {
 		return fmt.Sprintf("%.1f / %.1f ms", m.SwitchMedianMS, m.SwitchP90MS)
 	})
 	col("supervisor ready_ms median", "", func(m modeResult) string { return fmt.Sprintf("%.1f ms", m.ReadyMedianMS) })
+	col("new workers' CPU by then, median", "", func(m modeResult) string { return fmt.Sprintf("%.1f ms", m.WorkerCPUMedianMS) })
 	col("switch - ready_ms, median", "", func(m modeResult) string { return fmt.Sprintf("%.1f ms", m.BeyondReadyMedianMS) })
 	col("  SIGHUP to \"upgrade started\", median", "", func(m modeResult) string { return fmt.Sprintf("%.1f ms", m.SignalMedianMS) })
 	col("  \"upgrade succeeded\" (drain) to new answer, median", "", func(m modeResult) string {

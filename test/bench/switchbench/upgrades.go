@@ -40,6 +40,11 @@ type upgradeRecord struct {
 	// answered before the drain (it accepts beside the old one once ready).
 	SignalMS     float64 `json:"signal_ms"`
 	DrainToNewMS float64 `json:"drain_to_new_ms"`
+	// WorkerCPUMS is the CPU time the new workers had used when the
+	// outcome was seen (procwatch.SchedTime): their start to READY=1, plus
+	// the little they served since. Unlike ReadyMS it does not grow when
+	// other processes take the CPU; 0 when it could not be read.
+	WorkerCPUMS float64 `json:"worker_cpu_ms"`
 }
 
 // modeResult is the upgrades phase in one client mode.
@@ -67,17 +72,19 @@ type modeResult struct {
 	// The part of the switch time after the new generation was ready by the
 	// supervisor's clock: switch_ms - ready_ms, per upgrade, median.
 	BeyondReadyMedianMS float64 `json:"switch_minus_ready_median_ms"`
+	WorkerCPUMedianMS   float64 `json:"worker_cpu_median_ms"` // see upgradeRecord.WorkerCPUMS
 	Error               string  `json:"error,omitempty"`
 
 	// Gathered batch by batch, for finish.
 	steady, after []loadgen.Record // OK or not, outside the warm-up
 	parts         switchParts
+	workerCPU     map[int]float64 // by generation: upgradeRecord.WorkerCPUMS
 }
 
 // switchParts are the switch times and their parts, one per upgrade that has
 // each (see upgradeRecord).
 type switchParts struct {
-	switches, ready, beyond, signal, drainToNew []float64
+	switches, ready, beyond, signal, drainToNew, workerCPU []float64
 }
 
 // maxErrorSamples is how many failed requests a modeResult describes.
@@ -153,6 +160,12 @@ func (r *upgradeRun) batch(ctx context.Context, env *env, n int, steady time.Dur
 		if err != nil {
 			break
 		}
+		if cpu, cerr := procwatch.SchedTime(u.PIDs...); cerr == nil && u.OK {
+			if r.res.workerCPU == nil {
+				r.res.workerCPU = make(map[int]float64)
+			}
+			r.res.workerCPU[u.Gen] = ms(cpu)
+		}
 		ups = append(ups, u)
 		if err = r.sup.waitDrained(u, o.wait); err != nil {
 			break
@@ -210,6 +223,7 @@ func (res *modeResult) finish() {
 	res.SwitchMedianMS, res.SwitchP90MS = median(p.switches), quantile(p.switches, 0.9)
 	res.ReadyMedianMS, res.BeyondReadyMedianMS = median(p.ready), median(p.beyond)
 	res.SignalMedianMS, res.DrainToNewMedianMS = median(p.signal), median(p.drainToNew)
+	res.WorkerCPUMedianMS = median(p.workerCPU)
 }
 
 // nearUpgrade says whether rec was under way at some time within window
@@ -241,10 +255,14 @@ func (res *modeResult) switchTimes(r *loadgen.Result, ups []procwatch.Upgrade, l
 	}
 	p := &res.parts
 	for _, u := range ups {
-		ur := upgradeRecord{Gen: u.Gen, OK: u.OK, Reason: u.Reason, Pids: u.PIDs, ReadyMS: u.ReadyMS, SwitchMS: -1}
+		ur := upgradeRecord{Gen: u.Gen, OK: u.OK, Reason: u.Reason, Pids: u.PIDs, ReadyMS: u.ReadyMS, SwitchMS: -1,
+			WorkerCPUMS: res.workerCPU[u.Gen]}
 		if u.OK {
 			res.UpgradesOK++
 			p.ready = append(p.ready, u.ReadyMS)
+			if ur.WorkerCPUMS > 0 {
+				p.workerCPU = append(p.workerCPU, ur.WorkerCPUMS)
+			}
 			pids := u.PIDs
 			if len(pids) == 0 {
 				pids = newPIDs(first, u.Sent)
