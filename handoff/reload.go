@@ -42,11 +42,8 @@ func (r Reload) Done(version string) error {
 func (r Reload) Failed(reason error) error {
 	why := "no reason given"
 	if reason != nil {
-		why, _, _ = strings.Cut(reason.Error(), "\n")
-		why = strings.ReplaceAll(why, "\x00", "")
-		if len(why) > contract.MaxReloadError {
-			why = why[:contract.MaxReloadError]
-		}
+		why, _, _ = strings.Cut(reason.Error(), "\n") // not a stack trace that may follow
+		why = oneLine(why, contract.MaxReloadError)
 	}
 	return r.w.notify(contract.MsgReloadFailed + "\n" + contract.MsgReloadErrorKey + why)
 }

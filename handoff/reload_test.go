@@ -65,6 +65,10 @@ func TestReloads(t *testing.T) {
 		{func(r Reload) error { return r.Done("") }, "READY=1"},
 		{func(r Reload) error { return r.Failed(errors.New("bad.lua:3: syntax error\nstack…")) },
 			"RELOAD=failed\nRELOAD_ERROR=bad.lua:3: syntax error"},
+		// Cut to the bound on a character's boundary, marked, never a torn
+		// UTF-8 sequence; a tab becomes a space.
+		{func(r Reload) error { return r.Failed(errors.New("x\t" + strings.Repeat("é", 400))) },
+			"RELOAD=failed\nRELOAD_ERROR=x " + strings.Repeat("é", 253) + "..."},
 	} {
 		kill()
 		got := read()

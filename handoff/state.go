@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -117,7 +116,7 @@ func (s *State) Start(ctx context.Context) error {
 	}()
 	if s.Check != nil && os.Getenv(contract.EnvHandoverFD) != "" {
 		if err := s.Check(s.path()); err != nil {
-			s.Worker.Status(strings.Join(strings.Fields("cannot restore "+s.path()+": "+err.Error()), " "))
+			s.Worker.Status(oneLine("cannot restore "+s.path()+": "+err.Error(), contract.MaxHandoverError))
 			return fmt.Errorf("handoff: the snapshot cannot be restored by this build: %w", err)
 		}
 	}
