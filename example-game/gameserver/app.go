@@ -355,26 +355,37 @@ func (a *app) save(ctx context.Context, path string, kind handoff.SaveKind) erro
 }
 
 // reloads answers the supervisor's reload requests (`supervisor ctl
-// reload`): each one reads the scripts again and patches the rules in
-// place, under the world's lock, between two commands. On success the
-// supervisor gets the new scripts' version; on failure the reason (file:
-// line) and the old rules go on.
+// reload`): each one reads and compiles the scripts again, then patches the
+// rules in place under the world's lock, between two commands. On success
+// the supervisor gets the new scripts' version; on failure the reason
+// (file:line) and the old rules go on. The log line says how long the
+// reload took and, of that, how long the world was locked: the pause the
+// players see.
 func (a *app) reloads(reqs <-chan handoff.Reload) {
 	for req := range reqs {
+		began := time.Now()
 		u, err := a.rules.prepare() // off the lock: commands go on meanwhile
 		a.world.mu.Lock()
+		locked := time.Now()
 		old, summary := a.rules.version, ""
 		if err == nil {
 			summary, err = a.rules.apply(u)
 		}
 		version, rule := a.rules.version, a.rules.rule
 		a.world.mu.Unlock()
+		held := time.Since(locked)
 		if err != nil {
-			a.log.Printf("reload failed: %v; serving on with scripts %s", err, old)
+			a.log.Printf("reload failed: %v; serving on with scripts %s (world locked %s)", err, old, lockMS(held))
 			req.Failed(err)
 			continue
 		}
-		a.log.Printf("reload: scripts %s → %s (%s): %s", old, version, rule, summary)
+		a.log.Printf("reload: scripts %s → %s (%s) in %s, world locked %s: %s", old, version, rule,
+			lockMS(time.Since(began)), lockMS(held), summary)
 		req.Done(version)
 	}
+}
+
+// lockMS prints d in milliseconds to the microsecond: "0.183ms".
+func lockMS(d time.Duration) string {
+	return fmt.Sprintf("%.3fms", float64(d)/float64(time.Millisecond))
 }

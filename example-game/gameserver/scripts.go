@@ -116,12 +116,15 @@ func (r *rules) reload() (summary string, err error) {
 type update struct {
 	files    []string
 	srcs     [][]byte
-	compiled []*luapatch.Compiled
+	compiled []*luapatch.Compiled // nil for a module whose source has not changed
 }
 
 // prepare reads and compiles the scripts: the slow part of a reload (the
 // disk, and the compiler, most of a patch's time), which needs no lock, so
-// that commands go on meanwhile.
+// that commands go on meanwhile. A module whose source is the one loaded
+// is not compiled: apply leaves it as it is, as a patch would. It reads the
+// patcher's versions without the lock, so prepare and apply must run on
+// one goroutine, the only one that patches.
 func (r *rules) prepare() (*update, error) {
 	u := &update{files: make([]string, len(modules)), srcs: make([][]byte, len(modules)),
 		compiled: make([]*luapatch.Compiled, len(modules))}
@@ -129,6 +132,9 @@ func (r *rules) prepare() (*update, error) {
 		var err error
 		if u.files[i], u.srcs[i], err = r.from.read(m); err != nil {
 			return nil, fmt.Errorf("scripts: %w", err)
+		}
+		if luapatch.Version(u.srcs[i]) == r.patcher.Version(m) {
+			continue
 		}
 		if u.compiled[i], err = luapatch.Compile(m, u.files[i], u.srcs[i]); err != nil {
 			return nil, scriptError(err)
@@ -141,7 +147,11 @@ func (r *rules) prepare() (*update, error) {
 func (r *rules) apply(u *update) (summary string, err error) {
 	files, srcs := u.files, u.srcs
 	var done []string
-	for i := range modules {
+	for i, m := range modules {
+		if u.compiled[i] == nil {
+			done = append(done, m+" unchanged")
+			continue
+		}
 		res, err := r.patcher.PatchCompiled(u.compiled[i])
 		if err == nil {
 			done = append(done, res.Summary())

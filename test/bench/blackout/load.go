@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"sync"
@@ -11,12 +12,14 @@ import (
 	"time"
 )
 
-// client is one connection that sends STATUS without pause, one at a time,
-// and notes when the PID in the replies changes: its connection moved to a
-// new worker.
+// client is one connection that sends STATUS and notes when the PID in the
+// replies changes: its connection moved to a new worker. It sends either
+// without pause, one command at a time (run: a closed loop), or at a pace
+// of its own without waiting for the replies (runPaced: an open loop).
 type client struct {
 	conn net.Conn
 	r    *bufio.Reader
+	sent chan time.Time // paced: the send times of the commands not yet answered
 
 	replies  atomic.Int64
 	switches atomic.Int64 // PID changes seen
@@ -29,7 +32,11 @@ type client struct {
 	gaps   []float64 // per switch: the client's blackout in ms
 	win    bool      // a window around an event is open (see openWindow)
 	winGap float64   // the window's longest time between two replies, ms
-	err    error
+	winLat float64   // paced: the window's longest time from a command to its reply, ms
+	asked  time.Time // paced: the send time of the last command answered
+	latSum float64   // paced: the replies' latencies, ms, summed
+
+	err error
 }
 
 // dialAll connects n clients, logged in as players i % players, checking
@@ -116,14 +123,123 @@ func (c *client) run(stop <-chan struct{}, bound time.Duration) {
 			c.fail(err)
 			return
 		}
-		i := bytes.LastIndex(line, pidMark)
-		pid, perr := strconv.Atoi(string(bytes.TrimSpace(line[max(i, 0)+len(pidMark):])))
-		if !bytes.HasPrefix(line, []byte("OK player=")) || i < 0 || perr != nil {
-			c.fail(fmt.Errorf("bad STATUS reply %q", line))
+		pid, err := replyPID(line)
+		if err != nil {
+			c.fail(err)
 			return
 		}
 		c.note(now, pid)
 	}
+}
+
+// runPaced sends STATUS every pace on average, each interval drawn
+// uniformly between half and one and a half of pace from a random phase,
+// without waiting for the replies: an open loop, in which a stall shows as
+// the latency of the commands sent during it, and the load does not fall
+// while replies are late. Each reply's latency is from its command's send.
+func (c *client) runPaced(stop <-chan struct{}, pace, bound time.Duration) {
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		c.sendPaced(stop, pace, bound)
+	}()
+	defer func() { <-wrote }()
+	for {
+		c.conn.SetReadDeadline(time.Now().Add(bound))
+		line, err := c.r.ReadSlice('\n')
+		now := time.Now()
+		if err != nil {
+			select {
+			case <-stop:
+			default:
+				c.fail(err)
+			}
+			return
+		}
+		pid, err := replyPID(line)
+		if err != nil {
+			c.fail(err)
+			return
+		}
+		c.notePaced(now, <-c.sent, pid)
+	}
+}
+
+// maxInFlight bounds a paced client's commands without a reply.
+const maxInFlight = 256
+
+func (c *client) sendPaced(stop <-chan struct{}, pace, bound time.Duration) {
+	next := time.Now().Add(rand.N(pace))
+	t := time.NewTimer(time.Until(next))
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		select {
+		case c.sent <- now:
+		default:
+			c.fail(fmt.Errorf("%d commands without a reply", maxInFlight))
+			return
+		}
+		c.conn.SetWriteDeadline(now.Add(bound))
+		if _, err := c.conn.Write(status); err != nil {
+			c.fail(err)
+			return
+		}
+		next = next.Add(pace/2 + rand.N(pace))
+		t.Reset(time.Until(next))
+	}
+}
+
+// replyPID checks a STATUS reply and returns its pid.
+func replyPID(line []byte) (int, error) {
+	i := bytes.LastIndex(line, pidMark)
+	pid, perr := strconv.Atoi(string(bytes.TrimSpace(line[max(i, 0)+len(pidMark):])))
+	if !bytes.HasPrefix(line, []byte("OK player=")) || i < 0 || perr != nil {
+		return 0, fmt.Errorf("bad STATUS reply %q", line)
+	}
+	return pid, nil
+}
+
+// notePaced notes a reply at now to the command sent at sent. At a switch
+// the client's blackout is that reply's latency: the first from the new
+// worker.
+func (c *client) notePaced(now, sent time.Time, pid int) {
+	lat := ms(now.Sub(sent))
+	c.mu.Lock()
+	if c.pid != 0 && pid != c.pid {
+		c.gaps = append(c.gaps, lat)
+		c.switches.Add(1)
+	}
+	if c.win {
+		c.winLat = max(c.winLat, lat)
+	}
+	c.pid, c.asked = pid, sent
+	c.latSum += lat
+	c.n++
+	c.before, c.last = c.last, now
+	c.mu.Unlock()
+	c.replies.Add(1)
+}
+
+// latency returns the sum of the replies' latencies, ms, and their count
+// (paced).
+func (c *client) latency() (float64, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.latSum, c.n
+}
+
+// answered says whether the client has had the reply to a command sent
+// after t (paced).
+func (c *client) answered(t time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.asked.After(t)
 }
 
 func (c *client) note(now time.Time, pid int) {
@@ -174,24 +290,30 @@ func (c *client) gap(i int) (float64, bool) {
 // openWindow starts noting the client's longest time between two replies.
 // The first one counted ends at its next reply, so it spans the window's
 // start.
+// A paced client's, its longest latency: from a command to its reply.
 func (c *client) openWindow() {
 	c.mu.Lock()
-	c.win, c.winGap = true, 0
+	c.win, c.winGap, c.winLat = true, 0, 0
 	c.mu.Unlock()
 }
 
 // closeWindow stops the window and returns its longest time between two
-// replies, in ms.
+// replies (closed loop) or from a command to its reply (paced), in ms.
 func (c *client) closeWindow() float64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.win = false
+	if c.sent != nil {
+		return c.winLat
+	}
 	return c.winGap
 }
 
 // window opens every client's window, runs event, waits until every client
-// has had after more replies since event returned, and returns each
-// client's longest time between two replies in the window, in ms.
+// is past it, and returns each client's longest time in the window (see
+// closeWindow), in ms. Past it is, closed loop, after more replies since
+// event returned; paced, the reply to a command sent after event returned,
+// so that every command sent before has been answered and counted.
 func (l *load) window(event func() error, after int64, bound time.Duration) ([]float64, error) {
 	for _, c := range l.clients {
 		c.openWindow()
@@ -205,8 +327,11 @@ func (l *load) window(event func() error, after int64, bound time.Duration) ([]f
 	if err := event(); err != nil {
 		return nil, err
 	}
-	mark := l.replies()
+	end, mark := time.Now(), l.replies()
 	if err := l.waitAll("answered after the event", bound, func(i int, c *client) bool {
+		if l.pace > 0 {
+			return c.answered(end)
+		}
 		return c.replies.Load() >= mark[i]+after
 	}); err != nil {
 		return nil, err
@@ -217,16 +342,26 @@ func (l *load) window(event func() error, after int64, bound time.Duration) ([]f
 // load is the clients running.
 type load struct {
 	clients []*client
+	pace    time.Duration // each client's mean interval between commands; 0: closed loop
 	stop    chan struct{}
 	wg      sync.WaitGroup
 }
 
-func startLoad(clients []*client, bound time.Duration) *load {
-	l := &load{clients: clients, stop: make(chan struct{})}
+// startLoad starts the clients: closed loop with pace 0, else paced (see
+// runPaced).
+func startLoad(clients []*client, pace, bound time.Duration) *load {
+	l := &load{clients: clients, pace: pace, stop: make(chan struct{})}
 	for _, c := range clients {
+		if pace > 0 {
+			c.sent = make(chan time.Time, maxInFlight)
+		}
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
+			if pace > 0 {
+				c.runPaced(l.stop, pace, bound)
+				return
+			}
 			c.run(l.stop, bound)
 		}()
 	}
@@ -237,6 +372,9 @@ func (l *load) halt() {
 	close(l.stop)
 	for _, c := range l.clients {
 		c.conn.SetDeadline(time.Now()) // a client waiting for a reply stops now
+		if l.pace > 0 {
+			c.conn.Close() // a paced reader may have set its deadline again
+		}
 	}
 	l.wg.Wait()
 	for _, c := range l.clients {

@@ -37,6 +37,7 @@ type options struct {
 	trace      bool   // print each upgrade's log lines
 	logFile    string // append every size's supervisor and game output here
 	hotUpdate  bool   // level-1 reloads and level-2 handovers alternated, instead of the handover matrix
+	rate       int    // --hot-update: commands per second, all clients together, paced; 0: closed loop
 }
 
 const usageText = `usage: go run ./test/bench/blackout [flags]
@@ -82,6 +83,7 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.trace, "trace", false, "print the supervisor's and the game's log lines of each upgrade, with the time each was read")
 	fs.StringVar(&o.logFile, "log", "", "append the supervisor's and the game's output of every size to `FILE`")
 	fs.BoolVar(&o.quick, "quick", false, "a short run: players 1k,100k,1M, connections 100,1k, 3 upgrades, 1 throughput round (flags given explicitly win)")
+	fs.IntVar(&o.rate, "rate", defaultHotRate, "with --hot-update: the clients' commands per second, all together, each client sending at its own jittered pace without waiting for replies (an open loop; latency is from each command to its reply); 0: a closed loop, each client sending the next command on the reply, as the blackout matrix does (the figures are then time between replies)")
 	fs.BoolVar(&o.hotUpdate, "hot-update", false, "measure the two levels of hot update instead: --upgrades level-1 reloads (ctl reload, the scripts alternated) and as many level-2 handovers (SIGHUP), alternated, on one build; rows default to 100k/1k")
 	fs.Usage = func() {
 		fmt.Fprint(os.Stderr, usageText)
@@ -153,6 +155,10 @@ func parseFlags(args []string) (options, error) {
 		return o, errors.New("without --baseline REV, give all of --baseline-supervisor-bin, --baseline-game-a and --baseline-game-b")
 	case o.rounds < 1:
 		return o, errors.New("--rounds must be 1 or more")
+	case o.rate < 0:
+		return o, errors.New("--rate must not be negative")
+	case set["rate"] && !o.hotUpdate:
+		return o, errors.New("--rate goes with --hot-update")
 	case o.hotUpdate && (o.compare() || o.seed != "snapshot"):
 		return o, errors.New("--hot-update takes neither a baseline nor --seed login")
 	}

@@ -241,7 +241,7 @@ func measureSize(o options, b *build, dir string, r *sizeResult, interrupt <-cha
 	if err != nil {
 		return err
 	}
-	ld := startLoad(clients, o.wait)
+	ld := startLoad(clients, 0, o.wait)
 	defer ld.halt()
 	steady := func() error { // every client has had 5 more replies
 		mark := ld.replies()
