@@ -60,7 +60,7 @@ func (w *Worker) awaitHandover(ctx context.Context) ([]Conn, error) {
 // fds received are all connections: pending.wait waits for the rest. The
 // snapshot is committed by then, so the caller may restore meanwhile.
 func (w *Worker) receiveHandover(ctx context.Context) (conns []Conn, pending *converter, err error) {
-	pending = new(converter)
+	pending = &converter{w: w}
 	conns = w.passedConns()
 	fdStr := os.Getenv(contract.EnvHandoverFD)
 	if fdStr == "" {
@@ -161,6 +161,7 @@ func receiveStore(uc *net.UnixConn, cv *converter) error {
 // costs a dozen system calls per fd, and a thousand of them lie between the
 // previous worker's save and this one's restore.
 type converter struct {
+	w     *Worker
 	wg    sync.WaitGroup
 	parts [][]Conn // one per message, in order; nil Conn where conversion failed
 }
@@ -177,8 +178,12 @@ func (cv *converter) add(fds []int, names []string) {
 		go func() {
 			defer cv.wg.Done()
 			for i := k; i < len(fds); i += workers {
-				if c, err := fdConn(fds[i], names[i]); err == nil {
+				c, kept, err := fdConn(fds[i], names[i])
+				switch {
+				case err == nil:
 					part[i] = Conn{Name: names[i], Conn: c}
+				case kept >= 0:
+					cv.w.keepFile(kept, names[i]) // a memfd of state, say: File(name) takes it
 				}
 			}
 		}()
@@ -200,12 +205,29 @@ func (cv *converter) wait() []Conn {
 	return conns
 }
 
-// fdConn turns a received fd into a net.Conn; the fd is consumed. It is
-// close-on-exec already: the net package receives with MSG_CMSG_CLOEXEC.
-func fdConn(fd int, name string) (net.Conn, error) {
+// fdConn turns a received fd into a net.Conn; the fd is consumed. An fd
+// that is not a socket is returned as kept, a duplicate, with the error
+// unix.ENOTSOCK. It is close-on-exec already: the net package receives with
+// MSG_CMSG_CLOEXEC.
+func fdConn(fd int, name string) (c net.Conn, kept int, err error) {
 	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
-	return net.FileConn(f)
+	c, err = net.FileConn(f)
+	if errors.Is(err, unix.ENOTSOCK) {
+		if kept, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0); err == nil {
+			return nil, kept, unix.ENOTSOCK
+		}
+	}
+	return c, -1, err
+}
+
+// keepFile adds an fd received with the connections that is not a socket
+// (the live fd store's memfd of state, say) to the passed fds, where
+// File(name) finds it, as it would have on a cold start.
+func (w *Worker) keepFile(fd int, name string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.socks = append(w.socks, &socket{name: name, fd: fd, held: true})
 }
 
 // passedConns takes the passed fds that are connected stream sockets (not

@@ -226,7 +226,11 @@ func (w *Worker) notifyWithFDs(msg string, fds ...int) error {
 		w.storeFD = fd
 	}
 	for {
-		err := unix.Sendmsg(w.storeFD, []byte(msg), unix.UnixRights(fds...), &unix.SockaddrUnix{Name: w.notifyAddr}, 0)
+		var oob []byte
+		if len(fds) > 0 {
+			oob = unix.UnixRights(fds...)
+		}
+		err := unix.Sendmsg(w.storeFD, []byte(msg), oob, &unix.SockaddrUnix{Name: w.notifyAddr}, 0)
 		// A send with SO_SNDTIMEO is not restarted after a signal (signal(7)),
 		// and the Go runtime signals its threads (preemption): try again.
 		if err != unix.EINTR {

@@ -87,15 +87,27 @@ func (ch *connChannel) serve(handOver supervisor.HandOver) error {
 		ch.send.Write([]byte(abortPrefix + strings.Join(strings.Fields(err.Error()), " ")))
 		return err
 	}
-	names := make([]string, len(conns))
-	connFDs := make([]int, len(conns))
-	for i, c := range conns {
-		names[i], connFDs[i] = c.Name, c.FD
+	var names, liveNames []string // the handover's batch; the live fd store's
+	var connFDs, liveFDs []int
+	for _, c := range conns {
+		if c.Live {
+			liveNames, liveFDs = append(liveNames, c.Name), append(liveFDs, c.FD)
+		} else {
+			names, connFDs = append(names, c.Name), append(connFDs, c.FD)
+		}
 	}
 	err = fdbatch.Send(ch.send, contract.HandoverFDsKey, names, connFDs)
+	if err == nil {
+		err = fdbatch.Send(ch.send, liveFDsKey, liveNames, liveFDs)
+	}
 	fdbatch.Close(connFDs)
+	fdbatch.Close(liveFDs)
 	return err
 }
+
+// liveFDsKey prefixes the batches of the live fd store's fds, which a
+// successor keeps in its own live store.
+const liveFDsKey = "LIVE "
 
 // close ends our side after a successful upgrade: the successor was ready,
 // so it had every connection (or never asked, an older build).
@@ -211,15 +223,19 @@ func readConns(uc *net.UnixConn) ([]supervisor.StoredConn, error) {
 		}
 		var names []string
 		var fds []int
+		prefix := contract.HandoverFDsKey
+		if strings.HasPrefix(string(buf[:n]), liveFDsKey) {
+			prefix = liveFDsKey
+		}
 		if err == nil {
-			names, fds, err = fdbatch.Parse(contract.HandoverFDsKey, buf[:n], oob[:oobn])
+			names, fds, err = fdbatch.Parse(prefix, buf[:n], oob[:oobn])
 		}
 		if err != nil {
 			closeStored(conns)
 			return nil, err
 		}
 		for i, fd := range fds {
-			conns = append(conns, supervisor.StoredConn{Name: names[i], FD: fd})
+			conns = append(conns, supervisor.StoredConn{Name: names[i], FD: fd, Live: prefix == liveFDsKey})
 		}
 	}
 }

@@ -40,6 +40,9 @@ func printStatus(w io.Writer, st *supervisor.Status) {
 		fmt.Fprintf(w, "on probation until %s: a crash or a hang of generation %d rolls back by itself\n",
 			st.ProbationUntil.Format(time.RFC3339), currentGen(st))
 	}
+	if st.FDStore > 0 {
+		fmt.Fprintf(w, "fd store: %d fds held for the workers (at most %d)\n", st.FDStore, st.FDStoreMax)
+	}
 	printResult(w, "last upgrade", st.LastUpgrade)
 	if st.LastSelfUpgrade != nil {
 		printResult(w, "last self-upgrade", st.LastSelfUpgrade)

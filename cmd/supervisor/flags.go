@@ -55,6 +55,7 @@ type options struct {
 	startTries    int
 	stateDir      string // the upgrade history's directory; "" for none
 	passTimeout   time.Duration
+	fdStoreMax    int
 	command       []string // the worker's path, resolved, then its arguments
 }
 
@@ -101,6 +102,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	countVar(fs, &o.startTries, "start-attempts", supervisor.DefaultStartTries, "the first generation is started this `number` of times at most; then the supervisor exits 1")
 	fs.StringVar(&o.stateDir, "state-dir", "", "the `directory` of the upgrade history, history.jsonl (default: $STATE_DIRECTORY; none without)")
 	durationVar(fs, &o.passTimeout, "pass-timeout", supervisor.DefaultPassTimeout, "the `duration` passing the stored connections to a new worker or supervisor may take")
+	countVar(fs, &o.fdStoreMax, "fd-store-max", supervisor.DefaultFDStoreMax, "the `number` of fds the live fd store holds for the workers at most (FDSTORE=1: a connection\nper player, a memfd of state); beyond it FDSTORE=1 is refused and logged. Lowered to fit RLIMIT_NOFILE")
 	fs.StringVar(&o.pidFile, "pid-file", "", "write the supervisor's PID to `PATH`, atomically; rewritten by a self-upgrade (SIGUSR2)")
 	fs.Usage = func() {} // an error is one line; the usage text is for --help
 	if err := fs.Parse(args); err != nil {
@@ -143,6 +145,8 @@ func (o *options) check(command []string) error {
 		return fmt.Errorf("--reload-signal %s is also the drain signal: a worker could not tell a reload from a drain", unix.SignalName(o.reloadSignal))
 	case o.passTimeout <= 0:
 		return errors.New("--pass-timeout must be a positive duration, such as 30s")
+	case o.fdStoreMax < 1 || o.fdStoreMax > 1<<24:
+		return fmt.Errorf("--fd-store-max %d: want 1 to %d, such as %d", o.fdStoreMax, 1<<24, supervisor.DefaultFDStoreMax)
 	}
 	if o.stateDir == "" {
 		if dir := os.Getenv("STATE_DIRECTORY"); dir != "" {

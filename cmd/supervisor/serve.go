@@ -148,6 +148,7 @@ func engineConfig(opts *options, sockets *listener.Set, runtimeDir string, inher
 		KeepVersions:  opts.keepVersions,
 		StartAttempts: opts.startTries,
 		PassTimeout:   opts.passTimeout,
+		FDStoreMax:    opts.fdStoreMax,
 		Handover:      opts.mode == "handover",
 		SnapshotPath:  opts.snapshot,
 		Sockets:       sockets,

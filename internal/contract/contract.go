@@ -75,6 +75,7 @@ const (
 	// Messages on NOTIFY_SOCKET from the worker handing over.
 	MsgFDStore          = "FDSTORE=1" // with FDNAME= and the fds (SCM_RIGHTS), as systemd's fd store
 	MsgFDNameKey        = "FDNAME="
+	MsgFDStoreRemove    = "FDSTOREREMOVE=1"                  // with FDNAME=: the live store's fds of that name are closed
 	MsgHandoverSaved    = KeyHandover + "=" + HandoverSaved  // the snapshot is committed and every connection stored
 	MsgHandoverFailed   = KeyHandover + "=" + HandoverFailed // the worker could not save: it stored nothing and goes on serving
 	MsgHandoverErrorKey = KeyHandoverError + "="             // with HANDOVER=failed: why, one line (MaxHandoverError bytes)

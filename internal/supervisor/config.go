@@ -26,6 +26,13 @@ const (
 	DefaultProbation   = time.Minute
 	DefaultStartTries  = 5
 	DefaultPassTimeout = 30 * time.Second
+	// DefaultFDStoreMax bounds the live fd store (fdstore.go): a game
+	// server stores one fd per connected player, and one process holds a
+	// few thousand players (10k in the benchmarks); 16384 leaves room for
+	// that and its state, while staying far below the 524288 fds systemd
+	// allows a service and the 65536 of many containers, beside the
+	// listeners and the handover's duplicates.
+	DefaultFDStoreMax = 16384
 )
 
 // Config is what the supervisor runs and how.
@@ -60,6 +67,9 @@ type Config struct {
 	// PassTimeout bounds passing the stored connections to the new worker
 	// in a handover; 0 means DefaultPassTimeout.
 	PassTimeout time.Duration
+	// FDStoreMax bounds the live fd store (fdstore.go); 0 means
+	// DefaultFDStoreMax. It is lowered to fit RLIMIT_NOFILE's hard limit.
+	FDStoreMax int
 
 	// Record, when set, is given every entry of the upgrade history
 	// (package history). It runs on the supervisor's loop: it must not block.
@@ -168,6 +178,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.PassTimeout <= 0 {
 		c.PassTimeout = DefaultPassTimeout
+	}
+	if c.FDStoreMax <= 0 {
+		c.FDStoreMax = DefaultFDStoreMax
 	}
 	return nil
 }

@@ -90,6 +90,7 @@ type worker struct {
 	readyTimer *time.Timer
 	hung       bool // the watchdog killed it
 	goSent     bool // handover mode: the worker started ahead was sent GO; READY=1 counts from then
+	liveStore  bool // it stored fds in the live store (fdstore.go) before it was told to hand over
 
 	version   string // its last VERSION=: what it runs beyond the binary (scripts, configuration)
 	reloading bool   // a reload runs: it was sent the reload signal and has not answered yet
@@ -256,14 +257,21 @@ type launch struct {
 	childEnd int // the worker's end of the handover connection, closed after start; -1 if none
 }
 
-// prepareLaunch lays out a worker's fds: the listening sockets, then (a cold
-// start in handover mode) the stored connections, all counted in LISTEN_FDS;
+// prepareLaunch lays out a worker's fds: the listening sockets, then the
+// live fd store (fdstore.go), then (a cold start in handover mode) the
+// connections handed over, all counted in LISTEN_FDS;
 // then, uncounted, the handover connection of a worker started ahead of a
 // handover, and the held binary when the path no longer names it.
 func (s *Supervisor) prepareLaunch(g *generation) (*launch, error) {
 	l := &launch{files: s.cfg.Sockets.FDs(), childEnd: -1}
 	names := []string{s.cfg.Sockets.Names()}
 	ahead := g == s.next || g.ahead
+	if !s.cfg.Handover || !ahead { // a worker started ahead gets them with GO
+		for _, st := range s.liveForStart() {
+			l.files = append(l.files, st.fd)
+			names = append(names, st.name)
+		}
+	}
 	if s.cfg.Handover && !ahead {
 		for _, st := range s.store {
 			l.files = append(l.files, st.fd)

@@ -231,7 +231,7 @@ func (s *Supervisor) sendGo(h *handover, note string) {
 	if note != "" {
 		s.log.Warn().Int("gen", w.gen.n).Str("note", note).Msg("handover: restoring")
 	}
-	store := append([]stored(nil), s.store...)
+	store := append(s.liveForStart(), s.store...)
 	began := time.Now()
 	go func() {
 		if err := w.handover.sendStore(store, s.cfg.PassTimeout); err != nil {
@@ -284,21 +284,13 @@ const defaultFDName = "stored"
 // length is refused as systemd refuses a bad name: the fds are stored under
 // the default name.
 func (s *Supervisor) storeFDs(w *worker, fdname string, fds []int) {
-	names := strings.Split(fdname, ":")
-	switch {
-	case fdname == "":
-		names = []string{defaultFDName}
-	case len(names) > 1 && len(names) != len(fds):
-		s.log.Warn().Int("pid", w.pid()).Int("fds", len(fds)).Int("names", len(names)).
+	names, ok := fdNames(fdname, len(fds))
+	if !ok {
+		s.log.Warn().Int("pid", w.pid()).Int("fds", len(fds)).Int("names", strings.Count(fdname, ":")+1).
 			Msg("FDSTORE=1 with a list of FDNAMEs not one per fd: stored under the default name")
-		names = []string{defaultFDName}
 	}
 	for i, fd := range fds {
-		name := names[min(i, len(names)-1)]
-		if name == "" {
-			name = defaultFDName
-		}
-		s.store = append(s.store, stored{name: name, fd: fd})
+		s.store = append(s.store, stored{name: names[i], fd: fd})
 	}
 	s.log.Debug().Int("pid", w.pid()).Str("name", names[0]).Int("fds", len(fds)).Msg("fds stored")
 }

@@ -44,11 +44,15 @@ func TestMain(m *testing.M) {
 //	hang         serve and send READY=1, but never ping the watchdog
 //	slow-ready   serve, READY=1 only after 200ms
 //	child-ready  a child process, not the worker, sends READY=1
+//	live         runLive: state and connections in the live fd store
 func runHelper() int {
 	mode, err := os.ReadFile(os.Getenv(envModeFile))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "helper:", err)
 		return 2
+	}
+	if string(mode) == "live" {
+		return runLive()
 	}
 	if gen, ok := strings.CutPrefix(string(mode), "counter"); ok {
 		return runCounter(gen)

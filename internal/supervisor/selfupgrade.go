@@ -16,13 +16,18 @@ import (
 // with the snapshot, as after a crash.
 type StoredConn struct {
 	Name string
-	FD   int // owned by the supervisor from New on
+	FD   int  // owned by the supervisor from New on
+	Live bool // from the live fd store (fdstore.go), not the handover's batch
 }
 
 // adoptStored puts connections a predecessor passed on into the fd store.
 func (s *Supervisor) adoptStored(conns []StoredConn) {
 	for _, c := range conns {
-		s.store = append(s.store, stored{name: c.Name, fd: c.FD})
+		if !c.Live {
+			s.store = append(s.store, stored{name: c.Name, fd: c.FD})
+		} else if err := s.live.add([]string{c.Name}, []int{c.FD}, false); err != nil {
+			s.log.Error().Err(err).Msg("self-upgrade: a stored fd of the previous supervisor does not fit the fd store")
+		}
 	}
 }
 
@@ -116,8 +121,9 @@ func (s *Supervisor) selfSaved(note string) {
 	ss := s.self
 	ss.saved = true
 	s.dropHungUp()
-	conns := make([]StoredConn, 0, len(s.store))
-	for _, st := range s.store {
+	live := s.liveForStart()
+	conns := make([]StoredConn, 0, len(s.store)+len(live))
+	for i, st := range append(live, s.store...) {
 		fd, err := unix.FcntlInt(uintptr(st.fd), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {
 			for _, c := range conns {
@@ -128,7 +134,7 @@ func (s *Supervisor) selfSaved(note string) {
 			ss.answerHandOver(handOverResult{err: fmt.Errorf("duplicating a stored connection: %w", err)})
 			return
 		}
-		conns = append(conns, StoredConn{Name: st.name, FD: fd})
+		conns = append(conns, StoredConn{Name: st.name, FD: fd, Live: i < len(live)})
 	}
 	ss.conns = len(conns)
 	ev := s.log.Info()

@@ -34,6 +34,10 @@ type Status struct {
 	// Probation is set while the current generation is on probation: a
 	// crash or a hang rolls it back by itself until then.
 	ProbationUntil *time.Time `json:"probation_until,omitempty"`
+	// FDStore is how many fds the live fd store holds (fdstore.go), of at
+	// most FDStoreMax.
+	FDStore    int `json:"fd_store"`
+	FDStoreMax int `json:"fd_store_max"`
 }
 
 // VersionStatus is one held binary.
@@ -171,7 +175,7 @@ func (s *Supervisor) Status() (st Status, ok bool) {
 func (s *Supervisor) status() Status {
 	st := Status{PID: os.Getpid(), Mode: "overlap", State: s.state.String(), LastGen: s.lastGen,
 		LastUpgrade: s.lastUpgrade, LastSelfUpgrade: s.lastSelfUpgrade, LastReload: s.lastReload, Stopping: s.state == stateStopping,
-		Versions: s.versionsStatus()}
+		Versions: s.versionsStatus(), FDStore: s.live.n, FDStoreMax: s.live.max}
 	if p := s.probation; p != nil {
 		until := p.until
 		st.ProbationUntil = &until

@@ -57,7 +57,8 @@ type Supervisor struct {
 	self            *selfUpgrade  // SIGUSR2: a successor supervisor is starting
 	waiters         []chan Result // replies for the running upgrade
 	queued          []chan Result // replies for the one coalesced next upgrade
-	store           []stored      // the fd store: connections handed over
+	store           []stored      // the handover's batch: connections handed over (handover.go)
+	live            *fdStore      // the live fd store (fdstore.go)
 	queuedTrigger   string        // what asked for the queued upgrade (history.Trigger*)
 	held            []*held       // binaries held for rollbacks, newest first (versions.go)
 	probation       *probation    // the current generation's trial after an upgrade
@@ -116,6 +117,7 @@ func New(cfg Config) (*Supervisor, error) {
 		}
 		s.procs = osProcesses{r}
 	}
+	s.live = newFDStore(s.raiseFDLimit(cfg.FDStoreMax))
 	s.adoptStored(cfg.Stored)
 	s.lastGen = max(cfg.LastGen, 0)
 	return s, nil
@@ -214,6 +216,7 @@ func (s *Supervisor) Run() error {
 			s.afterEvent(ev)
 		}
 	}
+	s.live.closeAll() // as systemd flushes a stopped service's fd store
 	return s.fatal
 }
 

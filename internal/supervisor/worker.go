@@ -178,9 +178,13 @@ func (s *Supervisor) onNotify(g *generation, msg notify.Message) {
 			Msg("notify message from a process that is not a worker: ignored")
 		return
 	}
-	if msg.Has("FDSTORE", "1") && s.cfg.Handover && len(msg.FDs) > 0 {
-		s.storeFDs(w, msg.Vars["FDNAME"], msg.FDs)
-	} else {
+	switch {
+	case msg.Has("FDSTORE", "1") && len(msg.FDs) > 0:
+		s.onFDStore(w, msg)
+	case msg.Has("FDSTOREREMOVE", "1"):
+		msg.CloseFDs()
+		s.onFDStoreRemove(w, msg.Vars["FDNAME"])
+	default:
 		msg.CloseFDs()
 	}
 	if msg.Has(contract.KeyHandover, contract.HandoverSaved) {

@@ -1,0 +1,139 @@
+package supervisor
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/procswitch/supervisor/handoff"
+	steps "github.com/procswitch/supervisor/handoff/handover"
+	"golang.org/x/sys/unix"
+)
+
+// runLive is a worker for handover mode that uses the live fd store as a
+// game would: its state, one counter, lives in a memfd stored as "state",
+// and each connection is stored as it is accepted, so that a crash costs
+// nothing. Each line on a connection:
+//
+//	INC   adds one to the counter and answers "<count> <pid>"
+//	BYE   removes the connection from the store and closes it
+//	DIE   kill -9 of the worker itself, nothing answered
+//
+// At a handover it stores nothing: its connections are in the store.
+func runLive() int {
+	fail := func(err error) int { fmt.Fprintln(os.Stderr, "live:", err); return 2 }
+	w, err := handoff.New()
+	if err != nil {
+		return fail(err)
+	}
+	ln, err := w.Listener("listen0")
+	if err != nil {
+		return fail(err)
+	}
+	conns, err := steps.Await(context.Background(), w) // stored ones, by name
+	if err != nil {
+		return fail(err)
+	}
+	state, err := w.File("state") // a restart, or GO: the store's memfd
+	if err != nil {
+		fd, err := unix.MemfdCreate("state", unix.MFD_CLOEXEC)
+		if err != nil {
+			return fail(err)
+		}
+		state = os.NewFile(uintptr(fd), "state")
+		if err := state.Truncate(8); err != nil {
+			return fail(err)
+		}
+		if err := w.StoreFD("state", state); err != nil {
+			return fail(err)
+		}
+	}
+	lw := &storeWorker{w: w, state: state}
+	for _, c := range conns {
+		lw.serve(c.Conn, c.Name)
+	}
+	w.Ready()
+	go func() {
+		for i := 0; ; i++ {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			name := "c" + strconv.Itoa(os.Getpid()) + "-" + strconv.Itoa(i)
+			if err := w.StoreFD(name, conn.(*net.TCPConn)); err != nil {
+				fmt.Fprintln(os.Stderr, "live:", err)
+			}
+			lw.serve(conn, name)
+		}
+	}()
+	<-w.Draining()
+	ln.Close()
+	lw.stopServing()
+	steps.Saved(w) // the state and the connections are in the store already
+	return 0
+}
+
+type storeWorker struct {
+	w     *handoff.Worker
+	state *os.File
+	mu    sync.Mutex
+	conns []net.Conn
+	stop  bool
+	wg    sync.WaitGroup
+}
+
+func (lw *storeWorker) serve(conn net.Conn, name string) {
+	lw.mu.Lock()
+	lw.conns = append(lw.conns, conn)
+	lw.mu.Unlock()
+	lw.wg.Add(1)
+	go func() {
+		defer lw.wg.Done()
+		r := bufio.NewReader(conn)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			lw.mu.Lock()
+			if lw.stop {
+				lw.mu.Unlock()
+				return
+			}
+			switch strings.TrimSpace(line) {
+			case "INC":
+				var b [8]byte
+				lw.state.ReadAt(b[:], 0)
+				n := binary.LittleEndian.Uint64(b[:]) + 1
+				binary.LittleEndian.PutUint64(b[:], n)
+				lw.state.WriteAt(b[:], 0)
+				fmt.Fprintf(conn, "%d %d\n", n, os.Getpid())
+			case "BYE":
+				lw.w.RemoveFD(name)
+				conn.Close()
+			case "DIE":
+				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			}
+			lw.mu.Unlock()
+		}
+	}()
+}
+
+// stopServing stops reading: the next worker answers from now on.
+func (lw *storeWorker) stopServing() {
+	lw.mu.Lock()
+	lw.stop = true
+	for _, c := range lw.conns {
+		c.SetReadDeadline(time.Unix(1, 0))
+	}
+	lw.mu.Unlock()
+	lw.wg.Wait()
+}
