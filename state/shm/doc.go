@@ -53,7 +53,8 @@
 // Open checks the magic (ErrNotRegion), the size (ErrSize), the header's
 // checksum and the redo log (ErrDamaged) and the layout (ErrLayoutMismatch)
 // and never panics, however the bytes were damaged. The records themselves
-// carry no checksum.
+// carry no checksum. Create seals the memfd against shrinking, so that no
+// holder can truncate it under another's mapping (which would be a SIGBUS).
 //
 // # Migration
 //

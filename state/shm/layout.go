@@ -26,6 +26,9 @@ type Layout struct {
 }
 
 func (l Layout) String() string {
+	if l.Capacity == 0 {
+		return fmt.Sprintf("%q version %d (records of %d bytes)", l.Name, l.Version, l.RecordSize)
+	}
 	return fmt.Sprintf("%q version %d (%d records of %d bytes)", l.Name, l.Version, l.Capacity, l.RecordSize)
 }
 

@@ -11,6 +11,9 @@ func Migrate(old *Region, to Layout, name string, convert func(old, new []byte) 
 	if old.mem == nil {
 		return nil, ErrClosed
 	}
+	if err := to.validate(); err != nil {
+		return nil, err
+	}
 	n := old.Len()
 	if n > to.Capacity {
 		return nil, fmt.Errorf("%w: migrating %d records of %v to %v", ErrFull, n, old.layout, to)

@@ -134,8 +134,9 @@ func mapRegion(f *os.File, l Layout) (*Region, error) {
 	}, nil
 }
 
-// Close unmaps the region and closes its descriptor. The memory lives on
-// while another descriptor of it is open (the supervisor's fd store).
+// Close unmaps the region and closes its descriptor; the region must not be
+// used afterwards. The memory lives on while another descriptor of it is
+// open (the supervisor's fd store).
 func (r *Region) Close() error {
 	if r.mem == nil {
 		return nil

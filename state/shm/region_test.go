@@ -3,6 +3,8 @@ package shm
 import (
 	"errors"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestCreateUpdateOpen(t *testing.T) {
@@ -93,5 +95,14 @@ func TestCreateRefuses(t *testing.T) {
 		if _, err := Create("x", l); !errors.Is(err, ErrInvalidLayout) {
 			t.Errorf("Create(%v): %v, want ErrInvalidLayout", l, err)
 		}
+	}
+}
+
+// TestCreateSeals checks that no holder of a region's memfd can shrink it
+// under another's mapping (which would kill the other with SIGBUS).
+func TestCreateSeals(t *testing.T) {
+	r := newAccounts(t)
+	if err := unix.Ftruncate(int(r.File().Fd()), page); !errors.Is(err, unix.EPERM) {
+		t.Errorf("ftruncate of the region's memfd: %v, want EPERM", err)
 	}
 }

@@ -47,10 +47,9 @@ func (r *Region) Update(fn func(tx *Tx) error) error {
 	}
 	r.inTx = true
 	r.tx = Tx{r: r, count: r.Len()}
+	defer func() { r.inTx, r.tx.r = false, nil }()
 	err := fn(&r.tx)
-	r.inTx = false
 	tx := r.tx
-	r.tx.r = nil
 	if err == nil {
 		err = tx.err
 	}
