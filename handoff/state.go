@@ -78,6 +78,14 @@ type State struct {
 	Save func(ctx context.Context, path string, kind SaveKind) error
 	// Logf reports failed autosaves; nil: log.Printf.
 	Logf func(format string, args ...any)
+	// Live says the state lives outside the process, in the supervisor's
+	// live fd store (a shared-memory region, and each connection stored as
+	// it was accepted: Worker.StoreFD): the next worker maps the same
+	// region and gets the same connections, so a handover saves nothing
+	// inside the blackout. HandOver then says HANDOVER=saved at once, and
+	// only after it writes the snapshot (SaveShutdown), for durability
+	// beyond the supervisor's life; the conns given to it are not stored.
+	Live bool
 
 	mu       sync.Mutex
 	ready    bool
@@ -228,6 +236,13 @@ func (s *State) HandOver(conns []Conn) error {
 			return nil
 		}
 		return s.Save(context.Background(), path, SaveShutdown)
+	}
+	if s.Live {
+		err := s.Worker.handoverSaved()
+		if path != "" {
+			err = errors.Join(err, s.Save(context.Background(), path, SaveShutdown))
+		}
+		return err
 	}
 	var err error
 	if path == "" {

@@ -39,6 +39,7 @@ type app struct {
 	handing []sessionRecord // the sessions a handover saves
 	saveDur time.Duration   // how long the last handover or shutdown save took
 
+	liveErr   error    // --live: why the region could not be made or read
 	autosaved uint64   // the world's change count last autosaved; the autosaves' own
 	spare     []player // the autosaves' copy of the player table, reused
 }
@@ -76,8 +77,15 @@ func serve(cfg config, logger *log.Logger) error {
 		Resume:   a.resumeAll,
 		Save:     a.save,
 		Logf:     logger.Printf,
+		Live:     cfg.live,
+	}
+	if cfg.live && !handover.Enabled() {
+		return errors.New("--live needs the supervisor's handover mode (supervisor --mode handover)")
 	}
 	err = a.start()
+	if err == nil {
+		err = a.liveErr
+	}
 	if errors.Is(err, errCalledOff) {
 		logger.Printf("%v; exiting", err)
 		return nil
@@ -129,6 +137,9 @@ func (a *app) start() error {
 // there is one, into a new world. The State calls it while the connections
 // handed over are still being made ready.
 func (a *app) restore(path string) error {
+	if a.cfg.live {
+		return nil // from the stored region, once every fd is in: resumeAll
+	}
 	began := time.Now()
 	err := a.load(path)
 	a.loaded = time.Since(began)
@@ -139,6 +150,10 @@ func (a *app) restore(path string) error {
 // a cold start (a rollback, a crash restart) each resumed session is told
 // that the server restarted: what it did after the snapshot was lost.
 func (a *app) resumeAll(conns []handoff.Conn) {
+	if a.cfg.live {
+		a.liveErr = a.startLive(conns)
+		return
+	}
 	began := time.Now()
 	resumed := a.resume(conns, !handover.HandedOver(a.w))
 	a.logStart(resumed, a.loaded, time.Since(began))

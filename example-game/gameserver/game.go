@@ -46,24 +46,44 @@ var commands = map[string]command{
 // player is *who ("" before LOGIN), and returns the one-line reply, and
 // whether the session ends once it is written.
 func (g *game) exec(who *string, line []byte) (reply string, quit bool) {
+	return g.execThen(who, line, nil)
+}
+
+// execThen is exec, and then, if not nil, runs with the world still locked
+// once the command has run (--live: its changes are committed to the
+// region, with the session's record, in the same critical section).
+func (g *game) execThen(who *string, line []byte, then func()) (reply string, quit bool) {
+	reply, quit, run := g.parse(who, line)
+	g.world.mu.Lock()
+	defer g.world.mu.Unlock()
+	if run != nil {
+		reply = run()
+	}
+	if then != nil {
+		then()
+	}
+	return reply, quit
+}
+
+// parse checks a line: the reply to a line that is not a command to run,
+// or the command, to run with the world locked.
+func (g *game) parse(who *string, line []byte) (reply string, quit bool, run func() string) {
 	fields := strings.Fields(string(line))
 	if len(fields) == 0 {
-		return "ERR empty line: send a command, such as STATUS", false
+		return "ERR empty line: send a command, such as STATUS", false, nil
 	}
 	cmd, ok := commands[fields[0]]
 	switch {
 	case !ok:
-		return "ERR unknown command " + quote(fields[0]) + ": want LOGIN, WORK, BUY, STATUS, STOCK, SHOP or QUIT", false
+		return "ERR unknown command " + quote(fields[0]) + ": want LOGIN, WORK, BUY, STATUS, STOCK, SHOP or QUIT", false, nil
 	case len(fields)-1 != cmd.nargs:
-		return "ERR usage: " + cmd.usage, false
+		return "ERR usage: " + cmd.usage, false, nil
 	case cmd.run == nil:
-		return "BYE", true
+		return "BYE", true, nil
 	case !cmd.anon && *who == "":
-		return "ERR not logged in: LOGIN <player-id> first", false
+		return "ERR not logged in: LOGIN <player-id> first", false, nil
 	}
-	g.world.mu.Lock()
-	defer g.world.mu.Unlock()
-	return cmd.run(g, who, fields[1:]), false
+	return "", false, func() string { return cmd.run(g, who, fields[1:]) }
 }
 
 // quote shows a piece of input in an error, on one line and short.
@@ -119,6 +139,9 @@ func (g *game) buy(who *string, args []string) string {
 	p.add(item)
 	g.world.stock[item] = remain - 1
 	g.world.changes++
+	if g.world.live != nil {
+		g.world.live.dirty = append(g.world.live.dirty, item)
+	}
 	return fmt.Sprintf("OK coin=%d item=%d count=%d remain=%d", p.coin, item, p.count(item), remain-1)
 }
 

@@ -30,6 +30,8 @@ type config struct {
 	stock        int64
 	scripts      string
 	handoverWait time.Duration
+	live         bool // the data in a shared-memory region, the connections in the fd store
+	livePlayers  int  // the region's room for players
 }
 
 func main() {
@@ -71,6 +73,10 @@ that players keep their coins and their connections across upgrades:
                              previous one to save (default 2m)
   --scripts DIR              read the rules (game.lua, shop.lua) from DIR (default: the
                              scripts built in)
+  --live                     keep the data in shared memory and every connection in the
+                             supervisor's fd store, so that a crash of this process costs the
+                             players a pause, not their connection (needs --mode handover)
+  --live-players N           the shared memory's room for players (default 1000000)
 `
 
 func parseFlags(args []string) (config, error) {
@@ -84,6 +90,8 @@ func parseFlags(args []string) (config, error) {
 	fs.Int64Var(&cfg.stock, "stock", 1_000_000, "")
 	fs.DurationVar(&cfg.handoverWait, "handover-wait", 2*time.Minute, "")
 	fs.StringVar(&cfg.scripts, "scripts", "", "")
+	fs.BoolVar(&cfg.live, "live", false, "")
+	fs.IntVar(&cfg.livePlayers, "live-players", 1_000_000, "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return cfg, err
@@ -99,6 +107,8 @@ func parseFlags(args []string) (config, error) {
 		return cfg, errors.New("--stock must not be negative")
 	case cfg.handoverWait <= 0:
 		return cfg, errors.New("--handover-wait must be a positive duration, such as 2m")
+	case cfg.livePlayers < 1 || cfg.livePlayers > 100_000_000:
+		return cfg, errors.New("--live-players must be 1 to 100000000")
 	}
 	if _, _, err := net.SplitHostPort(cfg.listen); err != nil {
 		return cfg, fmt.Errorf("--listen %q: want HOST:PORT, such as 127.0.0.1:7000: %w", cfg.listen, err)

@@ -18,6 +18,7 @@ type server struct {
 	log      *log.Logger
 	stopping atomic.Bool
 	paused   atomic.Bool // accept returns on its listener's deadline
+	store    fdStore     // --live: the supervisor's live fd store; nil otherwise
 
 	mu       sync.Mutex
 	sessions map[*session]struct{} // live, or stopped and kept
@@ -32,7 +33,12 @@ func (srv *server) isStopping() bool { return srv.stopping.Load() }
 
 // add starts serving conn, resuming st (the zero record for a new client).
 func (srv *server) add(conn net.Conn, st sessionRecord) {
-	s := newSession(srv, conn, st)
+	srv.start(newSession(srv, conn, st))
+}
+
+// start serves s, on its own goroutine.
+func (srv *server) start(s *session) {
+	conn := s.conn
 	srv.mu.Lock()
 	srv.sessions[s] = struct{}{}
 	srv.wg.Add(1)
@@ -89,7 +95,11 @@ func (srv *server) accept(ln net.Listener) error {
 		conn, err := ln.Accept()
 		if err == nil {
 			delay = 0
-			srv.add(conn, sessionRecord{})
+			if srv.store != nil {
+				srv.addLive(conn)
+			} else {
+				srv.add(conn, sessionRecord{})
+			}
 			continue
 		}
 		if srv.isStopping() || srv.paused.Load() || errors.Is(err, net.ErrClosed) {
@@ -112,6 +122,14 @@ func (srv *server) stop() []*session {
 	srv.mu.Lock()
 	srv.stopping.Store(true)
 	for s := range srv.sessions {
+		if s.live != nil {
+			// Its input stays in the socket; the reply being written is let
+			// through, within a bound, so the next worker need not say
+			// it may be lost.
+			s.conn.SetReadDeadline(past)
+			s.conn.SetWriteDeadline(time.Now().Add(liveStopWrite))
+			continue
+		}
 		s.conn.SetDeadline(past)
 	}
 	srv.mu.Unlock()

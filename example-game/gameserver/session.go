@@ -47,10 +47,11 @@ type session struct {
 	player  string // logged in as; "" before LOGIN
 	buf     []byte // buf[r:w] was read and not yet processed
 	r, w    int
-	out     []byte // replies not yet written
-	closing bool   // close once out is written: after QUIT, or a line too long
-	name    string // under which it is handed over
-	remote  string // the peer's address, noted when the server stops
+	out     []byte  // replies not yet written
+	closing bool    // close once out is written: after QUIT, or a line too long
+	name    string  // under which it is handed over
+	remote  string  // the peer's address, noted when the server stops
+	live    *liveIO // --live (session_live.go); nil otherwise
 }
 
 func newSession(srv *server, conn net.Conn, st sessionRecord) *session {
@@ -82,11 +83,24 @@ func (s *session) run() (keep bool) {
 				return s.stopped(err)
 			}
 		}
+		if s.live != nil && s.live.marked {
+			s.unmark()
+		}
 		switch {
 		case s.closing:
 			return false
 		case s.srv.isStopping():
 			return true
+		case s.live != nil:
+			if did, err := s.processLive(); err != nil {
+				return s.stopped(err)
+			} else if did {
+				continue
+			}
+			if err := s.peek(); err != nil {
+				return s.stopped(err)
+			}
+			continue
 		case s.process():
 			continue
 		}
@@ -133,6 +147,9 @@ func (s *session) process() bool {
 // (closing), it first sends its FIN and discards what the client still
 // sends, within bounds, so that the last reply arrives.
 func (s *session) close() {
+	if s.live != nil {
+		s.srv.unstore(s)
+	}
 	if tc, ok := s.conn.(*net.TCPConn); ok && s.closing {
 		tc.CloseWrite()
 		tc.SetReadDeadline(time.Now().Add(lingerTime))

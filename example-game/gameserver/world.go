@@ -64,6 +64,7 @@ type world struct {
 	index   map[string]int // player id → index in players
 	stock   map[int]int64  // item id → remain
 	changes uint64         // changes since the process started, for autosave
+	live    *liveRegion    // --live: the shared-memory copy (live.go); nil otherwise
 
 	defaultStock int64 // the stock of a good that stock does not list yet
 }

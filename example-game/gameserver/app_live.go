@@ -1,0 +1,110 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/procswitch/supervisor/handoff"
+	"github.com/procswitch/supervisor/handoff/handover"
+)
+
+// startLive takes the world and the sessions over from the region in the
+// fd store, when there is one (a handover, a crash restart, a rollback),
+// else from the snapshot file (a first start, or after the supervisor
+// itself restarted), and then makes the region and stores it.
+func (a *app) startLive(conns []handoff.Conn) error {
+	began := time.Now()
+	f, err := a.w.File(regionFDName)
+	if err == nil {
+		lr, players, stock, sessions, err := openRegion(f)
+		f.Close()
+		if err == nil {
+			return a.resumeRegion(lr, players, stock, sessions, conns, began)
+		}
+		a.log.Printf("%v; starting from the snapshot file instead", err)
+		a.w.RemoveFD(regionFDName)
+	}
+	// No region: whatever connections are stored, their sessions are unknown.
+	for _, c := range conns {
+		a.w.RemoveFD(c.Name)
+		hangUp(c.Conn)
+	}
+	if err := a.restoreFile(a.path); err != nil {
+		return err
+	}
+	lr, err := createRegion(a.world, a.cfg.livePlayers)
+	if err != nil {
+		return err
+	}
+	if err := a.w.StoreFD(regionFDName, lr.r.File()); err != nil {
+		lr.r.Close()
+		return fmt.Errorf("live: storing the region: %w", err)
+	}
+	a.world.live, a.srv.store = lr, a.w
+	a.logStart(0, a.loaded, 0)
+	a.log.Printf("live: the data is in a shared-memory region of %d players' room (%s), stored with the supervisor; made in %v",
+		a.cfg.livePlayers, regionLayoutName, time.Since(began).Round(time.Microsecond))
+	return nil
+}
+
+// restoreFile is restore, for --live.
+func (a *app) restoreFile(path string) error {
+	began := time.Now()
+	err := a.load(path)
+	a.loaded = time.Since(began)
+	return err
+}
+
+// resumeRegion makes the world from a stored region and resumes each
+// session on its stored connection; slots whose connection is gone are
+// freed, connections without a session hung up.
+func (a *app) resumeRegion(lr *liveRegion, players []player, stock map[int]int64, sessions map[int]sessionRec,
+	conns []handoff.Conn, began time.Time) error {
+	world, err := newWorld(players, stock, a.rules.goods, a.cfg.stock)
+	if err != nil {
+		lr.r.Close()
+		return fmt.Errorf("live: the stored region: %w", err)
+	}
+	world.live = lr
+	a.world = world
+	a.srv = newServer(newGame(world, a.rules, a.version, a.pid), a.log)
+	a.srv.store = a.w
+	restarted := !handover.HandedOver(a.w)
+	resumed, dropped := 0, 0
+	for _, c := range conns {
+		slot, err := strconv.Atoi(strings.TrimPrefix(c.Name, "s"))
+		rec, ok := sessions[slot]
+		if err != nil || !strings.HasPrefix(c.Name, "s") || !ok {
+			a.w.RemoveFD(c.Name)
+			hangUp(c.Conn)
+			dropped++
+			continue
+		}
+		delete(sessions, slot)
+		if err := a.srv.resumeLive(c.Conn, slot, rec, restarted); err != nil {
+			a.log.Printf("%v: hung up", err)
+			a.w.RemoveFD(c.Name)
+			hangUp(c.Conn)
+			world.mu.Lock()
+			lr.release(slot)
+			world.mu.Unlock()
+			dropped++
+			continue
+		}
+		resumed++
+	}
+	world.mu.Lock()
+	for slot := range sessions { // their clients left meanwhile
+		lr.release(slot)
+	}
+	world.mu.Unlock()
+	how := "handover"
+	if restarted {
+		how = "restart"
+	}
+	a.log.Printf("live %s: %d players and %d sessions resumed from the stored region (generation %d) in %v; %d connections dropped, %d sessions ended",
+		how, len(players), resumed, lr.r.Generation(), time.Since(began).Round(time.Microsecond), dropped, len(sessions))
+	return nil
+}

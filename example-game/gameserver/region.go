@@ -1,0 +1,175 @@
+package main
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/procswitch/supervisor/state/shm"
+)
+
+// --live keeps the game's data in a shared-memory region (package
+// state/shm, a memfd) as well as in the Go world: every command that
+// changes a player or the stock writes the records it changed in one
+// transaction, together with its session's record, so that the region is
+// always the state after some whole number of commands. The worker stores
+// the region in the supervisor's live fd store, and each connection as it
+// accepts it: a worker killed at any instant is restarted by the
+// supervisor on the same region and connections, rebuilds its world from
+// the region, and resumes every session where it was (live.go).
+//
+// The region is fixed records of regionRecordSize bytes, little-endian:
+//
+//	0                          meta
+//	firstGood …                the stock, one record per good (maxGoods)
+//	firstSession …             the sessions, one per slot (maxSessions): a
+//	                           connection is stored as "s<slot>"
+//	firstPlayer …              the players, in order of first login
+const (
+	regionFDName     = "region"
+	regionLayoutName = "gameserver"
+	regionVersion    = 1
+	regionRecordSize = 256
+
+	maxGoods    = 32
+	maxSessions = 16384 // the supervisor's default --fd-store-max
+	bagSlots    = 8     // goods a bag holds, at most
+
+	firstGood    = 1
+	firstSession = firstGood + maxGoods
+	firstPlayer  = firstSession + maxSessions
+
+	// maxMarked is how much of a command line a session record keeps: every
+	// valid command is shorter; a longer line is an error whatever it says.
+	maxMarked = 200
+)
+
+// regionLayout is the region's layout for players players at most.
+func regionLayout(players int) shm.Layout {
+	return shm.Layout{Name: regionLayoutName, Version: regionVersion, RecordSize: regionRecordSize, Capacity: firstPlayer + players}
+}
+
+// Record kinds, the first byte of a record.
+const (
+	kindMeta    = 'M'
+	kindGood    = 'G'
+	kindSession = 'S'
+	kindPlayer  = 'P'
+)
+
+// Player record: kind, id length, id (64), coin, level, exp, bag length,
+// then the bag: item (int32) and count (int64) each.
+const (
+	pID    = 2
+	pCoin  = pID + maxIDLen
+	pLevel = pCoin + 8
+	pExp   = pLevel + 8
+	pBagN  = pExp + 8
+	pBag   = pBagN + 1
+)
+
+func encodePlayer(rec []byte, p *player) error {
+	if len(p.bag) > bagSlots {
+		return fmt.Errorf("player %s holds %d kinds of goods, the region %d", p.id, len(p.bag), bagSlots)
+	}
+	clear(rec)
+	rec[0], rec[1] = kindPlayer, byte(len(p.id))
+	copy(rec[pID:], p.id)
+	le.PutUint64(rec[pCoin:], uint64(p.coin))
+	le.PutUint64(rec[pLevel:], uint64(p.level))
+	le.PutUint64(rec[pExp:], uint64(p.exp))
+	rec[pBagN] = byte(len(p.bag))
+	for i, b := range p.bag {
+		at := pBag + 12*i
+		le.PutUint32(rec[at:], uint32(int32(b.item)))
+		le.PutUint64(rec[at+4:], uint64(b.count))
+	}
+	return nil
+}
+
+func decodePlayer(rec []byte) (player, error) {
+	n, nbag := int(rec[1]), int(rec[pBagN])
+	if rec[0] != kindPlayer || n == 0 || n > maxIDLen || nbag > bagSlots {
+		return player{}, errors.New("not a player record")
+	}
+	p := player{id: string(rec[pID : pID+n]), coin: int64(le.Uint64(rec[pCoin:])),
+		level: int64(le.Uint64(rec[pLevel:])), exp: int64(le.Uint64(rec[pExp:]))}
+	if !validID(p.id) {
+		return player{}, fmt.Errorf("bad player id %q", p.id)
+	}
+	if nbag > 0 {
+		p.bag = make([]bagItem, nbag)
+		for i := range p.bag {
+			at := pBag + 12*i
+			p.bag[i] = bagItem{item: int(int32(le.Uint32(rec[at:]))), count: int64(le.Uint64(rec[at+4:]))}
+		}
+	}
+	return p, nil
+}
+
+// Good record: kind, item (int64), remain (int64).
+func encodeGood(rec []byte, item int, remain int64) {
+	clear(rec)
+	rec[0] = kindGood
+	le.PutUint64(rec[1:], uint64(item))
+	le.PutUint64(rec[9:], uint64(remain))
+}
+
+func decodeGood(rec []byte) (item int, remain int64, ok bool) {
+	if rec[0] != kindGood {
+		return 0, 0, false
+	}
+	return int(le.Uint64(rec[1:])), int64(le.Uint64(rec[9:])), true
+}
+
+// sessionRec is a session's record: which player it is logged in as, and
+// the command it is running, if any.
+type sessionRec struct {
+	used   bool
+	player int64  // index in the world's players, -1 before LOGIN
+	state  byte   // markNone, markRead or markApplied
+	pos    uint64 // where the marked line begins in the connection's input: bytes taken from the socket before it
+	length int    // the marked line's length, in bytes, without its "\n"
+	line   []byte // its first maxMarked bytes
+}
+
+// A session's mark: the command line it runs, from before it is taken from
+// the socket until its reply is written.
+const (
+	markNone    = 0 // no command in progress
+	markRead    = 1 // the line was marked; it may or may not have been taken from the socket, and was not applied
+	markApplied = 2 // the command's effect is committed; its reply may not have been written
+)
+
+// Session record: kind, used, state, player (int64), position (uint64),
+// line length (uint16), line.
+const (
+	sPlayer = 3
+	sPos    = sPlayer + 8
+	sLen    = sPos + 8
+	sLine   = sLen + 2
+)
+
+func encodeSession(rec []byte, s sessionRec) {
+	clear(rec)
+	rec[0] = kindSession
+	if s.used {
+		rec[1] = 1
+	}
+	rec[2] = s.state
+	le.PutUint64(rec[sPlayer:], uint64(s.player))
+	le.PutUint64(rec[sPos:], s.pos)
+	le.PutUint16(rec[sLen:], uint16(min(s.length, 0xffff)))
+	copy(rec[sLine:sLine+maxMarked], s.line)
+}
+
+func decodeSession(rec []byte) sessionRec {
+	if rec[0] != kindSession {
+		return sessionRec{player: -1}
+	}
+	n := int(le.Uint16(rec[sLen:]))
+	return sessionRec{used: rec[1] == 1, state: rec[2], player: int64(le.Uint64(rec[sPlayer:])),
+		pos: le.Uint64(rec[sPos:]), length: n, line: append([]byte(nil), rec[sLine:sLine+min(n, maxMarked)]...)}
+}
+
+var le = binary.LittleEndian

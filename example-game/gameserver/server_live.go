@@ -1,0 +1,109 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"syscall"
+	"time"
+)
+
+// liveStopWrite bounds the reply a --live session is writing when the
+// server stops for a handover: past it, the reply is left to the notice.
+const liveStopWrite = 200 * time.Millisecond
+
+// fdStore is the supervisor's live fd store, as a worker sees it
+// (handoff.Worker).
+type fdStore interface {
+	StoreFD(name string, c syscall.Conn) error
+	RemoveFD(name string) error
+}
+
+// addLive serves a connection just accepted, in a session slot of the
+// region, its connection stored in the supervisor's fd store as s<slot>:
+// from now on a crash of this worker does not end it. Without a free slot,
+// or if the store refuses, it is served all the same, as a connection that
+// a crash ends.
+func (srv *server) addLive(conn net.Conn) {
+	s := newSession(srv, conn, sessionRecord{})
+	w := srv.game.world
+	w.mu.Lock()
+	slot, err := w.live.take()
+	w.mu.Unlock()
+	if err == nil {
+		s.live, err = newLiveIO(conn, slot)
+	}
+	if err == nil {
+		err = srv.store.StoreFD(s.live.name, conn.(syscall.Conn))
+	}
+	if err != nil {
+		srv.log.Printf("live: a new connection is served, but a crash would end it: %v", err)
+		if s.live != nil {
+			w.mu.Lock()
+			w.live.release(s.live.slot)
+			w.mu.Unlock()
+		}
+		s.live = nil
+	}
+	srv.start(s)
+}
+
+// unstore takes a closing session's connection out of the fd store (so
+// that the close reaches the client) and frees its slot.
+func (srv *server) unstore(s *session) {
+	if err := srv.store.RemoveFD(s.live.name); err != nil {
+		srv.log.Printf("live: removing %s from the fd store: %v", s.live.name, err)
+	}
+	w := srv.game.world
+	w.mu.Lock()
+	err := w.live.release(s.live.slot)
+	w.mu.Unlock()
+	if err != nil {
+		srv.log.Printf("live: freeing session slot %d: %v", s.live.slot, err)
+	}
+}
+
+// resumeLive serves again a session that a previous worker ran in slot,
+// on its stored connection: logged in as it was, its mark (rec) settled
+// first (session_live.go). restarted says the previous worker did not
+// hand over (it died): the client is told, whatever happened. The world's
+// lock must not be held.
+func (srv *server) resumeLive(conn net.Conn, slot int, rec sessionRec, restarted bool) error {
+	s := newSession(srv, conn, sessionRecord{})
+	var err error
+	if s.live, err = newLiveIO(conn, slot); err != nil {
+		return err
+	}
+	if s.live.pos, err = s.live.position(); err != nil {
+		return fmt.Errorf("live: session %s: %w", s.live.name, err)
+	}
+	w := srv.game.world
+	w.mu.Lock()
+	if rec.player >= 0 && int(rec.player) < len(w.players) {
+		s.player = w.players[rec.player].id
+	}
+	w.mu.Unlock()
+	if rec.state == markRead && s.live.pos != rec.pos && s.live.pos != rec.pos+uint64(rec.length)+1 {
+		srv.log.Printf("live: session %s: marked at input position %d, the socket is at %d: the mark is dropped", s.live.name, rec.pos, s.live.pos)
+		rec.state = markNone
+	}
+	switch {
+	case rec.state == markApplied:
+		s.reply(fmt.Sprintf(noticeApplied, rec.line), false)
+		s.live.marked = true // cleared once the notice is written
+	case restarted:
+		s.reply(noticeNothingLost, false)
+	}
+	if rec.state == markRead && s.live.pos == rec.pos+uint64(rec.length)+1 {
+		// Taken from the socket and not applied: run it now, from the
+		// record (a line longer than a record holds was no command).
+		line := rec.line
+		if rec.length > maxMarked {
+			line = bytes.Repeat([]byte{'?'}, maxMarked)
+		}
+		s.live.marked = true
+		s.runMarked(line, rec)
+	}
+	srv.start(s)
+	return nil
+}

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// A --live session never holds input that only it knows: it peeks at the
+// socket (MSG_PEEK), marks the next line in its region record, and only
+// then takes the line from the socket, runs it and commits its effect with
+// the record (markApplied), writes the reply, and clears the mark. Killed
+// at any instant, it leaves its successor enough to go on exactly:
+//
+//	no mark            nothing taken and not answered: the socket still
+//	                   holds whatever the client sent
+//	markRead           the line was marked; whether it was taken from the
+//	                   socket, the stream's position says (TCP_INFO's bytes
+//	                   received minus the bytes queued): if it was, the
+//	                   successor runs it (it was not applied)
+//	markApplied        applied; the reply may not have been written: the
+//	                   client is told (noticeApplied) and resyncs
+//
+// So no command is lost and none runs twice.
+
+// liveIO is a session's --live part.
+type liveIO struct {
+	slot   int
+	name   string // "s<slot>": the connection's name in the fd store
+	rc     syscall.RawConn
+	pos    uint64 // bytes taken from the socket since the connection began
+	marked bool   // a line is marked until its reply is written
+}
+
+// The first line a resumed --live session gets after its worker was
+// restarted (a crash, a rollback): never a reply, as no reply begins with
+// "NOTICE ".
+const (
+	noticeNothingLost = "NOTICE restarted: nothing lost"
+	noticeApplied     = "NOTICE restarted: your last command %q was applied, its reply may be lost; send STATUS to resync"
+)
+
+func slotName(slot int) string { return "s" + strconv.Itoa(slot) }
+
+// newLiveIO is the --live part of a session on conn in slot.
+func newLiveIO(conn net.Conn, slot int) (*liveIO, error) {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("live: a %T has no file descriptor", conn)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	return &liveIO{slot: slot, name: slotName(slot), rc: rc}, nil
+}
+
+// position is how many bytes were taken from the socket since the
+// connection began, by whichever process: what the kernel received minus
+// what it still queues.
+func (l *liveIO) position() (uint64, error) {
+	var pos uint64
+	var err error
+	cerr := l.rc.Control(func(fd uintptr) {
+		var info *unix.TCPInfo
+		if info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err != nil {
+			return
+		}
+		var queued int
+		if queued, err = unix.IoctlGetInt(int(fd), unix.SIOCINQ); err != nil {
+			return
+		}
+		pos = info.Bytes_received - uint64(queued)
+	})
+	return pos, errors.Join(cerr, err)
+}
+
+// peek fills buf from r on with what the socket holds, without taking it:
+// buf[:w] was peeked before and is still there. It waits until there is
+// more than that (or the end of the input, or a deadline).
+func (s *session) peek() error {
+	if s.r > 0 {
+		s.w = copy(s.buf, s.buf[s.r:s.w])
+		s.r = 0
+	}
+	var n int
+	var rerr error
+	err := s.live.rc.Read(func(fd uintptr) bool {
+		n, _, rerr = unix.Recvfrom(int(fd), s.buf, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		// Wait for more when nothing new came: a partial line.
+		return rerr != unix.EAGAIN && !(rerr == nil && n == s.w && n > 0 && n < len(s.buf))
+	})
+	switch {
+	case err != nil:
+		return err
+	case rerr != nil:
+		return rerr
+	case n == 0:
+		return io.EOF
+	}
+	s.w = n
+	return nil
+}
+
+// take takes n bytes, which peek saw, from the socket.
+func (s *session) take(n int) error {
+	for n > 0 {
+		var got int
+		var rerr error
+		err := s.live.rc.Read(func(fd uintptr) bool {
+			got, _, rerr = unix.Recvfrom(int(fd), s.buf[s.r:s.r+n], unix.MSG_DONTWAIT)
+			return rerr != unix.EAGAIN
+		})
+		if err = errors.Join(err, rerr); err != nil {
+			return err
+		}
+		if got == 0 {
+			return io.EOF
+		}
+		n -= got
+		s.live.pos += uint64(got)
+	}
+	return nil
+}
+
+// processLive runs the next complete line in buf, if there is one, marked
+// in the region before it is taken from the socket; it reports whether it
+// did anything. An error means the connection failed.
+func (s *session) processLive() (bool, error) {
+	in := s.buf[s.r:s.w]
+	i := bytes.IndexByte(in, '\n')
+	if i > maxLine || i < 0 && len(in) > maxLine {
+		s.reply("ERR line too long: at most 1024 bytes", true)
+		return true, s.take(len(in))
+	}
+	if i < 0 {
+		return false, nil
+	}
+	line := in[:i]
+	rec := sessionRec{used: true, state: markRead, pos: s.live.pos, length: len(line), line: line[:min(len(line), maxMarked)]}
+	w := s.srv.game.world
+	w.mu.Lock()
+	rec.player = w.playerIndex(s.player)
+	err := w.live.setSession(s.live.slot, rec)
+	w.mu.Unlock()
+	if err != nil {
+		s.srv.log.Printf("live: marking a line of session %s: %v", s.live.name, err)
+	}
+	s.live.marked = true
+	if err := s.take(i + 1); err != nil {
+		return false, err
+	}
+	s.runMarked(line, rec)
+	s.r += i + 1
+	return true, nil
+}
+
+// runMarked runs a line marked as rec, committing its effect with the
+// session's record in one transaction, and queues its reply.
+func (s *session) runMarked(line []byte, rec sessionRec) {
+	w := s.srv.game.world
+	reply, quit := s.srv.game.execThen(&s.player, line, func() {
+		rec.state = markApplied
+		if err := w.live.commit(w, rec, s.live.slot, s.player); err != nil {
+			s.srv.log.Printf("live: committing session %s's command to the region: %v", s.live.name, err)
+		}
+	})
+	s.reply(reply, quit)
+}
+
+// unmark clears the session's mark once its reply is written.
+func (s *session) unmark() {
+	w := s.srv.game.world
+	w.mu.Lock()
+	err := w.live.setSession(s.live.slot, sessionRec{used: true, player: w.playerIndex(s.player)})
+	w.mu.Unlock()
+	if err != nil {
+		s.srv.log.Printf("live: clearing session %s's mark: %v", s.live.name, err)
+	}
+	s.live.marked = false
+}
+
+// playerIndex is the index of the player called id, -1 for "". Call with
+// mu held.
+func (w *world) playerIndex(id string) int64 {
+	if i, ok := w.index[id]; ok {
+		return int64(i)
+	}
+	return -1
+}
