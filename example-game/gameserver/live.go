@@ -114,10 +114,10 @@ func openRegion(f *os.File) (lr *liveRegion, players []player, stock map[int]int
 		players = append(players, p)
 	}
 	sessions = map[int]sessionRec{}
+	lr.free = make([]int, 0, maxSessions)
 	for slot := maxSessions - 1; slot >= 0; slot-- {
-		s := decodeSession(r.Record(firstSession + slot))
-		if s.used {
-			sessions[slot] = s
+		if rec := r.Record(firstSession + slot); rec[0] == kindSession && rec[1] == 1 {
+			sessions[slot] = decodeSession(rec)
 		} else {
 			lr.free = append(lr.free, slot)
 		}
