@@ -58,6 +58,17 @@
 // it, and Worker.Reloads delivers the requests, answered with Reload.Done or
 // Reload.Failed (RELOADING=1 is sent for you).
 //
+// # The live fd store
+//
+// FDSTORE=1 with FDNAME= and fds attached keeps those fds in the
+// supervisor's fd store, as systemd's: every worker started afterwards (a
+// crash restart, the next generation) gets them among LISTEN_FDS, named, and
+// FDSTOREREMOVE=1 with FDNAME= closes the supervisor's copies. Worker.StoreFD
+// and Worker.RemoveFD send them; Worker.File takes a stored fd back (a memfd
+// of state), and State.Start's Resume gets the stored connections. A worker
+// whose data and connections are all in the store sets State.Live: its
+// handover then saves nothing inside the blackout.
+//
 // # Handover mode
 //
 // With --mode handover a stateful worker's data and its clients'
