@@ -48,6 +48,16 @@
 // processes never write the same region at once (an old worker stops
 // writing before its successor Opens the region).
 //
+// # A successor that prepares
+//
+// View maps a region that another process still writes, without writing
+// anything, so that a successor can read (index) the records before it
+// takes over: records that change meanwhile may be read torn, and the
+// application reads again what changed (it keeps a journal of what its
+// transactions touched, in its own records). TakeOver then makes the view
+// the writer, as Open would: it replays a transaction committed and not
+// applied, and increments the generation, keeping the mapping.
+//
 // # Damage
 //
 // Open checks the magic (ErrNotRegion), the size (ErrSize), the header's

@@ -40,6 +40,9 @@ var (
 	// layout with a larger capacity.
 	ErrFull = errors.New("shm: region full")
 
+	// ErrView: an Update on a region mapped by View, before TakeOver.
+	ErrView = errors.New("shm: a view: TakeOver first")
+
 	// ErrClosed: the region was closed.
 	ErrClosed = errors.New("shm: region closed")
 )

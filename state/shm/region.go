@@ -20,6 +20,7 @@ type Region struct {
 	tx       Tx
 	inTx     bool
 	replayed bool // Open replayed a committed transaction
+	viewOnly bool // View: another process may still write; Update refused until TakeOver
 }
 
 // Create makes a new region of layout l in a memfd called name (as it
@@ -58,6 +59,26 @@ func Create(name string, l Layout) (*Region, error) {
 // in its redo log, and increments its generation. Open maps a duplicate of f:
 // the caller may close f.
 func Open(f *os.File, l Layout) (*Region, error) {
+	r, err := View(f, l)
+	if err != nil {
+		return nil, err
+	}
+	r.viewOnly = false
+	if err := r.takeOver(); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("%w (file %s)", err, f.Name())
+	}
+	return r, nil
+}
+
+// View maps the region at f, checked as Open checks it, to read while the
+// process that writes it still does: a successor that prepares (indexes the
+// records) before it takes over. Nothing is written: a transaction in
+// flight is neither replayed nor discarded, and a record being changed
+// may be read half old, half new, so the reader must read again whatever
+// changed meanwhile (the application knows what: a journal of its own).
+// Update fails on a view until TakeOver.
+func View(f *os.File, l Layout) (*Region, error) {
 	have, err := ReadLayout(f)
 	if err != nil {
 		return nil, err
@@ -81,12 +102,36 @@ func Open(f *os.File, l Layout) (*Region, error) {
 		dup.Close()
 		return nil, err
 	}
+	r.viewOnly = true
+	return r, nil
+}
+
+// TakeOver makes a view the region's writer, once the process that wrote
+// it has stopped (or died): as Open, it replays a transaction committed and
+// not applied, and increments the generation. The mapping, and the pages
+// the view already read, are kept.
+func (r *Region) TakeOver() error {
+	if r.mem == nil {
+		return ErrClosed
+	}
+	if !r.viewOnly {
+		return nil
+	}
+	if err := r.takeOver(); err != nil {
+		return fmt.Errorf("%w (file %s)", err, r.f.Name())
+	}
+	r.viewOnly = false
+	return nil
+}
+
+// takeOver makes r the writer: a transaction committed but not applied is
+// replayed, and the generation incremented.
+func (r *Region) takeOver() error {
 	if err := r.recover(); err != nil {
-		r.Close()
-		return nil, fmt.Errorf("%w (file %s)", err, f.Name())
+		return err
 	}
 	r.commit(0, r.Len(), r.Generation()+1)
-	return r, nil
+	return nil
 }
 
 // dupFile returns a duplicate of f's descriptor (close-on-exec), without

@@ -45,6 +45,9 @@ func (r *Region) Update(fn func(tx *Tx) error) error {
 	if r.inTx {
 		return errors.New("shm: Update inside Update")
 	}
+	if r.viewOnly {
+		return ErrView
+	}
 	r.inTx = true
 	r.tx = Tx{r: r, count: r.Len()}
 	defer func() { r.inTx, r.tx.r = false, nil }()
