@@ -1,0 +1,184 @@
+package game
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// killGap bounds the random delay between a restarted worker serving every
+// bot and the next kill: the kill's instant among the bots' commands.
+const killGap = 40 * time.Millisecond
+
+// TestLiveKill9UnderLoad: the game run with --live keeps its data in a
+// shared-memory region and its connections in the supervisor's live fd
+// store, so a kill -9 of the worker, at a random instant under 1000 bots
+// (200 under -race or -short) playing WORK and BUY without pause, costs
+// them a pause, not a disconnect. 50 kills (10 under -race or -short), and
+// after each one:
+//   - the supervisor restarts the worker (crash restart), which serves
+//     every bot on the connection it had: a bot never redials, and an EOF,
+//     a reset or a reply it did not expect fails the test;
+//   - every bot gets exactly one restart notice, before any reply of the
+//     new worker, and then STATUS, answered by the new worker, matches its
+//     own model of its coin and bag exactly; a notice that names the
+//     command the bot is waiting for means that command was applied and its
+//     reply is not coming, and the bot applies it to its model.
+//
+// At the end, with the bots halted: each bot's STATUS is 100 + earned -
+// spent, and each good's remaining stock plus what the bots hold of it is
+// the initial stock; no two purchases saw the same remain.
+//
+// Here a bot never sends the same command twice in a row:
+// TestLiveKill9RepeatedCommand does.
+func TestLiveKill9UnderLoad(t *testing.T) { testLiveKills(t, false) }
+
+// TestLiveKill9RepeatedCommand is TestLiveKill9UnderLoad with bots that
+// often send the same command twice in a row (WORK, WORK), as any client
+// may. The notice names a command by its text alone, so it must never name
+// one whose reply was written: a bot waiting for the second WORK takes a
+// notice naming "WORK" as about that one.
+func TestLiveKill9RepeatedCommand(t *testing.T) {
+	t.Skip(`known failure of the game at 65a2d74: a worker killed after it wrote a reply and before it cleared the line's mark ` +
+		`(markApplied) makes its successor name that line, answered, in the notice: a bot whose next command has the same text ` +
+		`counts that one as applied, and then gets its reply (bot: > WORK < OK coin=39 > WORK < NOTICE restarted: your last command ` +
+		`"WORK" was applied... > STATUS < OK coin=44). Remove this skip once the notice cannot name an answered command`)
+	testLiveKills(t, true)
+}
+
+func testLiveKills(t *testing.T, repeats bool) {
+	nbots, kills := 1000, 50
+	if raceEnabled || testing.Short() {
+		nbots, kills = 200, 10
+	}
+	scripts := t.TempDir()
+	for name, src := range map[string]string{"game.lua": "game.lua", "shop.lua": "shop_fixed.lua"} {
+		if err := os.WriteFile(filepath.Join(scripts, name), shipped(t, src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := startSupervised(t, supervisedOpts{
+		bin: bins.fixed,
+		// --restart-max: a worker killed before it ran that long is
+		// restarted after a delay that doubles up to it (from 10ms).
+		// "worker ready" is logged at debug level.
+		flags:      []string{"--log-level", "debug", "--restart-max", "50ms", "--ready-timeout", "30s"},
+		workerArgs: []string{"--live", "--scripts", scripts, "--stock", fmt.Sprint(bigStock)},
+	})
+	_, pid := s.ready(t)
+
+	bots := make([]*liveBot, nbots)
+	for i := range bots {
+		bots[i] = newLiveBot(t, s.addr, fmt.Sprintf("bot%04d", i))
+	}
+	seed := uint64(time.Now().UnixNano())
+	tm := startLiveTeam(bots, seed, repeats)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, b := range bots {
+				b.conn.Close() // unblock the bots waiting on a worker that hangs
+			}
+		}
+		tm.halt()
+	})
+	if err := tm.waitPast(tm.marks(), 3); err != nil {
+		t.Fatalf("before the first kill: %v", err)
+	}
+
+	rng := rand.New(rand.NewPCG(seed, math.MaxUint64))
+	t.Logf("%d bots; %d kills at random instants (seed %d)", nbots, kills, seed)
+	var resumes []time.Duration
+	for k := 1; k <= kills; k++ {
+		time.Sleep(time.Duration(rng.Int64N(int64(killGap)))) // the instant, not a synchronisation
+		killed, start := pid, time.Now()
+		pid = s.killWorker(t, pid)
+		if _, err := tm.waitResumed(int64(k), pid); err != nil {
+			t.Fatalf("kill %d of %d (worker %d, restarted as %d): %v\nlast lines of the supervisor's log:\n%s",
+				k, kills, killed, pid, err, s.Log.Tail(15))
+		}
+		resumes = append(resumes, time.Since(start))
+	}
+	if errs := tm.halt(); len(errs) > 0 {
+		t.Fatalf("%d bots failed after the last kill; the first: %v", len(errs), errs[0])
+	}
+	checkLiveEnd(t, bots, pid, kills)
+
+	slices.Sort(resumes)
+	var cmds, lost, stale int64
+	for _, b := range bots {
+		cmds += b.done.Load()
+		lost, stale = lost+int64(b.lost), stale+int64(b.stale)
+	}
+	t.Logf("%d commands settled; %d notices named the command awaited (applied, reply lost), %d the one answered before it; kill to every bot's STATUS checked: median %v, max %v",
+		cmds, lost, stale, resumes[len(resumes)/2].Round(time.Millisecond), resumes[len(resumes)-1].Round(time.Millisecond))
+}
+
+// killWorker kills worker pid with SIGKILL and waits until the supervisor
+// has restarted it and the new worker is ready; it returns the new PID.
+func (s *supervised) killWorker(t *testing.T, pid int) int {
+	t.Helper()
+	at := s.Log.Len()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill -9 worker %d: %v", pid, err)
+	}
+	exited := s.waitMsg(&at, "worker exited", func(l line) bool { return l.Int("pid") == pid })
+	if !strings.Contains(exited.Str("status"), "killed") {
+		t.Fatalf("worker %d exited with status %q, want it killed", pid, exited.Str("status"))
+	}
+	return s.waitMsg(&at, "worker ready", func(l line) bool { return l.Int("pid") != pid }).Int("pid")
+}
+
+// checkLiveEnd checks, with the bots halted, that every bot's data is its
+// model's and that the stock and the bags add up to the initial stock.
+func checkLiveEnd(t *testing.T, bots []*liveBot, pid, kills int) {
+	t.Helper()
+	held := map[int]int64{}
+	remains := map[int][]int64{}
+	for _, b := range bots {
+		if n := b.notices.Load(); n != int64(kills) {
+			t.Errorf("%s received %d restart notices over %d kills, want one each", b.id, n, kills)
+		}
+		if b.coin != startCoin+b.earned-b.spent {
+			t.Errorf("%s: model coin %d, want 100 + earned %d - spent %d", b.id, b.coin, b.earned, b.spent)
+		}
+		want := fmt.Sprintf("OK player=%s coin=%d bag=%s version=%s pid=%d", b.id, b.coin, b.bagString(), fixedVersion, pid)
+		if got, err := b.exchange("STATUS"); err != nil || got != want {
+			t.Errorf("%s, halted: STATUS: got %q (%v), want %q (100 + earned %d - spent %d)", b.id, got, err, want, b.earned, b.spent)
+		}
+		for _, item := range []int{potion, gourd} {
+			held[item] += b.bag[item]
+			remains[item] = append(remains[item], b.remains[item]...)
+		}
+	}
+	for _, item := range []int{potion, gourd} {
+		reply, err := bots[0].exchange(fmt.Sprintf("STOCK %d", item))
+		m := stockRe.FindStringSubmatch(reply)
+		if err != nil || m == nil {
+			t.Fatalf("STOCK %d: got %q (%v)", item, reply, err)
+		}
+		var remain int64
+		fmt.Sscan(m[2], &remain)
+		if remain+held[item] != bigStock {
+			t.Errorf("item %d: remain %d + %d in the bots' bags = %d, want the initial stock %d (%+d)",
+				item, remain, held[item], remain+held[item], int64(bigStock), remain+held[item]-bigStock)
+		}
+		seen := remains[item]
+		slices.Sort(seen)
+		for i := 1; i < len(seen); i++ {
+			if seen[i] == seen[i-1] {
+				t.Errorf("item %d: two purchases answered remain=%d (one run twice?)", item, seen[i])
+				break
+			}
+		}
+		if len(seen) > 0 && (seen[0] < remain || seen[len(seen)-1] >= bigStock) {
+			t.Errorf("item %d: purchases answered remains from %d to %d, want them within [%d, %d)", item, seen[0], seen[len(seen)-1], remain, int64(bigStock))
+		}
+	}
+}
