@@ -39,9 +39,11 @@ type app struct {
 	handing []sessionRecord // the sessions a handover saves
 	saveDur time.Duration   // how long the last handover or shutdown save took
 
-	liveErr   error    // --live: why the region could not be made or read
-	autosaved uint64   // the world's change count last autosaved; the autosaves' own
-	spare     []player // the autosaves' copy of the player table, reused
+	liveErr   error     // --live: why the region could not be made or read
+	region    *os.File  // --live: the stored region, when passed at start
+	pre       *prepared // --live: the world read from it ahead
+	autosaved uint64    // the world's change count last autosaved; the autosaves' own
+	spare     []player  // the autosaves' copy of the player table, reused
 }
 
 // errCalledOff means the worker was stopped, or its handover called off,
@@ -81,6 +83,9 @@ func serve(cfg config, logger *log.Logger) error {
 	}
 	if cfg.live && !handover.Enabled() {
 		return errors.New("--live needs the supervisor's handover mode (supervisor --mode handover)")
+	}
+	if cfg.live {
+		a.prepareLive()
 	}
 	err = a.start()
 	if err == nil {

@@ -16,12 +16,31 @@ import (
 // itself restarted), and then makes the region and stores it.
 func (a *app) startLive(conns []handoff.Conn) error {
 	began := time.Now()
-	f, err := a.w.File(regionFDName)
-	if err == nil {
+	if a.pre != nil {
+		sessions, reread, err := a.pre.takeOver()
+		if err == nil {
+			a.region.Close() // the view has its own
+			a.log.Printf("live: the world was read ahead in %v (%d players); %d read again at the takeover",
+				a.pre.took.Round(time.Microsecond), a.pre.n, reread)
+			return a.resumeWorld(a.pre.lr, a.pre.world, sessions, conns, began)
+		}
+		a.log.Printf("%v; reading the whole region again", err)
+		a.pre.lr.r.Close()
+	}
+	f := a.region
+	if f == nil {
+		f, _ = a.w.File(regionFDName) // passed with GO
+	}
+	if f != nil {
 		lr, players, stock, sessions, err := openRegion(f)
 		f.Close()
 		if err == nil {
-			return a.resumeRegion(lr, players, stock, sessions, conns, began)
+			world, err := newWorld(players, stock, a.rules.goods, a.cfg.stock)
+			if err == nil {
+				return a.resumeWorld(lr, world, sessions, conns, began)
+			}
+			lr.r.Close()
+			err = fmt.Errorf("live: the stored region: %w", err)
 		}
 		a.log.Printf("%v; starting from the snapshot file instead", err)
 		a.w.RemoveFD(regionFDName)
@@ -57,16 +76,26 @@ func (a *app) restoreFile(path string) error {
 	return err
 }
 
-// resumeRegion makes the world from a stored region and resumes each
+// prepareLive takes the region, if the supervisor passed it at start (a
+// worker started ahead of a handover, a crash restart), and reads the
+// world from it while the previous worker, if any, still serves.
+func (a *app) prepareLive() {
+	f, err := a.w.File(regionFDName)
+	if err != nil {
+		return // a first start; or it comes with GO
+	}
+	a.region = f
+	if a.pre, err = prepareRegion(f, a.rules.goods, a.cfg.stock); err != nil {
+		a.log.Printf("%v; reading it after the takeover instead", err)
+		a.pre = nil
+	}
+}
+
+// resumeWorld serves the world taken from a stored region and resumes each
 // session on its stored connection; slots whose connection is gone are
 // freed, connections without a session hung up.
-func (a *app) resumeRegion(lr *liveRegion, players []player, stock map[int]int64, sessions map[int]sessionRec,
-	conns []handoff.Conn, began time.Time) error {
-	world, err := newWorld(players, stock, a.rules.goods, a.cfg.stock)
-	if err != nil {
-		lr.r.Close()
-		return fmt.Errorf("live: the stored region: %w", err)
-	}
+func (a *app) resumeWorld(lr *liveRegion, world *world, sessions map[int]sessionRec, conns []handoff.Conn, began time.Time) error {
+	players, took := world.players, time.Since(began)
 	world.live = lr
 	a.world = world
 	a.srv = newServer(newGame(world, a.rules, a.version, a.pid), a.log)
@@ -104,7 +133,7 @@ func (a *app) resumeRegion(lr *liveRegion, players []player, stock map[int]int64
 	if restarted {
 		how = "restart"
 	}
-	a.log.Printf("live %s: %d players and %d sessions resumed from the stored region (generation %d) in %v; %d connections dropped, %d sessions ended",
-		how, len(players), resumed, lr.r.Generation(), time.Since(began).Round(time.Microsecond), dropped, len(sessions))
+	a.log.Printf("live %s: %d players and %d sessions resumed from the stored region (generation %d) in %v (the region taken over in %v); %d connections dropped, %d sessions ended",
+		how, len(players), resumed, lr.r.Generation(), time.Since(began).Round(time.Microsecond), took.Round(time.Microsecond), dropped, len(sessions))
 	return nil
 }

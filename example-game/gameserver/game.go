@@ -49,10 +49,11 @@ func (g *game) exec(who *string, line []byte) (reply string, quit bool) {
 	return g.execThen(who, line, nil)
 }
 
-// execThen is exec, and then, if not nil, runs with the world still locked
-// once the command has run (--live: its changes are committed to the
-// region, with the session's record, in the same critical section).
-func (g *game) execThen(who *string, line []byte, then func()) (reply string, quit bool) {
+// execThen is exec, and then, if not nil, is given the reply with the
+// world still locked once the command has run (--live: its changes are
+// committed to the region, with the session's record and the reply, in the
+// same critical section).
+func (g *game) execThen(who *string, line []byte, then func(reply string)) (reply string, quit bool) {
 	reply, quit, run := g.parse(who, line)
 	g.world.mu.Lock()
 	defer g.world.mu.Unlock()
@@ -60,7 +61,7 @@ func (g *game) execThen(who *string, line []byte, then func()) (reply string, qu
 		reply = run()
 	}
 	if then != nil {
-		then()
+		then(reply)
 	}
 	return reply, quit
 }

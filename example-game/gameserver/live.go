@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"slices"
@@ -14,9 +15,21 @@ type liveRegion struct {
 	r     *shm.Region
 	goods map[int]int // item → its record
 	free  []int       // free session slots, the lowest last
-	rec   []byte      // scratch record
-	dirty []int       // goods whose stock changed in the command running
+	rec   []byte      // scratch records
+	jrec  []byte
+	meta  []byte
+	dirty []int // goods whose stock changed in the command running
+
+	sessions map[int]sessionRec // readSessions' table, reused
 }
+
+func newLiveRegion(r *shm.Region) *liveRegion {
+	return &liveRegion{r: r, goods: map[int]int{}, rec: make([]byte, regionRecordSize),
+		jrec: make([]byte, regionRecordSize), meta: make([]byte, regionRecordSize)}
+}
+
+// head is how many journal entries were ever written.
+func (lr *liveRegion) head() uint64 { return le.Uint64(lr.r.Record(0)[metaHead:]) }
 
 // createRegion makes a region for w's players (and room for maxPlayers)
 // and writes w into it: a first start, or a start from the snapshot file.
@@ -28,7 +41,7 @@ func createRegion(w *world, maxPlayers int) (*liveRegion, error) {
 	if err != nil {
 		return nil, fmt.Errorf("live: %w", err)
 	}
-	lr := &liveRegion{r: r, goods: map[int]int{}, rec: make([]byte, regionRecordSize)}
+	lr := newLiveRegion(r)
 	recs := make([][]byte, 0, firstPlayer)
 	meta := make([]byte, regionRecordSize)
 	meta[0] = kindMeta
@@ -50,10 +63,8 @@ func createRegion(w *world, maxPlayers int) (*liveRegion, error) {
 		}
 		recs = append(recs, rec)
 	}
-	for range maxSessions {
-		rec := make([]byte, regionRecordSize)
-		encodeSession(rec, sessionRec{player: -1})
-		recs = append(recs, rec)
+	for range maxSessions + journalRecords {
+		recs = append(recs, make([]byte, regionRecordSize)) // free slots; an empty journal
 	}
 	for i := range w.players {
 		rec := make([]byte, regionRecordSize)
@@ -97,32 +108,56 @@ func openRegion(f *os.File) (lr *liveRegion, players []player, stock map[int]int
 		r.Close()
 		return nil, nil, nil, nil, fmt.Errorf("live: the stored region has %d records, fewer than its %d fixed ones", r.Len(), firstPlayer)
 	}
-	lr = &liveRegion{r: r, goods: map[int]int{}, rec: make([]byte, regionRecordSize)}
-	stock = map[int]int64{}
-	for i := firstGood; i < firstGood+maxGoods; i++ {
-		if item, remain, ok := decodeGood(r.Record(i)); ok {
-			stock[item], lr.goods[item] = remain, i
-		}
+	lr = newLiveRegion(r)
+	players, err = lr.readPlayers()
+	if err != nil {
+		r.Close()
+		return nil, nil, nil, nil, err
 	}
-	players = make([]player, 0, r.Len()-firstPlayer)
-	for i := firstPlayer; i < r.Len(); i++ {
-		p, err := decodePlayer(r.Record(i))
+	return lr, players, lr.readGoods(), lr.readSessions(), nil
+}
+
+// readPlayers decodes every player record.
+func (lr *liveRegion) readPlayers() ([]player, error) {
+	players := make([]player, 0, lr.r.Len()-firstPlayer)
+	for i := firstPlayer; i < lr.r.Len(); i++ {
+		p, err := decodePlayer(lr.r.Record(i))
 		if err != nil {
-			r.Close()
-			return nil, nil, nil, nil, fmt.Errorf("live: the stored region's record %d: %w", i, err)
+			return nil, fmt.Errorf("live: the stored region's record %d: %w", i, err)
 		}
 		players = append(players, p)
 	}
-	sessions = map[int]sessionRec{}
-	lr.free = make([]int, 0, maxSessions)
+	return players, nil
+}
+
+// readGoods decodes the stock, noting each good's record.
+func (lr *liveRegion) readGoods() map[int]int64 {
+	stock := map[int]int64{}
+	for i := firstGood; i < firstGood+maxGoods; i++ {
+		if item, remain, ok := decodeGood(lr.r.Record(i)); ok {
+			stock[item], lr.goods[item] = remain, i
+		}
+	}
+	return stock
+}
+
+// readSessions decodes the sessions in use, by slot, and notes the free
+// slots.
+func (lr *liveRegion) readSessions() map[int]sessionRec {
+	if lr.sessions == nil {
+		lr.sessions, lr.free = make(map[int]sessionRec, 1024), make([]int, 0, maxSessions)
+	}
+	sessions := lr.sessions
+	clear(sessions)
+	lr.free = lr.free[:0]
 	for slot := maxSessions - 1; slot >= 0; slot-- {
-		if rec := r.Record(firstSession + slot); rec[0] == kindSession && rec[1] == 1 {
+		if rec := lr.r.Record(firstSession + slot); rec[0] == kindSession && rec[1] == 1 {
 			sessions[slot] = decodeSession(rec)
 		} else {
 			lr.free = append(lr.free, slot)
 		}
 	}
-	return lr, players, stock, sessions, nil
+	return sessions
 }
 
 // take allocates a session slot for a new connection; false when all are
@@ -154,7 +189,8 @@ func (lr *liveRegion) setSession(slot int, s sessionRec) error {
 }
 
 // commit writes what a command changed — its player, the stock of the
-// goods it changed — and its session's record, in one transaction.
+// goods it changed — and its session's record, in one transaction. A
+// player record written is journaled.
 func (lr *liveRegion) commit(w *world, s sessionRec, slot int, who string) error {
 	defer func() { lr.dirty = lr.dirty[:0] }()
 	return lr.r.Update(func(tx *shm.Tx) error {
@@ -163,17 +199,10 @@ func (lr *liveRegion) commit(w *world, s sessionRec, slot int, who string) error
 			if !ok {
 				return fmt.Errorf("live: no player %s", who)
 			}
-			if err := encodePlayer(lr.rec, &w.players[i]); err != nil {
-				return err
-			}
-			if firstPlayer+i == lr.r.Len() {
-				if _, err := tx.Append(lr.rec); err != nil {
-					return err
-				}
-			} else if err := tx.Set(firstPlayer+i, lr.rec); err != nil {
-				return err
-			}
 			s.player = int64(i)
+			if err := lr.writePlayer(tx, w, i); err != nil {
+				return err
+			}
 		}
 		for _, item := range lr.dirty {
 			at, ok := lr.goods[item]
@@ -192,4 +221,40 @@ func (lr *liveRegion) commit(w *world, s sessionRec, slot int, who string) error
 		encodeSession(lr.rec, s)
 		return tx.Set(firstSession+slot, lr.rec)
 	})
+}
+
+// writePlayer writes player i's record and journals it, unless it did not
+// change.
+func (lr *liveRegion) writePlayer(tx *shm.Tx, w *world, i int) error {
+	if err := encodePlayer(lr.rec, &w.players[i]); err != nil {
+		return err
+	}
+	switch at := firstPlayer + i; {
+	case at == lr.r.Len():
+		if _, err := tx.Append(lr.rec); err != nil {
+			return err
+		}
+	case bytes.Equal(lr.rec, lr.r.Record(at)):
+		return nil
+	default:
+		if err := tx.Set(at, lr.rec); err != nil {
+			return err
+		}
+	}
+	return lr.journal(tx, i)
+}
+
+// journal notes in tx that player i's record was written.
+func (lr *liveRegion) journal(tx *shm.Tx, i int) error {
+	k := lr.head()
+	at := firstJournal + int(k/journalPerRec)%journalRecords
+	copy(lr.jrec, lr.r.Record(at))
+	le.PutUint64(lr.jrec[8*(k%journalPerRec):], uint64(i))
+	if err := tx.Set(at, lr.jrec); err != nil {
+		return err
+	}
+	copy(lr.meta, lr.r.Record(0))
+	lr.meta[0] = kindMeta
+	le.PutUint64(lr.meta[metaHead:], k+1)
+	return tx.Set(0, lr.meta)
 }

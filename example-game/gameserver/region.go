@@ -20,10 +20,15 @@ import (
 //
 // The region is fixed records of regionRecordSize bytes, little-endian:
 //
-//	0                          meta
+//	0                          meta: the journal's head (live.go)
 //	firstGood …                the stock, one record per good (maxGoods)
 //	firstSession …             the sessions, one per slot (maxSessions): a
 //	                           connection is stored as "s<slot>"
+//	firstJournal …             the journal: the index of each player record
+//	                           written, 32 to a record, a ring of
+//	                           journalRecords, so that a successor that read
+//	                           the players ahead reads again only those
+//	                           (prepare.go)
 //	firstPlayer …              the players, in order of first login
 const (
 	regionFDName     = "region"
@@ -35,13 +40,21 @@ const (
 	maxSessions = 16384 // the supervisor's default --fd-store-max
 	bagSlots    = 8     // goods a bag holds, at most
 
+	journalRecords = 4096
+	journalPerRec  = regionRecordSize / 8
+	journalSize    = journalRecords * journalPerRec // entries the ring holds
+
 	firstGood    = 1
 	firstSession = firstGood + maxGoods
-	firstPlayer  = firstSession + maxSessions
+	firstJournal = firstSession + maxSessions
+	firstPlayer  = firstJournal + journalRecords
+
+	metaHead = 8 // the meta record's uint64: journal entries ever written
 
 	// maxMarked is how much of a command line a session record keeps: every
-	// valid command is shorter; a longer line is an error whatever it says.
-	maxMarked = 200
+	// valid command is shorter (LOGIN and a 64-byte id: 70); a longer line
+	// is an error whatever it says.
+	maxMarked = 80
 )
 
 // regionLayout is the region's layout for players players at most.
@@ -123,14 +136,17 @@ func decodeGood(rec []byte) (item int, remain int64, ok bool) {
 }
 
 // sessionRec is a session's record: which player it is logged in as, and
-// the command it is running, if any.
+// the command it is running, if any, with its reply once applied.
 type sessionRec struct {
-	used   bool
-	player int64  // index in the world's players, -1 before LOGIN
-	state  byte   // markNone, markRead or markApplied
-	pos    uint64 // where the marked line begins in the connection's input: bytes taken from the socket before it
-	length int    // the marked line's length, in bytes, without its "\n"
-	line   []byte // its first maxMarked bytes
+	used     bool
+	player   int64  // index in the world's players, -1 before LOGIN
+	state    byte   // markNone, markRead or markApplied
+	pos      uint64 // where the marked line begins in the connection's input: bytes taken from the socket before it
+	length   int    // the marked line's length, in bytes, without its "\n"
+	line     []byte // its first maxMarked bytes
+	outPos   uint64 // markApplied: where its reply begins in the connection's output: bytes written before it
+	replyLen int    // markApplied: the reply's length, with its "\n"
+	reply    []byte // markApplied: the reply, if it fits in maxReply bytes; else nil
 }
 
 // A session's mark: the command line it runs, from before it is taken from
@@ -138,16 +154,26 @@ type sessionRec struct {
 const (
 	markNone    = 0 // no command in progress
 	markRead    = 1 // the line was marked; it may or may not have been taken from the socket, and was not applied
-	markApplied = 2 // the command's effect is committed; its reply may not have been written
+	markApplied = 2 // the command's effect is committed, and its reply noted; the reply may not have been written
 )
 
-// Session record: kind, used, state, player (int64), position (uint64),
-// line length (uint16), line.
+// Session record: kind, used, state, player (int64), input position
+// (uint64), line length (uint16), line (maxMarked bytes), output position
+// (uint64), reply length (uint16), reply (maxReply bytes).
 const (
 	sPlayer = 3
 	sPos    = sPlayer + 8
 	sLen    = sPos + 8
 	sLine   = sLen + 2
+	sOutPos = sLine + maxMarked
+	sRepLen = sOutPos + 8
+	sReply  = sRepLen + 2
+
+	// maxReply is the longest reply a session record keeps, "\n"
+	// included: every reply to WORK and BUY, and STATUS with a few goods.
+	// A longer reply that may not have been written is replaced, at a
+	// restart, by a notice that the command was applied.
+	maxReply = regionRecordSize - sReply
 )
 
 func encodeSession(rec []byte, s sessionRec) {
@@ -161,15 +187,25 @@ func encodeSession(rec []byte, s sessionRec) {
 	le.PutUint64(rec[sPos:], s.pos)
 	le.PutUint16(rec[sLen:], uint16(min(s.length, 0xffff)))
 	copy(rec[sLine:sLine+maxMarked], s.line)
+	le.PutUint64(rec[sOutPos:], s.outPos)
+	le.PutUint16(rec[sRepLen:], uint16(min(s.replyLen, 0xffff)))
+	if len(s.reply) <= maxReply {
+		copy(rec[sReply:], s.reply)
+	}
 }
 
 func decodeSession(rec []byte) sessionRec {
 	if rec[0] != kindSession {
 		return sessionRec{player: -1}
 	}
-	n := int(le.Uint16(rec[sLen:]))
-	return sessionRec{used: rec[1] == 1, state: rec[2], player: int64(le.Uint64(rec[sPlayer:])),
-		pos: le.Uint64(rec[sPos:]), length: n, line: append([]byte(nil), rec[sLine:sLine+min(n, maxMarked)]...)}
+	n, nr := int(le.Uint16(rec[sLen:])), int(le.Uint16(rec[sRepLen:]))
+	s := sessionRec{used: rec[1] == 1, state: rec[2], player: int64(le.Uint64(rec[sPlayer:])),
+		pos: le.Uint64(rec[sPos:]), length: n, line: append([]byte(nil), rec[sLine:sLine+min(n, maxMarked)]...),
+		outPos: le.Uint64(rec[sOutPos:]), replyLen: nr}
+	if nr > 0 && nr <= maxReply {
+		s.reply = append([]byte(nil), rec[sReply:sReply+nr]...)
+	}
+	return s
 }
 
 var le = binary.LittleEndian

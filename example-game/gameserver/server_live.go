@@ -74,8 +74,11 @@ func (srv *server) resumeLive(conn net.Conn, slot int, rec sessionRec, restarted
 	if s.live, err = newLiveIO(conn, slot); err != nil {
 		return err
 	}
-	if s.live.pos, err = s.live.position(); err != nil {
-		return fmt.Errorf("live: session %s: %w", s.live.name, err)
+	s.live.posSet = false // learnt at its first line, out of the blackout
+	if rec.state != markNone {
+		if err := s.live.positions(); err != nil {
+			return fmt.Errorf("live: session %s: %w", s.live.name, err)
+		}
 	}
 	w := srv.game.world
 	w.mu.Lock()
@@ -83,18 +86,35 @@ func (srv *server) resumeLive(conn net.Conn, slot int, rec sessionRec, restarted
 		s.player = w.players[rec.player].id
 	}
 	w.mu.Unlock()
-	if rec.state == markRead && s.live.pos != rec.pos && s.live.pos != rec.pos+uint64(rec.length)+1 {
+	taken := rec.pos + uint64(rec.length) + 1
+	if rec.state == markRead && s.live.pos != rec.pos && s.live.pos != taken {
 		srv.log.Printf("live: session %s: marked at input position %d, the socket is at %d: the mark is dropped", s.live.name, rec.pos, s.live.pos)
 		rec.state = markNone
 	}
 	switch {
+	case rec.state == markApplied && s.live.outPos < rec.outPos+uint64(rec.replyLen):
+		// Applied; its reply not wholly written: the rest of it, as noted.
+		if sent := s.live.outPos - min(s.live.outPos, rec.outPos); rec.reply != nil {
+			s.out = append(s.out, rec.reply[sent:]...)
+		} else {
+			if sent > 0 {
+				s.out = append(s.out, '\n') // ends the line cut short
+			}
+			s.reply(fmt.Sprintf(noticeApplied, rec.line), false)
+		}
+		s.live.marked = true // cleared once written
+		if restarted {
+			s.reply(noticeNothingLost, false)
+		}
 	case rec.state == markApplied:
-		s.reply(fmt.Sprintf(noticeApplied, rec.line), false)
-		s.live.marked = true // cleared once the notice is written
+		s.live.marked = true // its reply was written: only the mark is left to clear
+		if restarted {
+			s.reply(noticeNothingLost, false)
+		}
 	case restarted:
 		s.reply(noticeNothingLost, false)
 	}
-	if rec.state == markRead && s.live.pos == rec.pos+uint64(rec.length)+1 {
+	if rec.state == markRead && s.live.pos == taken {
 		// Taken from the socket and not applied: run it now, from the
 		// record (a line longer than a record holds was no command).
 		line := rec.line

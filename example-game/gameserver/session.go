@@ -204,6 +204,9 @@ func (s *session) flush() error {
 		s.conn.SetWriteDeadline(past)
 	}
 	n, err := s.conn.Write(s.out)
+	if s.live != nil {
+		s.live.outPos += uint64(n)
+	}
 	s.out = s.out[:copy(s.out, s.out[n:])]
 	return err
 }

@@ -24,8 +24,11 @@ import (
 //	                   socket, the stream's position says (TCP_INFO's bytes
 //	                   received minus the bytes queued): if it was, the
 //	                   successor runs it (it was not applied)
-//	markApplied        applied; the reply may not have been written: the
-//	                   client is told (noticeApplied) and resyncs
+//	markApplied        applied, and the reply noted with where it begins in
+//	                   the output: the successor writes what of it the
+//	                   socket did not take (TCP_INFO's bytes acknowledged
+//	                   plus the bytes queued say how much it did). A reply
+//	                   too long to note is replaced by noticeApplied
 //
 // So no command is lost and none runs twice.
 
@@ -35,6 +38,8 @@ type liveIO struct {
 	name   string // "s<slot>": the connection's name in the fd store
 	rc     syscall.RawConn
 	pos    uint64 // bytes taken from the socket since the connection began
+	outPos uint64 // bytes written to it since the connection began
+	posSet bool   // pos and outPos are known; a resumed session learns them at its first line
 	marked bool   // a line is marked until its reply is written
 }
 
@@ -58,27 +63,33 @@ func newLiveIO(conn net.Conn, slot int) (*liveIO, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &liveIO{slot: slot, name: slotName(slot), rc: rc}, nil
+	return &liveIO{slot: slot, name: slotName(slot), rc: rc, posSet: true}, nil // a new connection: nothing taken
 }
 
-// position is how many bytes were taken from the socket since the
-// connection began, by whichever process: what the kernel received minus
-// what it still queues.
-func (l *liveIO) position() (uint64, error) {
-	var pos uint64
+// positions learns how many bytes were taken from the socket since the
+// connection began, and how many written to it, by whichever process:
+// what the kernel received minus what it still queues for reading; what
+// the peer acknowledged plus what the kernel still queues for sending.
+func (l *liveIO) positions() error {
 	var err error
 	cerr := l.rc.Control(func(fd uintptr) {
 		var info *unix.TCPInfo
 		if info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err != nil {
 			return
 		}
-		var queued int
-		if queued, err = unix.IoctlGetInt(int(fd), unix.SIOCINQ); err != nil {
+		var in, out int
+		if in, err = unix.IoctlGetInt(int(fd), unix.SIOCINQ); err != nil {
 			return
 		}
-		pos = info.Bytes_received - uint64(queued)
+		if out, err = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ); err != nil {
+			return
+		}
+		l.pos, l.outPos = info.Bytes_received-uint64(in), info.Bytes_acked+uint64(out)
 	})
-	return pos, errors.Join(cerr, err)
+	if err = errors.Join(cerr, err); err == nil {
+		l.posSet = true
+	}
+	return err
 }
 
 // peek fills buf from r on with what the socket holds, without taking it:
@@ -143,6 +154,11 @@ func (s *session) processLive() (bool, error) {
 		return false, nil
 	}
 	line := in[:i]
+	if !s.live.posSet {
+		if err := s.live.positions(); err != nil {
+			return false, err
+		}
+	}
 	rec := sessionRec{used: true, state: markRead, pos: s.live.pos, length: len(line), line: line[:min(len(line), maxMarked)]}
 	w := s.srv.game.world
 	w.mu.Lock()
@@ -165,8 +181,11 @@ func (s *session) processLive() (bool, error) {
 // session's record in one transaction, and queues its reply.
 func (s *session) runMarked(line []byte, rec sessionRec) {
 	w := s.srv.game.world
-	reply, quit := s.srv.game.execThen(&s.player, line, func() {
-		rec.state = markApplied
+	reply, quit := s.srv.game.execThen(&s.player, line, func(reply string) {
+		rec.state, rec.outPos, rec.replyLen = markApplied, s.live.outPos+uint64(len(s.out)), len(reply)+1
+		if rec.replyLen <= maxReply {
+			rec.reply = append(append(rec.reply[:0], reply...), '\n')
+		}
 		if err := w.live.commit(w, rec, s.live.slot, s.player); err != nil {
 			s.srv.log.Printf("live: committing session %s's command to the region: %v", s.live.name, err)
 		}

@@ -34,7 +34,9 @@ import (
 type liveFD struct {
 	name   string
 	fd     int
-	noPoll bool // FDPOLL=0: not dropped when it reports a hang-up
+	id     uint64 // unique in the store's life: fd numbers are reused
+	socket bool   // a connection; else state (a memfd), which a worker started ahead gets at once
+	noPoll bool   // FDPOLL=0: not dropped when it reports a hang-up
 }
 
 // fdStore is the live store: fds in the order they were stored, with an
@@ -46,6 +48,7 @@ type fdStore struct {
 	byName  map[string][]int // name → indices in entries
 	n       int              // entries that hold an fd
 	max     int
+	lastID  uint64
 }
 
 func newFDStore(max int) *fdStore {
@@ -61,8 +64,11 @@ func (st *fdStore) add(names []string, fds []int, noPoll bool) error {
 			st.n, st.max, len(fds), summarizeNames(names))
 	}
 	for i, fd := range fds {
+		var stat unix.Stat_t
+		socket := unix.Fstat(fd, &stat) != nil || stat.Mode&unix.S_IFMT == unix.S_IFSOCK
+		st.lastID++
 		st.byName[names[i]] = append(st.byName[names[i]], len(st.entries))
-		st.entries = append(st.entries, liveFD{name: names[i], fd: fd, noPoll: noPoll})
+		st.entries = append(st.entries, liveFD{name: names[i], fd: fd, id: st.lastID, socket: socket, noPoll: noPoll})
 	}
 	st.n += len(fds)
 	return nil
@@ -99,13 +105,14 @@ func (st *fdStore) compact() {
 	st.entries = kept
 }
 
-// list returns the stored fds, in the order they were stored. The store
-// keeps them: a worker is given duplicates (exec, SCM_RIGHTS).
-func (st *fdStore) list() []stored {
-	out := make([]stored, 0, st.n)
+// list returns the stored fds for which keep holds (all, for nil), in the
+// order they were stored. The store keeps them: a worker is given
+// duplicates (exec, SCM_RIGHTS).
+func (st *fdStore) list(keep func(liveFD) bool) []liveFD {
+	out := make([]liveFD, 0, st.n)
 	for _, e := range st.entries {
-		if e.fd >= 0 {
-			out = append(out, stored{name: e.name, fd: e.fd})
+		if e.fd >= 0 && (keep == nil || keep(e)) {
+			out = append(out, e)
 		}
 	}
 	return out
@@ -275,8 +282,8 @@ func (s *Supervisor) onFDStoreRemove(w *worker, name string) {
 }
 
 // liveForStart drops the stored fds whose peer hung up and returns the
-// rest, to be given to a worker being started.
-func (s *Supervisor) liveForStart() []stored {
+// rest for which keep holds (all, for nil), to be given to a worker.
+func (s *Supervisor) liveForStart(keep func(liveFD) bool) []stored {
 	dropped, err := s.live.dropHungUp()
 	if err != nil {
 		s.log.Warn().Err(err).Msg("fd store: cannot check for peers that hung up; passing every stored fd")
@@ -284,5 +291,28 @@ func (s *Supervisor) liveForStart() []stored {
 	if len(dropped) > 0 {
 		s.log.Info().Int("dropped", len(dropped)).Str("names", summarizeNames(dropped)).Msg("fd store: dropped fds whose peer hung up")
 	}
-	return s.live.list()
+	var out []stored
+	for _, e := range s.live.list(keep) {
+		out = append(out, stored{name: e.name, fd: e.fd})
+	}
+	return out
+}
+
+// stateFDs picks the store's fds that are not connections (a memfd of
+// state), which a worker started ahead of a handover gets at once, to
+// prepare while the old worker serves; it notes their ids in prepassed, so that GO
+// passes only the rest.
+func stateFDs(prepassed map[uint64]bool) func(liveFD) bool {
+	return func(e liveFD) bool {
+		if e.socket {
+			return false
+		}
+		prepassed[e.id] = true
+		return true
+	}
+}
+
+// notIn picks the fds not passed before.
+func notIn(prepassed map[uint64]bool) func(liveFD) bool {
+	return func(e liveFD) bool { return !prepassed[e.id] }
 }

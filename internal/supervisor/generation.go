@@ -88,9 +88,10 @@ type worker struct {
 	handover   *handoverConn // handover mode: the connection of a worker started ahead
 	readyToken int           // which ready timeout counts: handover mode re-arms it at GO
 	readyTimer *time.Timer
-	hung       bool // the watchdog killed it
-	goSent     bool // handover mode: the worker started ahead was sent GO; READY=1 counts from then
-	liveStore  bool // it stored fds in the live store (fdstore.go) before it was told to hand over
+	hung       bool            // the watchdog killed it
+	goSent     bool            // handover mode: the worker started ahead was sent GO; READY=1 counts from then
+	liveStore  bool            // it stored fds in the live store (fdstore.go) before it was told to hand over
+	prepassed  map[uint64]bool // the live store's fds it got at start, ahead of a handover
 
 	version   string // its last VERSION=: what it runs beyond the binary (scripts, configuration)
 	reloading bool   // a reload runs: it was sent the reload signal and has not answered yet
@@ -226,7 +227,7 @@ func (s *Supervisor) startWorker(g *generation, sl *slot) error {
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &worker{gen: g, slot: sl, proc: p, cancel: cancel, handover: l.handover}
+	w := &worker{gen: g, slot: sl, proc: p, cancel: cancel, handover: l.handover, prepassed: l.prepassed}
 	sl.worker = w
 	s.log.Debug().Int("gen", g.n).Int("slot", sl.index).Int("pid", p.PID()).Str("binary", g.binary).Msg("worker started")
 	go func() {
@@ -255,6 +256,9 @@ type launch struct {
 	env      []string // the whole environment
 	handover *handoverConn
 	childEnd int // the worker's end of the handover connection, closed after start; -1 if none
+	// prepassed are the live store's fds a worker started ahead of a
+	// handover got at start (fdstore.go's stateFDs): GO passes the rest.
+	prepassed map[uint64]bool
 }
 
 // prepareLaunch lays out a worker's fds: the listening sockets, then the
@@ -266,11 +270,14 @@ func (s *Supervisor) prepareLaunch(g *generation) (*launch, error) {
 	l := &launch{files: s.cfg.Sockets.FDs(), childEnd: -1}
 	names := []string{s.cfg.Sockets.Names()}
 	ahead := g == s.next || g.ahead
-	if !s.cfg.Handover || !ahead { // a worker started ahead gets them with GO
-		for _, st := range s.liveForStart() {
-			l.files = append(l.files, st.fd)
-			names = append(names, st.name)
-		}
+	keep := func(liveFD) bool { return true }
+	if s.cfg.Handover && ahead { // the state now, to prepare; the connections with GO
+		l.prepassed = map[uint64]bool{}
+		keep = stateFDs(l.prepassed)
+	}
+	for _, st := range s.liveForStart(keep) {
+		l.files = append(l.files, st.fd)
+		names = append(names, st.name)
 	}
 	if s.cfg.Handover && !ahead {
 		for _, st := range s.store {

@@ -231,7 +231,7 @@ func (s *Supervisor) sendGo(h *handover, note string) {
 	if note != "" {
 		s.log.Warn().Int("gen", w.gen.n).Str("note", note).Msg("handover: restoring")
 	}
-	store := append(s.liveForStart(), s.store...)
+	store := append(s.liveForStart(notIn(w.prepassed)), s.store...)
 	began := time.Now()
 	go func() {
 		if err := w.handover.sendStore(store, s.cfg.PassTimeout); err != nil {

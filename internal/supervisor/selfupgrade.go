@@ -121,7 +121,7 @@ func (s *Supervisor) selfSaved(note string) {
 	ss := s.self
 	ss.saved = true
 	s.dropHungUp()
-	live := s.liveForStart()
+	live := s.liveForStart(nil)
 	conns := make([]StoredConn, 0, len(s.store)+len(live))
 	for i, st := range append(live, s.store...) {
 		fd, err := unix.FcntlInt(uintptr(st.fd), unix.F_DUPFD_CLOEXEC, 0)
