@@ -22,6 +22,7 @@ const (
 type binaries struct {
 	supervisor   string
 	gameA, gameB string
+	live         bool // run the game with --live (--compare-live)
 }
 
 // build is one build of the programs under test.
@@ -45,6 +46,11 @@ func buildAll(ctx context.Context, o options, dir string) ([]*build, error) {
 		}
 	}
 	builds[0].Src, err = install(ctx, builds[0], "", o.supBin, o.gameA, o.gameB)
+	if o.compareLive { // one build, two ways of running it
+		builds[0].Tag, builds[0].Bins.live = "live", true
+		builds = append(builds, &build{Tag: "file", Bins: builds[0].Bins, Src: builds[0].Src})
+		builds[1].Bins.live = false
+	}
 	return builds, err
 }
 

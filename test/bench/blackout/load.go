@@ -23,6 +23,7 @@ type client struct {
 
 	replies  atomic.Int64
 	switches atomic.Int64 // PID changes seen
+	notices  atomic.Int64 // NOTICE lines seen (a --live game's resumed session)
 
 	mu     sync.Mutex
 	last   time.Time // the last reply's time
@@ -117,7 +118,7 @@ func (c *client) run(stop <-chan struct{}, bound time.Duration) {
 			c.fail(err)
 			return
 		}
-		line, err := c.r.ReadSlice('\n')
+		line, err := c.readReply()
 		now := time.Now()
 		if err != nil {
 			c.fail(err)
@@ -129,6 +130,26 @@ func (c *client) run(stop <-chan struct{}, bound time.Duration) {
 			return
 		}
 		c.note(now, pid)
+	}
+}
+
+// readReply reads the next line that is not a notice. A --live game tells
+// a resumed session "NOTICE restarted: ..."; when it says that the last
+// command was applied and its reply may be lost, the client sends STATUS
+// again, as the protocol asks (if the reply was not lost after all, the
+// client is one command ahead from then on).
+func (c *client) readReply() ([]byte, error) {
+	for {
+		line, err := c.r.ReadSlice('\n')
+		if err != nil || !bytes.HasPrefix(line, noticeMark) {
+			return line, err
+		}
+		c.notices.Add(1)
+		if bytes.Contains(line, []byte("was applied")) {
+			if _, err := c.conn.Write(status); err != nil {
+				return nil, err
+			}
+		}
 	}
 }
 

@@ -38,6 +38,13 @@ type options struct {
 	logFile    string // append every size's supervisor and game output here
 	hotUpdate  bool   // level-1 reloads and level-2 handovers alternated, instead of the handover matrix
 	rate       int    // --hot-update: commands per second, all clients together, paced; 0: closed loop
+	// --compare-live: the game with --live against the snapshot file, one
+	// build, sessions alternated; then crash restarts and the accept cost.
+	compareLive bool
+	kills       int             // kill -9 of the worker per crash session
+	restartMins []time.Duration // the supervisor's --restart-min (= --restart-max) of each crash session, alternated
+	crashRow    size            // players and connections of the crash sessions
+	burst       int             // new connections per session in the accept burst
 }
 
 const usageText = `usage: go run ./test/bench/blackout [flags]
@@ -84,6 +91,12 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.logFile, "log", "", "append the supervisor's and the game's output of every size to `FILE`")
 	fs.BoolVar(&o.quick, "quick", false, "a short run: players 1k,100k,1M, connections 100,1k, 3 upgrades, 1 throughput round (flags given explicitly win)")
 	fs.IntVar(&o.rate, "rate", defaultHotRate, "with --hot-update: the clients' commands per second, all together, each client sending at its own jittered pace without waiting for replies (an open loop; latency is from each command to its reply); 0: a closed loop, each client sending the next command on the reply, as the blackout matrix does (the figures are then time between replies)")
+	var restartMins, crashRow string
+	fs.BoolVar(&o.compareLive, "compare-live", false, "measure the game with --live (its data in a shared-memory region, its connections in the supervisor's live fd store) against the snapshot file, one build, sessions alternated (live, file, ...); then kill -9 of the live worker to its clients' first reply, and the accept cost of both; rows default to 1k/1k,100k/1k,1M/1k,1M/10k, rounds to 3")
+	fs.IntVar(&o.kills, "kills", 10, "with --compare-live: kill -9 of the worker per crash session (0: no crash sessions)")
+	fs.StringVar(&restartMins, "restart-min", "100ms,1ms", "with --compare-live: the supervisor's --restart-min (and --restart-max, so that the delay does not double) of the crash sessions, comma-separated, alternated")
+	fs.StringVar(&crashRow, "crash-row", "100k/1k", "with --compare-live: `PLAYERS/CONNS` of the crash sessions")
+	fs.IntVar(&o.burst, "accept-burst", 1000, "with --compare-live: new connections per session, dialled 64 at a time, each logging in, before the clients connect")
 	fs.BoolVar(&o.hotUpdate, "hot-update", false, "measure the two levels of hot update instead: --upgrades level-1 reloads (ctl reload, the scripts alternated) and as many level-2 handovers (SIGHUP), alternated, on one build; rows default to 100k/1k")
 	fs.Usage = func() {
 		fmt.Fprint(os.Stderr, usageText)
@@ -114,12 +127,18 @@ func parseFlags(args []string) (options, error) {
 			o.ioRounds = 1
 		}
 	}
+	if o.compareLive && !set["io-rounds"] {
+		o.ioRounds = 0 // the same for both
+	}
+	if o.compareLive && rows == "" && !set["players"] && !set["conns"] {
+		rows = "1k/1k,100k/1k,1M/1k,1M/10k"
+	}
 	if o.compare() && !set["io-rounds"] {
 		o.ioRounds = 0 // package state is the driver's: the same for both builds
 	}
 	if o.rounds == 0 {
 		o.rounds = 1
-		if o.compare() {
+		if o.compare() || o.compareLive {
 			o.rounds = 3
 		}
 	}
@@ -127,6 +146,16 @@ func parseFlags(args []string) (options, error) {
 		rows = "100k/1k"
 	}
 	var err error
+	if o.compareLive {
+		if o.restartMins, err = parseDurations(restartMins); err != nil {
+			return o, fmt.Errorf("--restart-min: %w", err)
+		}
+		cr, err := parseRows(crashRow)
+		if err != nil || len(cr) != 1 {
+			return o, fmt.Errorf("--crash-row %q: want one PLAYERS/CONNS pair, such as 100k/1k", crashRow)
+		}
+		o.crashRow = cr[0]
+	}
 	if rows != "" {
 		if set["players"] || set["conns"] {
 			return o, errors.New("--rows replaces --players and --conns")
@@ -161,6 +190,12 @@ func parseFlags(args []string) (options, error) {
 		return o, errors.New("--rate goes with --hot-update")
 	case o.hotUpdate && (o.compare() || o.seed != "snapshot"):
 		return o, errors.New("--hot-update takes neither a baseline nor --seed login")
+	case o.compareLive && (o.compare() || o.hotUpdate || o.seed != "snapshot"):
+		return o, errors.New("--compare-live takes neither a baseline, --hot-update nor --seed login")
+	case !o.compareLive && (set["kills"] || set["restart-min"] || set["crash-row"] || set["accept-burst"]):
+		return o, errors.New("--kills, --restart-min, --crash-row and --accept-burst go with --compare-live")
+	case o.kills < 0 || o.burst < 0:
+		return o, errors.New("--kills and --accept-burst must not be negative")
 	}
 	return o, nil
 }
@@ -224,6 +259,19 @@ func parseSizes(s string) ([]int, error) {
 			return nil, fmt.Errorf("%q: want positive numbers, such as 1000,10k,1M", s)
 		}
 		out = append(out, n*mult)
+	}
+	return out, nil
+}
+
+// parseDurations reads "100ms,1ms": positive durations.
+func parseDurations(s string) ([]time.Duration, error) {
+	var out []time.Duration
+	for _, f := range strings.Split(s, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(f))
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("%q: want positive durations, such as 100ms,1ms", s)
+		}
+		out = append(out, d)
 	}
 	return out, nil
 }

@@ -15,6 +15,8 @@ func TestRows(t *testing.T) {
 		{[]string{"--rows", "100k/1k, 1M/10k", "--baseline", "HEAD"}, []size{{100_000, 1000}, {1_000_000, 10_000}}, 3},
 		{[]string{"--players", "1k,2k", "--conns", "100", "--rounds", "2"}, []size{{1000, 100}, {2000, 100}}, 2},
 		{[]string{"--hot-update"}, []size{{100_000, 1000}}, 1},
+		{[]string{"--compare-live"}, []size{{1000, 1000}, {100_000, 1000}, {1_000_000, 1000}, {1_000_000, 10_000}}, 3},
+		{[]string{"--compare-live", "--rows", "1k/100", "--rounds", "1", "--restart-min", "5ms"}, []size{{1000, 100}}, 1},
 	} {
 		o, err := parseFlags(tc.args)
 		if err != nil || !slices.Equal(o.sizes, tc.want) || o.rounds != tc.rnds {
@@ -27,6 +29,10 @@ func TestRows(t *testing.T) {
 		{"--rows", "1k/1", "--players", "5"},
 		{"--baseline-game-a", "a", "--baseline-game-b", "b"},
 		{"--hot-update", "--baseline", "HEAD"},
+		{"--compare-live", "--baseline", "HEAD"},
+		{"--compare-live", "--restart-min", "0s"},
+		{"--compare-live", "--crash-row", "1k"},
+		{"--kills", "3"},
 	} {
 		if _, err := parseFlags(bad); err == nil {
 			t.Errorf("%q: no error", bad)

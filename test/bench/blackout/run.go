@@ -38,6 +38,11 @@ type sizeResult struct {
 	gameResume  []float64 // the game's own: of the restore, resuming the sessions
 	intervals   []float64 // steady state: median over connections of the time between replies
 	moved       []int     // connections in each upgrade's success line
+	passMS      []float64 // the supervisor's pass_ms: passing the stored connections to the new worker, GO
+	acceptUS    []float64 // per session: median over the burst's connections of dial to LOGIN's reply, µs
+	acceptRate  []float64 // per session: the burst's connections per second
+	acceptSeqUS []float64 // per session: the same, one connection at a time, µs
+	notices     int       // NOTICE lines the clients saw (--live)
 }
 
 func run(ctx context.Context, o options) (int, error) {
@@ -71,7 +76,10 @@ func run(ctx context.Context, o options) (int, error) {
 		return 1, err
 	}
 	fmt.Printf("built the supervisor and the game (%s, %s) in %v\n", versionA, versionB, time.Since(began).Round(time.Second))
-	if len(builds) > 1 {
+	if o.compareLive {
+		fmt.Printf("one build, %s; each size: %d sessions of %d upgrades with the game's --live and as many without (the snapshot file), alternated (live first)\n",
+			builds[0].Src, o.rounds, o.upgrades)
+	} else if len(builds) > 1 {
 		fmt.Printf("new:      %s\nbaseline: %s\n", builds[0].Src, builds[1].Src)
 		fmt.Printf("each size: %d sessions of %d upgrades per build, alternated (new first)\n", o.rounds, o.upgrades)
 	}
@@ -99,7 +107,13 @@ func run(ctx context.Context, o options) (int, error) {
 		}
 	}
 	var missed bool
-	if len(builds) > 1 {
+	if o.compareLive {
+		crashes, err := measureCrashes(o, builds[0], dir, interrupt)
+		if err != nil {
+			return 1, err
+		}
+		missed = reportLive(results[0], results[1], crashes)
+	} else if len(builds) > 1 {
 		missed = reportComparison(builds, results, io)
 	} else {
 		missed = report(results[0], io)
@@ -198,7 +212,11 @@ func measureSize(o options, b *build, dir string, r *sizeResult, interrupt <-cha
 	if err := copyFile(worker, bins.gameA); err != nil {
 		return err
 	}
-	s, err := startSupervisor(bins.supervisor, worker, snap, o.wait, nil, "--autosave", "0")
+	workerArgs := []string{"--autosave", "0"}
+	if bins.live {
+		workerArgs = append(workerArgs, liveArgs(r.players)...)
+	}
+	s, err := startSupervisor(bins.supervisor, worker, snap, o.wait, nil, workerArgs...)
 	if err != nil {
 		return err
 	}
@@ -236,6 +254,18 @@ func measureSize(o options, b *build, dir string, r *sizeResult, interrupt <-cha
 	} else if m[2] != strconv.Itoa(r.players) {
 		return fmt.Errorf("the game restored %q, want %d players", m[0], r.players)
 	}
+	if o.compareLive && o.burst > 0 {
+		seq, _, err := acceptBurst(addr, o.burst/4, 1, r.players, o.wait)
+		if err != nil {
+			return fmt.Errorf("the accept burst: %w", err)
+		}
+		us, rate, err := acceptBurst(addr, o.burst, burstAtOnce, r.players, o.wait)
+		if err != nil {
+			return fmt.Errorf("the accept burst: %w", err)
+		}
+		r.acceptSeqUS = append(r.acceptSeqUS, seq)
+		r.acceptUS, r.acceptRate = append(r.acceptUS, us), append(r.acceptRate, rate)
+	}
 
 	clients, err := dialAll(addr, r.conns, r.players, o.seed == "snapshot", o.wait)
 	if err != nil {
@@ -270,12 +300,19 @@ func measureSize(o options, b *build, dir string, r *sizeResult, interrupt <-cha
 		default:
 		}
 		r.upgrades++
+		mark := s.at
 		if err := upgradeOnce(s, ld, bin[u%2], len(r.supBlackout)-before, r, o.trace); err != nil {
 			return err
+		}
+		if o.compareLive {
+			noteLiveLines(s, mark, r)
 		}
 		if err := steady(); err != nil {
 			return err
 		}
+	}
+	for _, c := range ld.clients {
+		r.notices += int(c.notices.Load())
 	}
 	return ld.firstErr()
 }
