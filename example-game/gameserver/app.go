@@ -384,7 +384,9 @@ func (a *app) save(ctx context.Context, path string, kind handoff.SaveKind) erro
 func (a *app) reloads(reqs <-chan handoff.Reload) {
 	for req := range reqs {
 		began := time.Now()
-		u, err := a.rules.prepare() // off the lock: commands go on meanwhile
+		var u *update
+		var err error
+		niced(func() { u, err = a.rules.prepare() }) // off the lock, and behind the players: commands go on meanwhile
 		a.world.mu.Lock()
 		locked := time.Now()
 		old, summary := a.rules.version, ""
