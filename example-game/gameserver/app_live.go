@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -32,15 +33,10 @@ func (a *app) startLive(conns []handoff.Conn) error {
 		f, _ = a.w.File(regionFDName) // passed with GO
 	}
 	if f != nil {
-		lr, players, stock, sessions, err := openRegion(f)
+		lr, world, sessions, err := a.openWorld(f)
 		f.Close()
 		if err == nil {
-			world, err := newWorld(players, stock, a.rules.goods, a.cfg.stock)
-			if err == nil {
-				return a.resumeWorld(lr, world, sessions, conns, began)
-			}
-			lr.r.Close()
-			err = fmt.Errorf("live: the stored region: %w", err)
+			return a.resumeWorld(lr, world, sessions, conns, began)
 		}
 		a.log.Printf("%v; starting from the snapshot file instead", err)
 		a.w.RemoveFD(regionFDName)
@@ -66,6 +62,20 @@ func (a *app) startLive(conns []handoff.Conn) error {
 	a.log.Printf("live: the data is in a shared-memory region of %d players' room (%s), stored with the supervisor; made in %v",
 		a.cfg.livePlayers, regionLayoutName, time.Since(began).Round(time.Microsecond))
 	return nil
+}
+
+// openWorld reads the world from the region at f.
+func (a *app) openWorld(f *os.File) (*liveRegion, *world, map[int]sessionRec, error) {
+	lr, players, stock, sessions, err := openRegion(f)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	world, err := newWorld(players, stock, a.rules.goods, a.cfg.stock)
+	if err != nil {
+		lr.r.Close()
+		return nil, nil, nil, fmt.Errorf("live: the stored region: %w", err)
+	}
+	return lr, world, sessions, nil
 }
 
 // restoreFile is restore, for --live.
