@@ -40,7 +40,7 @@ const (
 )
 
 var (
-	liveResumeRe = regexp.MustCompile(`gameserver\[(\d+)\]: live (handover|restart): (\d+) players and (\d+) sessions resumed from the stored region \(generation (\d+)\) in (\S+);`)
+	liveResumeRe = regexp.MustCompile(`gameserver\[(\d+)\]: live (handover|restart): (\d+) players and (\d+) sessions resumed from the stored region \(generation (\d+)\) in (\S+)(?: \(the region taken over in (\S+)\))?;`)
 	noticeMark   = []byte("NOTICE ")
 )
 
@@ -60,6 +60,9 @@ func noteLiveLines(s *supervisor, mark int, r *sizeResult) {
 		}
 		if m := liveResumeRe.FindStringSubmatch(l.Raw); !resume && m != nil && m[2] == "handover" {
 			r.gameRestore, resume = append(r.gameRestore, durMS(m[6])), true
+			if m[7] != "" {
+				r.liveTakeover = append(r.liveTakeover, durMS(m[7]))
+			}
 		}
 	}
 }
@@ -328,19 +331,20 @@ func reportLive(live, file []*sizeResult, crashes []*crashResult) (missed bool) 
 	fmt.Println("  supervisor = blackout_ms (old worker told to save -> new worker READY=1); client med = per upgrade, the median over")
 	fmt.Println("      the connections of the time from the old worker's last reply to the new one's first; client max = per upgrade, the")
 	fmt.Println("      worst connection's; restore = the game's own: live, resuming from the region; file, reading the snapshot and")
-	fmt.Println("      resuming the sessions; pass_ms = the supervisor passing the stored connections to the new worker")
+	fmt.Println("      resuming the sessions; (takeover) = of the live restore, taking the region over; pass_ms = the supervisor")
+	fmt.Println("      passing the stored connections to the new worker")
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "players\tconns\tok live\tok file\tsupervisor live\tfile\tratio\tclient med live\tfile\tratio\tclient max live\tfile\trestore live\tfile\tpass_ms live\tfile\t")
+	fmt.Fprintln(tw, "players\tconns\tok live\tok file\tsupervisor live\tfile\tratio\tclient med live\tfile\tratio\tclient max live\tfile\trestore live\t(takeover)\tfile\tpass_ms live\tfile\t")
 	for i, l := range live {
 		f := file[i]
 		if why := unmeasuredLive(l, f); why != "" {
 			fmt.Fprintf(tw, "%d\t%d\t-\t%s\t\n", l.players, l.conns, oneLine(why))
 			continue
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%d/%d\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", l.players, l.conns,
+		fmt.Fprintf(tw, "%d\t%d\t%d/%d\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", l.players, l.conns,
 			len(l.supBlackout), l.upgrades, len(f.supBlackout), f.upgrades,
 			side(l.supBlackout, f.supBlackout), side(l.cliMedian, f.cliMedian), f1(l.cliMax), f1(f.cliMax),
-			f1(l.gameRestore), f1(f.gameRestore), f1(l.passMS), f1(f.passMS))
+			f1(l.gameRestore), f1(l.liveTakeover), f1(f.gameRestore), f1(l.passMS), f1(f.passMS))
 	}
 	tw.Flush()
 	for _, rs := range [][]*sizeResult{live, file} {

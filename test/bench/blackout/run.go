@@ -22,27 +22,28 @@ type sizeResult struct {
 	skipped        string // why it was not measured
 	err            error  // why it stopped early
 
-	seedMS      float64   // the last session's writing of the seeded snapshot (or logging the players in)
-	coldMS      []float64 // per session, the first worker's ready_ms: restoring the players cold
-	upgrades    int       // attempted, over the sessions
-	failed      []string  // reasons of failed upgrades
-	supBlackout []float64 // blackout_ms per successful upgrade
-	cliMedian   []float64 // per upgrade: median over connections of the client blackout
-	cliMax      []float64 // per upgrade: max over connections
-	saveMS      []float64 // supervisor's save_ms: drain signal to HANDOVER=saved
-	gameStop    []float64 // the game's own: stopping the sessions on the drain signal
-	gameSave    []float64 // the game's own: writing the snapshot
-	gameStore   []float64 // the game's own: storing the connections with the supervisor (up to 253 a datagram) and HANDOVER=saved
-	gameRestore []float64 // the game's own: restoring the snapshot and the sessions
-	gameSnap    []float64 // the game's own: of the restore, reading the snapshot
-	gameResume  []float64 // the game's own: of the restore, resuming the sessions
-	intervals   []float64 // steady state: median over connections of the time between replies
-	moved       []int     // connections in each upgrade's success line
-	passMS      []float64 // the supervisor's pass_ms: passing the stored connections to the new worker, GO
-	acceptUS    []float64 // per session: median over the burst's connections of dial to LOGIN's reply, µs
-	acceptRate  []float64 // per session: the burst's connections per second
-	acceptSeqUS []float64 // per session: the same, one connection at a time, µs
-	notices     int       // NOTICE lines the clients saw (--live)
+	seedMS       float64   // the last session's writing of the seeded snapshot (or logging the players in)
+	coldMS       []float64 // per session, the first worker's ready_ms: restoring the players cold
+	upgrades     int       // attempted, over the sessions
+	failed       []string  // reasons of failed upgrades
+	supBlackout  []float64 // blackout_ms per successful upgrade
+	cliMedian    []float64 // per upgrade: median over connections of the client blackout
+	cliMax       []float64 // per upgrade: max over connections
+	saveMS       []float64 // supervisor's save_ms: drain signal to HANDOVER=saved
+	gameStop     []float64 // the game's own: stopping the sessions on the drain signal
+	gameSave     []float64 // the game's own: writing the snapshot
+	gameStore    []float64 // the game's own: storing the connections with the supervisor (up to 253 a datagram) and HANDOVER=saved
+	gameRestore  []float64 // the game's own: restoring the snapshot and the sessions
+	gameSnap     []float64 // the game's own: of the restore, reading the snapshot
+	gameResume   []float64 // the game's own: of the restore, resuming the sessions
+	intervals    []float64 // steady state: median over connections of the time between replies
+	moved        []int     // connections in each upgrade's success line
+	passMS       []float64 // the supervisor's pass_ms: passing the stored connections to the new worker, GO
+	liveTakeover []float64 // --live: of the game's restore, taking the region over
+	acceptUS     []float64 // per session: median over the burst's connections of dial to LOGIN's reply, µs
+	acceptRate   []float64 // per session: the burst's connections per second
+	acceptSeqUS  []float64 // per session: the same, one connection at a time, µs
+	notices      int       // NOTICE lines the clients saw (--live)
 }
 
 func run(ctx context.Context, o options) (int, error) {
