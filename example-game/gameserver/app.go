@@ -278,6 +278,9 @@ func (a *app) run(ln net.Listener) error {
 	if err := a.st.Ready(); err != nil {
 		return fmt.Errorf("notify ready: %w", err)
 	}
+	if a.cfg.live {
+		a.dropOtherRegions()
+	}
 	a.world.mu.Lock()
 	rule, scripts := a.rules.rule, a.rules.version
 	a.world.mu.Unlock()

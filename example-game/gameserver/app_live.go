@@ -40,6 +40,26 @@ func (a *app) startLive(conns []handoff.Conn) error {
 		}
 		a.log.Printf("%v; starting from the snapshot file instead", err)
 		a.w.RemoveFD(regionFDName)
+	} else if f, version := a.olderRegion(); f != nil {
+		lr, err := migrateRegion(f, version, a.cfg.livePlayers)
+		f.Close()
+		if err != nil {
+			return err // the upgrade fails; the older region is intact for a rollback
+		}
+		world, sessions, err := a.worldFrom(lr)
+		if err == nil {
+			err = a.w.StoreFD(regionFDName, lr.r.File())
+		}
+		if err != nil {
+			lr.r.Close()
+			return fmt.Errorf("live: after migrating the region from layout v%d: %w", version, err)
+		}
+		a.log.Printf("live: migrated the region from layout v%d to v%d: %d players in %v (the v%d region stays stored until this worker is ready)",
+			version, regionVersion, len(world.players), time.Since(began).Round(time.Microsecond), version)
+		if failAfterMigrate {
+			return fmt.Errorf("a build that fails after the migration, for the tests: exiting before it is ready")
+		}
+		return a.resumeWorld(lr, world, sessions, conns, began)
 	}
 	// No region: whatever connections are stored, their sessions are unknown.
 	for _, c := range conns {
@@ -66,16 +86,29 @@ func (a *app) startLive(conns []handoff.Conn) error {
 
 // openWorld reads the world from the region at f.
 func (a *app) openWorld(f *os.File) (*liveRegion, *world, map[int]sessionRec, error) {
-	lr, players, stock, sessions, err := openRegion(f)
+	lr, err := openRegion(f)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	world, err := newWorld(players, stock, a.rules.goods, a.cfg.stock)
+	world, sessions, err := a.worldFrom(lr)
 	if err != nil {
 		lr.r.Close()
-		return nil, nil, nil, fmt.Errorf("live: the stored region: %w", err)
+		return nil, nil, nil, err
 	}
 	return lr, world, sessions, nil
+}
+
+// worldFrom reads the world and the sessions from a region.
+func (a *app) worldFrom(lr *liveRegion) (*world, map[int]sessionRec, error) {
+	players, err := lr.readPlayers()
+	if err != nil {
+		return nil, nil, err
+	}
+	world, err := newWorld(players, lr.readGoods(), a.rules.goods, a.cfg.stock)
+	if err != nil {
+		return nil, nil, fmt.Errorf("live: the stored region: %w", err)
+	}
+	return world, lr.readSessions(), nil
 }
 
 // restoreFile is restore, for --live.

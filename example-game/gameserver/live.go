@@ -97,24 +97,17 @@ func createRegion(w *world, maxPlayers int) (*liveRegion, error) {
 }
 
 // openRegion maps the region a previous worker left (f, from the fd
-// store) and reads the world back from it: players, stock, and the
-// sessions in use, by slot.
-func openRegion(f *os.File) (lr *liveRegion, players []player, stock map[int]int64, sessions map[int]sessionRec, err error) {
+// store), taking it over.
+func openRegion(f *os.File) (*liveRegion, error) {
 	r, err := shm.Open(f, shm.Layout{Name: regionLayoutName, Version: regionVersion, RecordSize: regionRecordSize})
 	if err != nil {
-		return nil, nil, nil, nil, fmt.Errorf("live: the stored region: %w", err)
+		return nil, fmt.Errorf("live: the stored region: %w", err)
 	}
 	if r.Len() < firstPlayer {
 		r.Close()
-		return nil, nil, nil, nil, fmt.Errorf("live: the stored region has %d records, fewer than its %d fixed ones", r.Len(), firstPlayer)
+		return nil, fmt.Errorf("live: the stored region has %d records, fewer than its %d fixed ones", r.Len(), firstPlayer)
 	}
-	lr = newLiveRegion(r)
-	players, err = lr.readPlayers()
-	if err != nil {
-		r.Close()
-		return nil, nil, nil, nil, err
-	}
-	return lr, players, lr.readGoods(), lr.readSessions(), nil
+	return newLiveRegion(r), nil
 }
 
 // readPlayers decodes every player record.

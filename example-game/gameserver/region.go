@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/procswitch/supervisor/state/shm"
 )
@@ -31,14 +32,10 @@ import (
 //	                           (prepare.go)
 //	firstPlayer …              the players, in order of first login
 const (
-	regionFDName     = "region"
 	regionLayoutName = "gameserver"
-	regionVersion    = 1
-	regionRecordSize = 256
 
 	maxGoods    = 32
 	maxSessions = 16384 // the supervisor's default --fd-store-max
-	bagSlots    = 8     // goods a bag holds, at most
 
 	journalRecords = 4096
 	journalPerRec  = regionRecordSize / 8
@@ -56,6 +53,13 @@ const (
 	// is an error whatever it says.
 	maxMarked = 80
 )
+
+// regionFDName is the region's name in the fd store: its layout's version
+// in it, so that a build finds the region it can read, and one it must
+// migrate from (migrate.go).
+var regionFDName = regionName(regionVersion)
+
+func regionName(version uint32) string { return "region.v" + strconv.Itoa(int(version)) }
 
 // regionLayout is the region's layout for players players at most.
 func regionLayout(players int) shm.Layout {

@@ -27,6 +27,7 @@ const (
 const (
 	buggyVersion = "v1-buggy"
 	fixedVersion = "v2-fixed"
+	layoutV2     = "v3-layout2" // the fixed shop, its --live region in layout 2
 )
 
 // bins are the programs under test, built by TestMain.
@@ -35,6 +36,8 @@ var bins struct {
 	supervisor string
 	buggy      string // the game with the seed's shop bug
 	fixed      string // the game built with -tags fixedshop
+	layout2    string // the game built with -tags fixedshop,regionv2: a new --live region layout
+	layout2bad string // layout2 that exits once it has migrated the region (-tags failaftermigrate)
 	helper     string // this test binary
 	err        error  // why they are missing, if they are
 }
@@ -84,11 +87,15 @@ func buildAll(dir string) error {
 	bins.supervisor = filepath.Join(dir, "supervisor")
 	bins.buggy = filepath.Join(dir, "gameserver-buggy")
 	bins.fixed = filepath.Join(dir, "gameserver-fixed")
+	bins.layout2 = filepath.Join(dir, "gameserver-layout2")
+	bins.layout2bad = filepath.Join(dir, "gameserver-layout2bad")
 	// The module root; tests run in their package directory.
 	return procwatch.GoBuild("../..", buildBound,
 		procwatch.Build{Out: bins.supervisor, Pkg: "./cmd/supervisor", Race: raceEnabled},
 		procwatch.Build{Out: bins.buggy, Pkg: "./example-game/gameserver", LDFlags: "-X main.version=" + buggyVersion, Race: raceEnabled},
 		procwatch.Build{Out: bins.fixed, Pkg: "./example-game/gameserver", Tags: "fixedshop", LDFlags: "-X main.version=" + fixedVersion, Race: raceEnabled},
+		procwatch.Build{Out: bins.layout2, Pkg: "./example-game/gameserver", Tags: "fixedshop,regionv2", LDFlags: "-X main.version=" + layoutV2, Race: raceEnabled},
+		procwatch.Build{Out: bins.layout2bad, Pkg: "./example-game/gameserver", Tags: "fixedshop,regionv2,failaftermigrate", LDFlags: "-X main.version=" + layoutV2, Race: raceEnabled},
 	)
 }
 

@@ -1,0 +1,5 @@
+//go:build failaftermigrate
+
+package main
+
+const failAfterMigrate = true
