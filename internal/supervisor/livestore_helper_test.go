@@ -26,6 +26,7 @@ import (
 //	INC   adds one to the counter and answers "<count> <pid>"
 //	BYE   removes the connection from the store and closes it
 //	DIE   kill -9 of the worker itself, nothing answered
+//	STATE when the state came: "start", "go" or "none" (created), and the pid
 //
 // At a handover it stores nothing: its connections are in the store.
 func runLive() int {
@@ -38,11 +39,23 @@ func runLive() int {
 	if err != nil {
 		return fail(err)
 	}
+	// The store's memfd: passed at start, even to a worker started ahead of
+	// a handover (the state comes ahead; the connections with GO).
+	state, err := w.File("state")
+	got := "start"
+	if err != nil {
+		got = "none"
+	}
 	conns, err := steps.Await(context.Background(), w) // stored ones, by name
 	if err != nil {
 		return fail(err)
 	}
-	state, err := w.File("state") // a restart, or GO: the store's memfd
+	if state == nil {
+		state, err = w.File("state") // GO
+		if err == nil {
+			got = "go"
+		}
+	}
 	if err != nil {
 		fd, err := unix.MemfdCreate("state", unix.MFD_CLOEXEC)
 		if err != nil {
@@ -56,7 +69,7 @@ func runLive() int {
 			return fail(err)
 		}
 	}
-	lw := &storeWorker{w: w, state: state}
+	lw := &storeWorker{w: w, state: state, got: got}
 	for _, c := range conns {
 		lw.serve(c.Conn, c.Name)
 	}
@@ -84,6 +97,7 @@ func runLive() int {
 type storeWorker struct {
 	w     *handoff.Worker
 	state *os.File
+	got   string // when the state came: start, go, or none (created)
 	mu    sync.Mutex
 	conns []net.Conn
 	stop  bool
@@ -116,6 +130,8 @@ func (lw *storeWorker) serve(conn net.Conn, name string) {
 				binary.LittleEndian.PutUint64(b[:], n)
 				lw.state.WriteAt(b[:], 0)
 				fmt.Fprintf(conn, "%d %d\n", n, os.Getpid())
+			case "STATE":
+				fmt.Fprintf(conn, "%s %d\n", lw.got, os.Getpid())
 			case "BYE":
 				lw.w.RemoveFD(name)
 				conn.Close()

@@ -122,6 +122,11 @@ func TestLiveStoreSurvivesCrash(t *testing.T) {
 	if got := h.fdStore(); got != 2 {
 		t.Errorf("fd store holds %d after the handover, want 2 (the state and a)", got)
 	}
+	a.send("STATE")
+	a.conn.SetReadDeadline(time.Now().Add(waitBound))
+	if line, err := a.r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "start ") {
+		t.Errorf("the worker started ahead got its state: %q, %v; want at start (the connections come with GO)", line, err)
+	}
 }
 
 // TestLiveStoreBound: past --fd-store-max, FDSTORE=1 is refused with a
