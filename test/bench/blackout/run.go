@@ -221,6 +221,7 @@ func measureSize(o options, b *build, dir string, r *sizeResult, interrupt <-cha
 	if err != nil {
 		return err
 	}
+	s.live = bins.live
 	defer func() {
 		s.stop()
 		if o.logFile != "" {
@@ -367,11 +368,13 @@ func upgradeOnce(s *supervisor, ld *load, bin string, done int, r *sizeResult, t
 		}
 	}
 	s.at = from
-	if m, err := s.findRe(restoreRe); err == nil {
-		r.gameRestore = append(r.gameRestore, durMS(m[4]))
-		if m[5] != "" {
-			r.gameSnap = append(r.gameSnap, durMS(m[5]))
-			r.gameResume = append(r.gameResume, durMS(m[6]))
+	if !s.live { // --live logs no snapshot restore: noteLiveLines reads its own
+		if m, err := s.findRe(restoreRe); err == nil {
+			r.gameRestore = append(r.gameRestore, durMS(m[4]))
+			if m[5] != "" {
+				r.gameSnap = append(r.gameSnap, durMS(m[5]))
+				r.gameResume = append(r.gameResume, durMS(m[6]))
+			}
 		}
 	}
 	// Every client must reach the new worker.

@@ -28,7 +28,8 @@ type supervisor struct {
 	*procwatch.Proc
 	worker string // the path it runs; replaced by rename to upgrade
 	wait   time.Duration
-	at     int // lines before it have been waited for
+	at     int  // lines before it have been waited for
+	live   bool // the game runs with --live: it logs no snapshot restore in a handover
 }
 
 // startSupervisor starts bin with its own flags supArgs and the game worker
