@@ -60,7 +60,7 @@ func (w *Worker) awaitHandover(ctx context.Context) ([]Conn, error) {
 // fds received are all connections: pending.wait waits for the rest. The
 // snapshot is committed by then, so the caller may restore meanwhile.
 func (w *Worker) receiveHandover(ctx context.Context) (conns []Conn, pending *converter, err error) {
-	pending = &converter{w: w}
+	pending = &converter{w: w, gone: map[string]bool{}}
 	conns = w.passedConns()
 	fdStr := os.Getenv(contract.EnvHandoverFD)
 	if fdStr == "" {
@@ -95,8 +95,26 @@ func (w *Worker) receiveHandover(ctx context.Context) (conns []Conn, pending *co
 		w.mu.Lock()
 		w.handedOver = true
 		w.mu.Unlock()
+		conns = dropGone(conns, pending.gone)
 	}
 	return conns, pending, err
+}
+
+// dropGone closes the connections passed at start that the supervisor's
+// live fd store removed before GO (the previous worker closed them).
+func dropGone(conns []Conn, gone map[string]bool) []Conn {
+	if len(gone) == 0 {
+		return conns
+	}
+	kept := conns[:0]
+	for _, c := range conns {
+		if gone[c.Name] {
+			c.Conn.Close()
+			continue
+		}
+		kept = append(kept, c)
+	}
+	return kept
 }
 
 // wasHandedOver is handover.HandedOver: awaitHandover got GO.
@@ -144,6 +162,12 @@ func receiveStore(uc *net.UnixConn, cv *converter) error {
 		if msg == contract.HandoverGo {
 			return nil
 		}
+		if names, ok := strings.CutPrefix(msg, contract.HandoverGoneKey); ok && oobn == 0 {
+			for _, name := range strings.Split(names, ":") {
+				cv.gone[name] = true
+			}
+			continue
+		}
 		fds, err := fdbatch.Rights(oob[:oobn])
 		if err != nil {
 			return fmt.Errorf("handoff: handover: %w", err)
@@ -163,7 +187,8 @@ func receiveStore(uc *net.UnixConn, cv *converter) error {
 type converter struct {
 	w     *Worker
 	wg    sync.WaitGroup
-	parts [][]Conn // one per message, in order; nil Conn where conversion failed
+	parts [][]Conn        // one per message, in order; nil Conn where conversion failed
+	gone  map[string]bool // connections passed at start that the store no longer holds ("GONE")
 }
 
 // convertPerGoroutine is the fewest fds worth a goroutine of their own.

@@ -93,5 +93,6 @@ const (
 	// Messages on the handover connection.
 	HandoverWaiting = "WAITING" // worker → supervisor: initialised, waiting for the state
 	HandoverFDsKey  = "FDS "    // supervisor → worker: "FDS name:name:…" with those fds attached
+	HandoverGoneKey = "GONE "   // supervisor → worker: "GONE name:name:…", fds passed at start since removed from the store: close them
 	HandoverGo      = "GO"      // supervisor → worker: the snapshot is written; restore and serve
 )

@@ -298,21 +298,39 @@ func (s *Supervisor) liveForStart(keep func(liveFD) bool) []stored {
 	return out
 }
 
-// stateFDs picks the store's fds that are not connections (a memfd of
-// state), which a worker started ahead of a handover gets at once, to
-// prepare while the old worker serves; it notes their ids in prepassed, so that GO
-// passes only the rest.
-func stateFDs(prepassed map[uint64]bool) func(liveFD) bool {
+// passAhead picks every stored fd for a worker started ahead of a
+// handover, noting each one's id and name in prepassed: it prepares its
+// state and its connections while the old worker still serves, and GO
+// passes only what was stored since, and names what was removed since.
+func passAhead(prepassed map[uint64]string) func(liveFD) bool {
 	return func(e liveFD) bool {
-		if e.socket {
-			return false
-		}
-		prepassed[e.id] = true
+		prepassed[e.id] = e.name
 		return true
 	}
 }
 
 // notIn picks the fds not passed before.
-func notIn(prepassed map[uint64]bool) func(liveFD) bool {
-	return func(e liveFD) bool { return !prepassed[e.id] }
+func notIn(prepassed map[uint64]string) func(liveFD) bool {
+	return func(e liveFD) bool { _, ok := prepassed[e.id]; return !ok }
+}
+
+// goneSince names the fds passed before that the store no longer holds
+// (removed, or dropped as hung up), whose name no fd still held and passed
+// before has: the worker closes its copies of them.
+func (st *fdStore) goneSince(prepassed map[uint64]string) []string {
+	held := map[uint64]bool{}
+	kept := map[string]bool{}
+	for _, e := range st.entries {
+		if name, ok := prepassed[e.id]; ok && e.fd >= 0 {
+			held[e.id], kept[name] = true, true
+		}
+	}
+	var gone []string
+	seen := map[string]bool{}
+	for id, name := range prepassed {
+		if !held[id] && !kept[name] && !seen[name] {
+			gone, seen[name] = append(gone, name), true
+		}
+	}
+	return gone
 }

@@ -88,10 +88,10 @@ type worker struct {
 	handover   *handoverConn // handover mode: the connection of a worker started ahead
 	readyToken int           // which ready timeout counts: handover mode re-arms it at GO
 	readyTimer *time.Timer
-	hung       bool            // the watchdog killed it
-	goSent     bool            // handover mode: the worker started ahead was sent GO; READY=1 counts from then
-	liveStore  bool            // it stored fds in the live store (fdstore.go) before it was told to hand over
-	prepassed  map[uint64]bool // the live store's fds it got at start, ahead of a handover
+	hung       bool              // the watchdog killed it
+	goSent     bool              // handover mode: the worker started ahead was sent GO; READY=1 counts from then
+	liveStore  bool              // it stored fds in the live store (fdstore.go) before it was told to hand over
+	prepassed  map[uint64]string // the live store's fds it got at start, ahead of a handover: id → name
 
 	version   string // its last VERSION=: what it runs beyond the binary (scripts, configuration)
 	reloading bool   // a reload runs: it was sent the reload signal and has not answered yet
@@ -257,8 +257,8 @@ type launch struct {
 	handover *handoverConn
 	childEnd int // the worker's end of the handover connection, closed after start; -1 if none
 	// prepassed are the live store's fds a worker started ahead of a
-	// handover got at start (fdstore.go's stateFDs): GO passes the rest.
-	prepassed map[uint64]bool
+	// handover got at start (fdstore.go's passAhead): GO passes the rest.
+	prepassed map[uint64]string
 }
 
 // prepareLaunch lays out a worker's fds: the listening sockets, then the
@@ -271,9 +271,9 @@ func (s *Supervisor) prepareLaunch(g *generation) (*launch, error) {
 	names := []string{s.cfg.Sockets.Names()}
 	ahead := g == s.next || g.ahead
 	keep := func(liveFD) bool { return true }
-	if s.cfg.Handover && ahead { // the state now, to prepare; the connections with GO
-		l.prepassed = map[uint64]bool{}
-		keep = stateFDs(l.prepassed)
+	if s.cfg.Handover && ahead { // now, to prepare; GO passes what changed since
+		l.prepassed = map[uint64]string{}
+		keep = passAhead(l.prepassed)
 	}
 	for _, st := range s.liveForStart(keep) {
 		l.files = append(l.files, st.fd)

@@ -232,9 +232,10 @@ func (s *Supervisor) sendGo(h *handover, note string) {
 		s.log.Warn().Int("gen", w.gen.n).Str("note", note).Msg("handover: restoring")
 	}
 	store := append(s.liveForStart(notIn(w.prepassed)), s.store...)
+	gone := s.live.goneSince(w.prepassed)
 	began := time.Now()
 	go func() {
-		if err := w.handover.sendStore(store, s.cfg.PassTimeout); err != nil {
+		if err := w.handover.sendStore(store, gone, s.cfg.PassTimeout); err != nil {
 			s.send(passFailedEvent{w: w, err: err})
 			return
 		}
@@ -256,9 +257,10 @@ func (s *Supervisor) onPassFailed(w *worker, err error) {
 	s.onNextFailed(w.gen, KindPassFailed, "passing the connections to worker "+strconv.Itoa(w.pid())+": "+err.Error())
 }
 
-// sendStore writes the fds in batches, then GO. The store's fds are ours
-// until a generation is ready on them; the worker gets duplicates.
-func (h *handoverConn) sendStore(store []stored, timeout time.Duration) error {
+// sendStore writes the fds in batches, the names of fds passed at start
+// that are gone since, then GO. The store's fds are ours until a
+// generation is ready on them; the worker gets duplicates.
+func (h *handoverConn) sendStore(store []stored, gone []string, timeout time.Duration) error {
 	h.conn.SetWriteDeadline(time.Now().Add(timeout))
 	names := make([]string, len(store))
 	fds := make([]int, len(store))
@@ -267,6 +269,17 @@ func (h *handoverConn) sendStore(store []stored, timeout time.Duration) error {
 	}
 	if err := fdbatch.Send(h.conn, contract.HandoverFDsKey, names, fds); err != nil {
 		return err
+	}
+	for len(gone) > 0 { // in messages of at most 32 KiB
+		n, size := 0, len(contract.HandoverGoneKey)
+		for n < len(gone) && (n == 0 || size+len(gone[n])+1 <= 32<<10) {
+			size += len(gone[n]) + 1
+			n++
+		}
+		if _, err := h.conn.Write([]byte(contract.HandoverGoneKey + strings.Join(gone[:n], ":"))); err != nil {
+			return err
+		}
+		gone = gone[n:]
 	}
 	_, err := h.conn.Write([]byte(contract.HandoverGo))
 	return err

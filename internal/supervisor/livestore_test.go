@@ -5,10 +5,13 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // liveClient is one connection to a runLive worker.
@@ -145,4 +148,35 @@ func TestLiveStoreBound(t *testing.T) {
 	if got := h.fdStore(); got != 2 {
 		t.Errorf("fd store holds %d, want 2", got)
 	}
+}
+
+// TestGoneSince: of the fds passed ahead, those the store no longer holds
+// are named for the worker to close, unless another fd of the same name,
+// passed ahead too, is still held.
+func TestGoneSince(t *testing.T) {
+	st := newFDStore(100)
+	var fds []int
+	for range 5 {
+		p, err := os.Open(os.DevNull)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd, _ := unix.Dup(int(p.Fd()))
+		p.Close()
+		fds = append(fds, fd)
+	}
+	if err := st.add([]string{"a", "b", "c", "c", "region"}, fds, true); err != nil {
+		t.Fatal(err)
+	}
+	prepassed := map[uint64]string{}
+	st.list(passAhead(prepassed))
+	st.remove("a")
+	unix.Close(st.entries[2].fd)
+	st.entries[2].fd = -1 // one of the two "c", as a drop of a hung-up peer leaves it
+	st.n--
+	gone := st.goneSince(prepassed)
+	if len(gone) != 1 || gone[0] != "a" {
+		t.Errorf("gone %v, want [a]: b and region are held, and c still has one fd", gone)
+	}
+	st.closeAll()
 }
