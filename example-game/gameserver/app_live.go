@@ -145,6 +145,7 @@ func (a *app) resumeWorld(lr *liveRegion, world *world, sessions map[int]session
 	a.srv.store = a.w
 	restarted := !handover.HandedOver(a.w)
 	resumed, dropped := 0, 0
+	ready := make([]*session, 0, len(conns))
 	for _, c := range conns {
 		slot, err := strconv.Atoi(strings.TrimPrefix(c.Name, "s"))
 		rec, ok := sessions[slot]
@@ -155,7 +156,8 @@ func (a *app) resumeWorld(lr *liveRegion, world *world, sessions map[int]session
 			continue
 		}
 		delete(sessions, slot)
-		if err := a.srv.resumeLive(c.Conn, slot, rec, restarted); err != nil {
+		s, err := a.srv.resumeLive(c.Conn, slot, rec, restarted)
+		if err != nil {
 			a.log.Printf("%v: hung up", err)
 			a.w.RemoveFD(c.Name)
 			hangUp(c.Conn)
@@ -165,7 +167,11 @@ func (a *app) resumeWorld(lr *liveRegion, world *world, sessions map[int]session
 			dropped++
 			continue
 		}
+		ready = append(ready, s)
 		resumed++
+	}
+	for _, s := range ready {
+		a.srv.start(s)
 	}
 	world.mu.Lock()
 	for slot := range sessions { // their clients left meanwhile

@@ -67,17 +67,19 @@ func (srv *server) unstore(s *session) {
 // on its stored connection: logged in as it was, its mark (rec) settled
 // first (session_live.go). restarted says the previous worker did not
 // hand over (it died): the client is told, whatever happened. The world's
-// lock must not be held.
-func (srv *server) resumeLive(conn net.Conn, slot int, rec sessionRec, restarted bool) error {
+// lock must not be held. The caller starts the session (server.start) once
+// every one is resumed: started, they would run their commands and contend
+// for the world with the resuming of the others.
+func (srv *server) resumeLive(conn net.Conn, slot int, rec sessionRec, restarted bool) (*session, error) {
 	s := newSession(srv, conn, sessionRecord{})
 	var err error
 	if s.live, err = newLiveIO(conn, slot); err != nil {
-		return err
+		return nil, err
 	}
 	s.live.posSet = false // learnt at its first line, out of the blackout
 	if rec.state != markNone {
 		if err := s.live.positions(); err != nil {
-			return fmt.Errorf("live: session %s: %w", s.live.name, err)
+			return nil, fmt.Errorf("live: session %s: %w", s.live.name, err)
 		}
 	}
 	w := srv.game.world
@@ -124,6 +126,5 @@ func (srv *server) resumeLive(conn net.Conn, slot int, rec sessionRec, restarted
 		s.live.marked = true
 		s.runMarked(line, rec)
 	}
-	srv.start(s)
-	return nil
+	return s, nil
 }
