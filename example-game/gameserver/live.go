@@ -98,8 +98,12 @@ func createRegion(w *world, maxPlayers int) (*liveRegion, error) {
 
 // openRegion maps the region a previous worker left (f, from the fd
 // store), taking it over.
-func openRegion(f *os.File) (*liveRegion, error) {
-	r, err := shm.Open(f, shm.Layout{Name: regionLayoutName, Version: regionVersion, RecordSize: regionRecordSize})
+func openRegion(f *os.File) (*liveRegion, error) { return mapRegion(f, shm.Open) }
+
+// mapRegion maps the region at f with open (shm.Open, or shm.View to read
+// it ahead), as this build's layout, with its fixed records.
+func mapRegion(f *os.File, open func(*os.File, shm.Layout) (*shm.Region, error)) (*liveRegion, error) {
+	r, err := open(f, shm.Layout{Name: regionLayoutName, Version: regionVersion, RecordSize: regionRecordSize})
 	if err != nil {
 		return nil, fmt.Errorf("live: the stored region: %w", err)
 	}

@@ -37,15 +37,11 @@ var errJournalOverrun = errors.New("more players were written meanwhile than the
 // prepareRegion reads the world from the region at f, ahead.
 func prepareRegion(f *os.File, goods []int, defaultStock int64) (*prepared, error) {
 	began := time.Now()
-	r, err := shm.View(f, shm.Layout{Name: regionLayoutName, Version: regionVersion, RecordSize: regionRecordSize})
+	lr, err := mapRegion(f, shm.View)
 	if err != nil {
-		return nil, fmt.Errorf("live: the stored region: %w", err)
+		return nil, err
 	}
-	if r.Len() < firstPlayer {
-		r.Close()
-		return nil, fmt.Errorf("live: the stored region has %d records, fewer than its %d fixed ones", r.Len(), firstPlayer)
-	}
-	lr := newLiveRegion(r)
+	r := lr.r
 	p := &prepared{lr: lr, head: lr.head()}
 	players, err := lr.readPlayers() // a record being written may read torn: the journal says which
 	if err != nil {

@@ -93,27 +93,20 @@ func (srv *server) resumeLive(conn net.Conn, slot int, rec sessionRec, restarted
 		srv.log.Printf("live: session %s: marked at input position %d, the socket is at %d: the mark is dropped", s.live.name, rec.pos, s.live.pos)
 		rec.state = markNone
 	}
-	switch {
-	case rec.state == markApplied && s.live.outPos < rec.outPos+uint64(rec.replyLen):
-		// Applied; its reply not wholly written: the rest of it, as noted.
-		if sent := s.live.outPos - min(s.live.outPos, rec.outPos); rec.reply != nil {
+	if rec.state == markApplied {
+		// Applied: the rest of its reply, as noted, if the socket did not
+		// take all of it; the mark is cleared once that is written.
+		if sent := s.live.outPos - min(s.live.outPos, rec.outPos); sent < uint64(rec.replyLen) && rec.reply != nil {
 			s.out = append(s.out, rec.reply[sent:]...)
-		} else {
+		} else if sent < uint64(rec.replyLen) {
 			if sent > 0 {
 				s.out = append(s.out, '\n') // ends the line cut short
 			}
 			s.reply(fmt.Sprintf(noticeApplied, rec.line), false)
 		}
-		s.live.marked = true // cleared once written
-		if restarted {
-			s.reply(noticeNothingLost, false)
-		}
-	case rec.state == markApplied:
-		s.live.marked = true // its reply was written: only the mark is left to clear
-		if restarted {
-			s.reply(noticeNothingLost, false)
-		}
-	case restarted:
+		s.live.marked = true
+	}
+	if restarted {
 		s.reply(noticeNothingLost, false)
 	}
 	if rec.state == markRead && s.live.pos == taken {

@@ -122,27 +122,18 @@ func (st *fdStore) list(keep func(liveFD) bool) []liveFD {
 // by one poll(2) over the store (FDPOLL=0 ones excepted), and returns their
 // names.
 func (st *fdStore) dropHungUp() (dropped []string, err error) {
-	var pfds []unix.PollFd
-	var at []int
+	var fds, at []int
 	for i, e := range st.entries {
 		if e.fd >= 0 && !e.noPoll {
-			pfds = append(pfds, unix.PollFd{Fd: int32(e.fd), Events: unix.POLLRDHUP})
-			at = append(at, i)
+			fds, at = append(fds, e.fd), append(at, i)
 		}
 	}
-	if len(pfds) == 0 {
-		return nil, nil
-	}
-	for {
-		if _, err = unix.Poll(pfds, 0); err != unix.EINTR {
-			break
-		}
-	}
+	gone, err := hungUp(fds)
 	if err != nil {
 		return nil, err
 	}
-	for k, p := range pfds {
-		if p.Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) == 0 {
+	for k := range fds {
+		if !gone[k] {
 			continue
 		}
 		e := &st.entries[at[k]]
@@ -165,6 +156,32 @@ func (st *fdStore) dropHungUp() (dropped []string, err error) {
 	}
 	st.compact()
 	return dropped, nil
+}
+
+// hungUp says, by one poll(2) over fds, which report a hang-up or an
+// error: a peer that left, or an fd no longer valid.
+func hungUp(fds []int) ([]bool, error) {
+	if len(fds) == 0 {
+		return nil, nil
+	}
+	pfds := make([]unix.PollFd, len(fds))
+	for i, fd := range fds {
+		pfds[i] = unix.PollFd{Fd: int32(fd), Events: unix.POLLRDHUP}
+	}
+	for {
+		_, err := unix.Poll(pfds, 0)
+		if err == nil {
+			break
+		}
+		if err != unix.EINTR {
+			return nil, err
+		}
+	}
+	gone := make([]bool, len(fds))
+	for i, p := range pfds {
+		gone[i] = p.Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0
+	}
+	return gone, nil
 }
 
 // closeAll empties the store.

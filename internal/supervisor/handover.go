@@ -315,23 +315,18 @@ func (s *Supervisor) dropHungUp() int {
 	if len(s.store) == 0 {
 		return 0
 	}
-	pfds := make([]unix.PollFd, len(s.store))
+	fds := make([]int, len(s.store))
 	for i, st := range s.store {
-		pfds[i] = unix.PollFd{Fd: int32(st.fd), Events: unix.POLLRDHUP}
+		fds[i] = st.fd
 	}
-	for {
-		_, err := unix.Poll(pfds, 0)
-		if err == nil {
-			break
-		}
-		if err != unix.EINTR {
-			s.log.Warn().Err(err).Msg("handover: cannot check the stored connections for peers that hung up; passing them all")
-			return 0
-		}
+	gone, err := hungUp(fds)
+	if err != nil {
+		s.log.Warn().Err(err).Msg("handover: cannot check the stored connections for peers that hung up; passing them all")
+		return 0
 	}
 	kept := s.store[:0]
 	for i, st := range s.store {
-		if pfds[i].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+		if gone[i] {
 			unix.Close(st.fd)
 			continue
 		}
