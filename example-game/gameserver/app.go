@@ -39,11 +39,12 @@ type app struct {
 	handing []sessionRecord // the sessions a handover saves
 	saveDur time.Duration   // how long the last handover or shutdown save took
 
-	liveErr   error     // --live: why the region could not be made or read
-	region    *os.File  // --live: the stored region, when passed at start
-	pre       *prepared // --live: the world read from it ahead
-	autosaved uint64    // the world's change count last autosaved; the autosaves' own
-	spare     []player  // the autosaves' copy of the player table, reused
+	liveErr   error         // --live: why the region could not be made or read
+	region    *os.File      // --live: the stored region, when passed at start
+	pre       *prepared     // --live: the world read from it ahead
+	prepared  chan struct{} // --live, a cold start: closed once pre is set (prepareLive)
+	autosaved uint64        // the world's change count last autosaved; the autosaves' own
+	spare     []player      // the autosaves' copy of the player table, reused
 }
 
 // errCalledOff means the worker was stopped, or its handover called off,
@@ -326,6 +327,9 @@ func (a *app) how() string {
 // worker restores from there. stopping is how long stopping them took.
 func (a *app) handOver(sessions []*session, stopping time.Duration) error {
 	began := time.Now()
+	if a.srv.conns != nil {
+		a.srv.conns.flush() // --live: every connection in the store before HANDOVER=saved
+	}
 	a.handing = make([]sessionRecord, len(sessions))
 	conns := make([]handoff.Conn, len(sessions))
 	for i, s := range sessions {

@@ -17,6 +17,9 @@ import (
 // itself restarted), and then makes the region and stores it.
 func (a *app) startLive(conns []handoff.Conn) error {
 	began := time.Now()
+	if a.prepared != nil {
+		<-a.prepared
+	}
 	if a.pre != nil {
 		sessions, reread, err := a.pre.takeOver()
 		if err == nil {
@@ -77,7 +80,7 @@ func (a *app) startLive(conns []handoff.Conn) error {
 		lr.r.Close()
 		return fmt.Errorf("live: storing the region: %w", err)
 	}
-	a.world.live, a.srv.store = lr, a.w
+	a.world.live, a.srv.conns = lr, newConnStore(a.w, a.log)
 	a.logStart(0, a.loaded, 0)
 	a.log.Printf("live: the data is in a shared-memory region of %d players' room (%s), stored with the supervisor; made in %v",
 		a.cfg.livePlayers, regionLayoutName, time.Since(began).Round(time.Microsecond))
@@ -121,17 +124,31 @@ func (a *app) restoreFile(path string) error {
 
 // prepareLive takes the region, if the supervisor passed it at start (a
 // worker started ahead of a handover, a crash restart), and reads the
-// world from it while the previous worker, if any, still serves.
+// world from it: in a worker started ahead, now, while the previous worker
+// still serves; in a cold start, alongside the making ready of the passed
+// connections (app.start), on the other CPU: startLive waits for it.
 func (a *app) prepareLive() {
-	f, err := a.w.File(regionFDName)
+	f, err := a.w.File(regionFDName) // now: it waits for no other use of the Worker
 	if err != nil {
 		return // a first start; or it comes with GO
 	}
 	a.region = f
-	if a.pre, err = prepareRegion(f, a.rules.goods, a.cfg.stock); err != nil {
-		a.log.Printf("%v; reading it after the takeover instead", err)
-		a.pre = nil
+	read := func() {
+		if a.pre, err = prepareRegion(f, a.rules.goods, a.cfg.stock); err != nil {
+			a.log.Printf("%v; reading it after the takeover instead", err)
+			a.pre = nil
+		}
 	}
+	if handover.Ahead() {
+		read() // before WAITING
+		return
+	}
+	done := make(chan struct{})
+	a.prepared = done
+	go func() {
+		defer close(done)
+		read()
+	}()
 }
 
 // resumeWorld serves the world taken from a stored region and resumes each
@@ -142,7 +159,7 @@ func (a *app) resumeWorld(lr *liveRegion, world *world, sessions map[int]session
 	world.live = lr
 	a.world = world
 	a.srv = newServer(newGame(world, a.rules, a.version, a.pid), a.log)
-	a.srv.store = a.w
+	a.srv.conns = newConnStore(a.w, a.log)
 	restarted := !handover.HandedOver(a.w)
 	resumed, dropped := 0, 0
 	ready := make([]*session, 0, len(conns))
@@ -170,19 +187,21 @@ func (a *app) resumeWorld(lr *liveRegion, world *world, sessions map[int]session
 		ready = append(ready, s)
 		resumed++
 	}
-	for _, s := range ready {
-		a.srv.start(s)
-	}
 	world.mu.Lock()
 	for slot := range sessions { // their clients left meanwhile
 		lr.release(slot)
 	}
 	world.mu.Unlock()
+	matched := time.Since(began)
+	for _, s := range ready { // last: started, they contend for the world
+		a.srv.start(s)
+	}
 	how := "handover"
 	if restarted {
 		how = "restart"
 	}
-	a.log.Printf("live %s: %d players and %d sessions resumed from the stored region (generation %d) in %v (the region taken over in %v); %d connections dropped, %d sessions ended",
-		how, len(players), resumed, lr.r.Generation(), time.Since(began).Round(time.Microsecond), took.Round(time.Microsecond), dropped, len(sessions))
+	a.log.Printf("live %s: %d players and %d sessions resumed from the stored region (generation %d) in %v (the region taken over in %v, the sessions matched by %v); %d connections dropped, %d sessions ended",
+		how, len(players), resumed, lr.r.Generation(), time.Since(began).Round(time.Microsecond), took.Round(time.Microsecond),
+		matched.Round(time.Microsecond), dropped, len(sessions))
 	return nil
 }

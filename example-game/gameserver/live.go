@@ -117,8 +117,12 @@ func mapRegion(f *os.File, open func(*os.File, shm.Layout) (*shm.Region, error))
 // readPlayers decodes every player record.
 func (lr *liveRegion) readPlayers() ([]player, error) {
 	players := make([]player, 0, lr.r.Len()-firstPlayer)
+	arena := newPlayerArena(func(yield func([]byte) bool) {
+		for i := firstPlayer; i < lr.r.Len() && yield(lr.r.Record(i)); i++ {
+		}
+	})
 	for i := firstPlayer; i < lr.r.Len(); i++ {
-		p, err := decodePlayer(lr.r.Record(i))
+		p, err := arena.decode(lr.r.Record(i))
 		if err != nil {
 			return nil, fmt.Errorf("live: the stored region's record %d: %w", i, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"unsafe"
 
 	"github.com/procswitch/supervisor/state/shm"
 )
@@ -104,18 +105,52 @@ func encodePlayer(rec []byte, p *player) error {
 	return nil
 }
 
-func decodePlayer(rec []byte) (player, error) {
+func decodePlayer(rec []byte) (player, error) { return (*playerArena)(nil).decode(rec) }
+
+// playerArena holds the ids and the bags of players decoded in bulk: two
+// allocations for a whole table instead of two per player, which at 100k
+// players was most of reading a region (the read that a crash restart
+// cannot do ahead). A nil arena allocates per player.
+type playerArena struct {
+	ids  []byte    // never written once an id is made from it
+	bags []bagItem // each bag a full slice of it: add copies, never appends in place
+}
+
+// newPlayerArena makes room for the ids and bags of recs.
+func newPlayerArena(recs func(yield func([]byte) bool)) *playerArena {
+	var ids, bags int
+	for rec := range recs {
+		ids += min(int(rec[1]), maxIDLen)
+		bags += min(int(rec[pBagN]), bagSlots)
+	}
+	return &playerArena{ids: make([]byte, 0, ids), bags: make([]bagItem, 0, bags)}
+}
+
+func (a *playerArena) decode(rec []byte) (player, error) {
 	n, nbag := int(rec[1]), int(rec[pBagN])
 	if rec[0] != kindPlayer || n == 0 || n > maxIDLen || nbag > bagSlots {
 		return player{}, errors.New("not a player record")
 	}
-	p := player{id: string(rec[pID : pID+n]), coin: int64(le.Uint64(rec[pCoin:])),
-		level: int64(le.Uint64(rec[pLevel:])), exp: int64(le.Uint64(rec[pExp:]))}
-	if !validID(p.id) {
-		return player{}, fmt.Errorf("bad player id %q", p.id)
+	p := player{coin: int64(le.Uint64(rec[pCoin:])), level: int64(le.Uint64(rec[pLevel:])), exp: int64(le.Uint64(rec[pExp:]))}
+	id := rec[pID : pID+n]
+	if !validID(string(id)) { // no copy: the compiler sees through the conversion
+		return player{}, fmt.Errorf("bad player id %q", id)
+	}
+	if a != nil && len(a.ids)+n <= cap(a.ids) {
+		at := len(a.ids)
+		a.ids = append(a.ids, id...)
+		p.id = unsafe.String(&a.ids[at], n)
+	} else {
+		p.id = string(id)
 	}
 	if nbag > 0 {
-		p.bag = make([]bagItem, nbag)
+		if a != nil && len(a.bags)+nbag <= cap(a.bags) {
+			at := len(a.bags)
+			a.bags = a.bags[:at+nbag]
+			p.bag = a.bags[at : at+nbag : at+nbag]
+		} else {
+			p.bag = make([]bagItem, nbag)
+		}
 		for i := range p.bag {
 			at := pBag + 12*i
 			p.bag[i] = bagItem{item: int(int32(le.Uint32(rec[at:]))), count: int64(le.Uint64(rec[at+4:]))}

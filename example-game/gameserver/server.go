@@ -18,7 +18,7 @@ type server struct {
 	log      *log.Logger
 	stopping atomic.Bool
 	paused   atomic.Bool // accept returns on its listener's deadline
-	store    fdStore     // --live: the supervisor's live fd store; nil otherwise
+	conns    *connStore  // --live: the connections' side of the supervisor's live fd store; nil otherwise
 
 	mu       sync.Mutex
 	sessions map[*session]struct{} // live, or stopped and kept
@@ -95,7 +95,7 @@ func (srv *server) accept(ln net.Listener) error {
 		conn, err := ln.Accept()
 		if err == nil {
 			delay = 0
-			if srv.store != nil {
+			if srv.conns != nil {
 				srv.addLive(conn)
 			} else {
 				srv.add(conn, sessionRecord{})

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"net"
-	"syscall"
 	"time"
 )
 
@@ -12,17 +11,10 @@ import (
 // server stops for a handover: past it, the reply is left to the notice.
 const liveStopWrite = 200 * time.Millisecond
 
-// fdStore is the supervisor's live fd store, as a worker sees it
-// (handoff.Worker).
-type fdStore interface {
-	StoreFD(name string, c syscall.Conn) error
-	RemoveFD(name string) error
-}
-
 // addLive serves a connection just accepted, in a session slot of the
-// region, its connection stored in the supervisor's fd store as s<slot>:
-// from now on a crash of this worker does not end it. Without a free slot,
-// or if the store refuses, it is served all the same, as a connection that
+// region, its connection queued to be stored in the supervisor's fd store
+// as s<slot> (connStore): from then on a crash of this worker does not end
+// it. Without a free slot it is served all the same, as a connection that
 // a crash ends.
 func (srv *server) addLive(conn net.Conn) {
 	s := newSession(srv, conn, sessionRecord{})
@@ -34,7 +26,7 @@ func (srv *server) addLive(conn net.Conn) {
 		s.live, err = newLiveIO(conn, slot)
 	}
 	if err == nil {
-		err = srv.store.StoreFD(s.live.name, conn.(syscall.Conn))
+		s.live.stored = srv.conns.add(s.live.name, conn)
 	}
 	if err != nil {
 		srv.log.Printf("live: a new connection is served, but a crash would end it: %v", err)
@@ -51,7 +43,7 @@ func (srv *server) addLive(conn net.Conn) {
 // unstore takes a closing session's connection out of the fd store (so
 // that the close reaches the client) and frees its slot.
 func (srv *server) unstore(s *session) {
-	if err := srv.store.RemoveFD(s.live.name); err != nil {
+	if err := srv.conns.remove(s.live.name); err != nil {
 		srv.log.Printf("live: removing %s from the fd store: %v", s.live.name, err)
 	}
 	w := srv.game.world

@@ -198,6 +198,10 @@ func (s *session) fill() error {
 // flush writes out. What a write could not send (the server stopped it, by
 // a deadline in the past) stays in out, for the snapshot.
 func (s *session) flush() error {
+	if s.live != nil && s.live.stored != nil {
+		<-s.live.stored // no reply before a crash would keep the connection
+		s.live.stored = nil
+	}
 	s.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if s.srv.isStopping() {
 		// The stop may have set its deadline before ours: set it again.

@@ -41,6 +41,9 @@ type liveIO struct {
 	outPos uint64 // bytes written to it since the connection began
 	posSet bool   // pos and outPos are known; a resumed session learns them at its first line
 	marked bool   // a line is marked until its reply is written
+	// stored is closed once the connection is in the supervisor's fd store
+	// (connStore.add); nil once seen closed, or for a resumed session
+	stored <-chan struct{}
 }
 
 // The first line a resumed --live session gets after its worker was

@@ -55,6 +55,15 @@ func Enabled() bool { return os.Getenv(contract.EnvMode) == contract.ModeHandove
 // (SUPERVISOR_SNAPSHOT); "" when not in handover mode.
 func SnapshotPath() string { return os.Getenv(contract.EnvSnapshot) }
 
+// Ahead reports whether this worker was started ahead of a handover: Await
+// will say WAITING and wait, while the previous worker still serves, for
+// its GO. Work done before Await (reading a state region ahead, say) is
+// then outside the blackout; in a cold start (a first start, a restart
+// after a crash, a rollback) nothing serves meanwhile, and such work is
+// best done alongside Await, which then makes the passed connections ready.
+// Call it before Await.
+func Ahead() bool { return os.Getenv(contract.EnvHandoverFD) != "" }
+
 // Await returns the connections handed over from the previous worker. Call
 // it once the worker is initialised, before it restores its state and
 // before it accepts.

@@ -67,11 +67,14 @@ type generation struct {
 // slot is one of a generation's N places for a worker: a worker that
 // crashes is restarted in the same slot, with the slot's back-off.
 type slot struct {
-	index    int
-	worker   *worker // nil while waiting to restart
-	crashes  int     // consecutive crashes, for the back-off
-	restart  *time.Timer
-	restarts int
+	index   int
+	worker  *worker // nil while waiting to restart
+	crashes int     // consecutive crashes, for the back-off
+	// freeRestart: the first of these crashes ended a healthy worker, and
+	// it was restarted at once
+	freeRestart bool
+	restart     *time.Timer
+	restarts    int
 }
 
 // worker is one running process.

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"errors"
 	"golang.org/x/sys/unix"
+	"slices"
 	"strconv"
 
 	"github.com/procswitch/supervisor/internal/ready"
@@ -163,6 +164,31 @@ func TestCrashLoopBacksOff(t *testing.T) {
 		if delays[i] != want[i] {
 			t.Fatalf("restart delays %v, want %v", delays, want)
 		}
+	}
+}
+
+// A worker that served for RestartMax is healthy: its crash is restarted at
+// once (its players wait for nothing else); crashes soon after that back
+// off from RestartMin.
+func TestHealthyCrashRestartsAtOnce(t *testing.T) {
+	const healthyAfter = 3 * time.Second
+	h := startSupervisor(t, "serve", func(c *Config) { c.RestartMin, c.RestartMax = 10*time.Millisecond, healthyAfter })
+	at := 0
+	h.waitLog(&at, "generation ready", genIs(1))
+	victim := h.ask()
+	// Healthy is a matter of time served: wait that long, from the
+	// worker's start (before the ready line).
+	time.Sleep(healthyAfter)
+	var delays []float64
+	for range 3 {
+		syscall.Kill(victim, syscall.SIGKILL)
+		delays = append(delays, h.waitLog(&at, "worker restarting", nil)["delay_ms"].(float64))
+		if victim = h.ask(); !pidAlive(victim) {
+			t.Fatalf("restarted worker %d is not running", victim)
+		}
+	}
+	if want := []float64{0, 10, 20}; !slices.Equal(delays, want) {
+		t.Fatalf("restart delays %v, want %v", delays, want)
 	}
 }
 

@@ -65,20 +65,32 @@ func (s *Supervisor) onExit(w *worker) {
 	}
 }
 
-// scheduleRestart restarts a crashed worker of the current generation after
-// a delay that doubles with each consecutive crash, up to RestartMax. A
+// scheduleRestart restarts a crashed worker of the current generation. A
 // worker that was ready and ran for RestartMax counts as healthy: its crash
-// starts the count again.
+// starts the count again, and it is restarted at once, since its players
+// (whose connections the live fd store may hold) wait for nothing else.
+// Each crash after that waits RestartMin, doubling with each consecutive
+// crash up to RestartMax: a crash loop backs off.
 func (s *Supervisor) scheduleRestart(g *generation, sl *slot, w *worker) {
-	if w != nil && w.ready && time.Since(w.proc.StartTime()) >= s.cfg.RestartMax {
-		sl.crashes = 0
+	healthy := w != nil && w.ready && time.Since(w.proc.StartTime()) >= s.cfg.RestartMax
+	if healthy {
+		sl.crashes, sl.freeRestart = 0, true
+	} else if sl.crashes == 0 {
+		sl.freeRestart = false
 	}
 	sl.crashes++
-	delay := s.cfg.RestartMin
-	for i := 1; i < sl.crashes && delay < s.cfg.RestartMax; i++ {
-		delay *= 2
+	delay := time.Duration(0)
+	if !healthy {
+		delay = s.cfg.RestartMin
+		doublings := sl.crashes - 1
+		if sl.freeRestart {
+			doublings-- // the series began with a restart at once
+		}
+		for i := 0; i < doublings && delay < s.cfg.RestartMax; i++ {
+			delay *= 2
+		}
+		delay = min(delay, s.cfg.RestartMax)
 	}
-	delay = min(delay, s.cfg.RestartMax)
 	s.log.Warn().Int("gen", g.n).Int("slot", sl.index).Int("crashes", sl.crashes).
 		Float64("delay_ms", ms(delay)).Msg("worker restarting")
 	sl.restart = time.AfterFunc(delay, func() { s.send(restartEvent{gen: g, slot: sl}) })

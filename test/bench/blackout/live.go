@@ -40,7 +40,7 @@ const (
 )
 
 var (
-	liveResumeRe = regexp.MustCompile(`gameserver\[(\d+)\]: live (handover|restart): (\d+) players and (\d+) sessions resumed from the stored region \(generation (\d+)\) in (\S+)(?: \(the region taken over in (\S+)\))?;`)
+	liveResumeRe = regexp.MustCompile(`gameserver\[(\d+)\]: live (handover|restart): (\d+) players and (\d+) sessions resumed from the stored region \(generation (\d+)\) in (\S+)(?: \(the region taken over in ([^,)]+)[^)]*\))?;`)
 	noticeMark   = []byte("NOTICE ")
 )
 
