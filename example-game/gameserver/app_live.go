@@ -80,7 +80,7 @@ func (a *app) startLive(conns []handoff.Conn) error {
 		lr.r.Close()
 		return fmt.Errorf("live: storing the region: %w", err)
 	}
-	a.world.live, a.srv.conns = lr, newConnStore(a.w, a.log)
+	a.world.live, a.srv.conns, a.srv.storeConns = lr, newConnStore(a.w, a.log), a.cfg.liveConns
 	a.logStart(0, a.loaded, 0)
 	a.log.Printf("live: the data is in a shared-memory region of %d players' room (%s), stored with the supervisor; made in %v",
 		a.cfg.livePlayers, regionLayoutName, time.Since(began).Round(time.Microsecond))
@@ -159,7 +159,7 @@ func (a *app) resumeWorld(lr *liveRegion, world *world, sessions map[int]session
 	world.live = lr
 	a.world = world
 	a.srv = newServer(newGame(world, a.rules, a.version, a.pid), a.log)
-	a.srv.conns = newConnStore(a.w, a.log)
+	a.srv.conns, a.srv.storeConns = newConnStore(a.w, a.log), a.cfg.liveConns
 	restarted := !handover.HandedOver(a.w)
 	resumed, dropped := 0, 0
 	ready := make([]*session, 0, len(conns))

@@ -32,6 +32,7 @@ type config struct {
 	handoverWait time.Duration
 	live         bool // the data in a shared-memory region, the connections in the fd store
 	livePlayers  int  // the region's room for players
+	liveConns    bool // --live: store each connection too (false: only the data survives a crash)
 }
 
 func main() {
@@ -77,6 +78,9 @@ that players keep their coins and their connections across upgrades:
                              supervisor's fd store, so that a crash of this process costs the
                              players a pause, not their connection (needs --mode handover)
   --live-players N           the shared memory's room for players (default 1000000)
+  --live-conns=false         with --live, keep only the data in shared memory: a crash then
+                             ends the connections (players reconnect to their coins); to
+                             measure what storing each connection costs (default true)
 `
 
 func parseFlags(args []string) (config, error) {
@@ -92,6 +96,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.scripts, "scripts", "", "")
 	fs.BoolVar(&cfg.live, "live", false, "")
 	fs.IntVar(&cfg.livePlayers, "live-players", 1_000_000, "")
+	fs.BoolVar(&cfg.liveConns, "live-conns", true, "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return cfg, err

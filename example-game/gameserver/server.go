@@ -19,6 +19,8 @@ type server struct {
 	stopping atomic.Bool
 	paused   atomic.Bool // accept returns on its listener's deadline
 	conns    *connStore  // --live: the connections' side of the supervisor's live fd store; nil otherwise
+	// storeConns: --live stores each new connection (not with --live-conns=false)
+	storeConns bool
 
 	mu       sync.Mutex
 	sessions map[*session]struct{} // live, or stopped and kept

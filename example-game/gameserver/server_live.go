@@ -25,8 +25,8 @@ func (srv *server) addLive(conn net.Conn) {
 	if err == nil {
 		s.live, err = newLiveIO(conn, slot)
 	}
-	if err == nil {
-		s.live.stored = srv.conns.add(s.live.name, conn)
+	if err == nil && srv.storeConns {
+		s.live.stored, s.live.inStore = srv.conns.add(s.live.name, conn), true
 	}
 	if err != nil {
 		srv.log.Printf("live: a new connection is served, but a crash would end it: %v", err)
@@ -43,7 +43,9 @@ func (srv *server) addLive(conn net.Conn) {
 // unstore takes a closing session's connection out of the fd store (so
 // that the close reaches the client) and frees its slot.
 func (srv *server) unstore(s *session) {
-	if err := srv.conns.remove(s.live.name); err != nil {
+	if !s.live.inStore {
+		// --live-conns=false: not stored
+	} else if err := srv.conns.remove(s.live.name); err != nil {
 		srv.log.Printf("live: removing %s from the fd store: %v", s.live.name, err)
 	}
 	w := srv.game.world
@@ -68,6 +70,7 @@ func (srv *server) resumeLive(conn net.Conn, slot int, rec sessionRec, restarted
 	if s.live, err = newLiveIO(conn, slot); err != nil {
 		return nil, err
 	}
+	s.live.inStore = true
 	s.live.posSet = false // learnt at its first line, out of the blackout
 	if rec.state != markNone {
 		if err := s.live.positions(); err != nil {

@@ -43,7 +43,8 @@ type liveIO struct {
 	marked bool   // a line is marked until its reply is written
 	// stored is closed once the connection is in the supervisor's fd store
 	// (connStore.add); nil once seen closed, or for a resumed session
-	stored <-chan struct{}
+	stored  <-chan struct{}
+	inStore bool // the connection is in the fd store, or queued for it (connStore)
 }
 
 // The first line a resumed --live session gets after its worker was

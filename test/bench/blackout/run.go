@@ -113,7 +113,12 @@ func run(ctx context.Context, o options) (int, error) {
 		if err != nil {
 			return 1, err
 		}
+		accepts, err := measureAcceptSides(o, builds[0], dir, interrupt)
+		if err != nil {
+			return 1, err
+		}
 		missed = reportLive(results[0], results[1], crashes)
+		missed = reportAcceptSides(accepts, o.crashRow.players) || missed
 	} else if len(builds) > 1 {
 		missed = reportComparison(builds, results, io)
 	} else {
