@@ -45,14 +45,16 @@ func TestMain(m *testing.M) {
 //	slow-ready   serve, READY=1 only after 200ms
 //	child-ready  a child process, not the worker, sends READY=1
 //	live         runLive: state and connections in the live fd store
+//	live-gate    runLive, but a worker started ahead of a handover waits,
+//	             before it says WAITING, for EOF on the FIFO <mode file>.gate
 func runHelper() int {
 	mode, err := os.ReadFile(os.Getenv(envModeFile))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "helper:", err)
 		return 2
 	}
-	if string(mode) == "live" {
-		return runLive()
+	if string(mode) == "live" || string(mode) == "live-gate" {
+		return runLive(string(mode) == "live-gate")
 	}
 	if gen, ok := strings.CutPrefix(string(mode), "counter"); ok {
 		return runCounter(gen)
