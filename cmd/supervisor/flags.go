@@ -89,7 +89,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	durationVar(fs, &o.reloadTimeout, "reload-timeout", 0, "the `duration` a reload may take, signal to every worker's answer (default: --ready-timeout)")
 	countVar(fs, &o.workers, "workers", 1, "the `number` of worker processes per generation, all on the same sockets")
 	durationVar(fs, &o.restartMin, "restart-min", supervisor.DefaultRestartMin, "the `duration` to wait before restarting a worker that crashed soon after its start; doubles with each consecutive crash (a worker that ran for --restart-max is restarted at once)")
-	durationVar(fs, &o.restartMax, "restart-max", supervisor.DefaultRestartMax, "the restart delay's cap, a `duration`; a worker that runs this long counts as healthy again")
+	durationVar(fs, &o.restartMax, "restart-max", supervisor.DefaultRestartMax, "the restart delay's cap, a `duration`; a worker that was ready and ran this long counts as healthy again, and its crash is restarted at once")
 	durationVar(fs, &o.watchdog, "watchdog", 0, "a ready worker that sends no WATCHDOG=1 for this `duration` is hung and replaced (0: off)")
 	fs.StringVar(&o.logFormat, "log-format", "", "`json` or console (default: console on a terminal, json otherwise)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")

@@ -328,7 +328,16 @@ func (a *app) how() string {
 func (a *app) handOver(sessions []*session, stopping time.Duration) error {
 	began := time.Now()
 	if a.srv.conns != nil {
-		a.srv.conns.flush() // --live: every connection in the store before HANDOVER=saved
+		// --live: every connection in the store before HANDOVER=saved,
+		// those of --live-conns=false too: a crash ends them, an upgrade
+		// does not.
+		for _, s := range sessions {
+			if s.live != nil && !s.live.inStore {
+				a.srv.conns.add(s.live.name, s.conn)
+				s.live.inStore = true
+			}
+		}
+		a.srv.conns.flush()
 	}
 	a.handing = make([]sessionRecord, len(sessions))
 	conns := make([]handoff.Conn, len(sessions))
@@ -373,10 +382,21 @@ func (a *app) save(ctx context.Context, path string, kind handoff.SaveKind) erro
 	if kind == handoff.SaveHandover {
 		snap.kind, snap.sessions = kindHandover, a.handing
 	}
-	a.world.mu.Lock()
-	snap.players, snap.stock = a.world.players, a.world.stock
-	err := writeSnapshot(ctx, path, a.version, snap)
-	a.world.mu.Unlock()
+	var err error
+	write := func() {
+		a.world.mu.Lock()
+		snap.players, snap.stock = a.world.players, a.world.stock
+		err = writeSnapshot(ctx, path, a.version, snap)
+		a.world.mu.Unlock()
+	}
+	if a.cfg.live && handover.Enabled() {
+		// After HANDOVER=saved (handoff.State.Live): the next worker is
+		// taking the region over on the same CPUs right now, and this
+		// file is for durability only: it yields to the players.
+		niced(write)
+	} else {
+		write()
+	}
 	a.saveDur = time.Since(began)
 	return err
 }

@@ -19,14 +19,14 @@ type fdStore interface {
 }
 
 // connStore stores a --live worker's accepted connections in the fd store
-// off the accept path: a session reads and runs its first command at once,
-// while a goroutine of its own sends what accepts queued meanwhile, many
-// connections to a datagram. One accepted alone is sent at once; a burst
-// of accepts costs the supervisor a datagram per batch, not one per
-// connection. A session writes no reply before its connection is stored
-// (liveIO.stored): a client that has had a reply never loses its
-// connection to a crash; one that has not may, as with a crash between an
-// accept and a store done in line.
+// off the accept path: a session starts at once and waits for its client's
+// first line, while a goroutine of its own sends what accepts queued
+// meanwhile, many connections to a datagram. One accepted alone is sent at
+// once; a burst of accepts costs the supervisor a datagram per batch, not
+// one per connection. A session runs no command and writes no reply
+// before its connection is stored (liveIO.stored): a crash before that
+// ends a connection on which nothing happened yet, as a crash between an
+// accept and a store done in line does.
 //
 // A removal never overtakes its store: a connection still queued is just
 // dropped from the queue, and one being sent is removed after the send.

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"io"
 	"log"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/procswitch/supervisor/handoff"
 )
@@ -79,5 +82,87 @@ func TestConnStoreRemovalNeverOvertakesItsStore(t *testing.T) {
 				t.Fatalf("round %d: %s removed, yet the supervisor keeps it: ops %v", round, name, ops)
 			}
 		}
+	}
+}
+
+// heldStore is an fdStore whose stores wait until released.
+type heldStore struct {
+	recordingStore
+	release chan struct{}
+}
+
+func (h *heldStore) StoreFDs(conns []handoff.Conn) error {
+	<-h.release
+	return h.recordingStore.StoreFDs(conns)
+}
+
+// A new --live connection's first command runs only once the connection
+// is in the fd store: killed before, the worker would leave a client whose
+// command was applied, disconnected without a word.
+func TestLiveCommandWaitsForTheStore(t *testing.T) {
+	w, err := newWorld(nil, nil, embeddedGoods, 1_000_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lr, err := createRegion(w, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		w.mu.Lock() // the sessions write the region under it
+		lr.r.Close()
+		w.mu.Unlock()
+	}()
+	w.live = lr
+	store := &heldStore{release: make(chan struct{})}
+	srv := newServer(newGame(w, testRules(t), "test", 1), log.New(io.Discard, "", 0))
+	srv.conns, srv.storeConns = newConnStore(store, srv.log), true
+	waiting := make(chan struct{}, 1)
+	testHookAwaitStore = func() { waiting <- struct{}{} }
+	defer func() { testHookAwaitStore = nil }()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepting := make(chan struct{})
+	go func() { defer close(accepting); srv.accept(ln) }()
+	defer func() { ln.Close(); <-accepting; srv.stop() }()
+
+	c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte("LOGIN alice\n")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-waiting:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session never waited for its connection's store")
+	}
+	w.mu.Lock()
+	_, ran := w.index["alice"]
+	w.mu.Unlock()
+	if ran {
+		t.Fatal("LOGIN ran before the connection was stored")
+	}
+	close(store.release)
+	r := bufio.NewReader(c)
+	line, err := r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "OK player=alice") {
+		t.Fatalf("after the store: %q, %v", line, err)
+	}
+	// QUIT, and the end of the connection: the session has taken it out of
+	// the store and freed its slot (before the region is closed).
+	if _, err := c.Write([]byte("QUIT\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		t.Fatalf("after QUIT: %v", err)
+	}
+	if ops := store.got(); !slices.Equal(ops, []string{"+s0", "-s0"}) {
+		t.Errorf("the supervisor got %v, want [+s0 -s0]", ops)
 	}
 }

@@ -78,9 +78,10 @@ that players keep their coins and their connections across upgrades:
                              supervisor's fd store, so that a crash of this process costs the
                              players a pause, not their connection (needs --mode handover)
   --live-players N           the shared memory's room for players (default 1000000)
-  --live-conns=false         with --live, keep only the data in shared memory: a crash then
-                             ends the connections (players reconnect to their coins); to
-                             measure what storing each connection costs (default true)
+  --live-conns=false         with --live, store the connections only at a handover, not as
+                             they are accepted: a crash then ends them (the players reconnect
+                             to their coins); to measure what storing each one costs
+                             (default true)
 `
 
 func parseFlags(args []string) (config, error) {

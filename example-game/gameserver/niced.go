@@ -7,8 +7,9 @@ import (
 )
 
 // backgroundNice is the niceness of background work inside the game (a
-// reload's compile): the kernel then runs the threads that answer players
-// first on a busy machine.
+// reload's compile, the snapshot a --live worker writes after it handed
+// over): the kernel then runs the threads that answer players first on a
+// busy machine.
 const backgroundNice = 10
 
 // niced runs fn on a thread of its own at backgroundNice, and waits for

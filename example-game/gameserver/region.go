@@ -132,16 +132,17 @@ func (a *playerArena) decode(rec []byte) (player, error) {
 		return player{}, errors.New("not a player record")
 	}
 	p := player{coin: int64(le.Uint64(rec[pCoin:])), level: int64(le.Uint64(rec[pLevel:])), exp: int64(le.Uint64(rec[pExp:]))}
-	id := rec[pID : pID+n]
-	if !validID(string(id)) { // no copy: the compiler sees through the conversion
-		return player{}, fmt.Errorf("bad player id %q", id)
-	}
-	if a != nil && len(a.ids)+n <= cap(a.ids) {
+	// The id is checked in its copy: during a read ahead, the region may
+	// change under the reader.
+	if id := rec[pID : pID+n]; a != nil && len(a.ids)+n <= cap(a.ids) {
 		at := len(a.ids)
 		a.ids = append(a.ids, id...)
 		p.id = unsafe.String(&a.ids[at], n)
 	} else {
 		p.id = string(id)
+	}
+	if !validID(p.id) {
+		return player{}, fmt.Errorf("bad player id %q", p.id)
 	}
 	if nbag > 0 {
 		if a != nil && len(a.bags)+nbag <= cap(a.bags) {

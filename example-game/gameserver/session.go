@@ -199,7 +199,7 @@ func (s *session) fill() error {
 // a deadline in the past) stays in out, for the snapshot.
 func (s *session) flush() error {
 	if s.live != nil && s.live.stored != nil {
-		<-s.live.stored // no reply before a crash would keep the connection
+		<-s.live.stored // no reply before a crash would keep the connection (an error's, with no command)
 		s.live.stored = nil
 	}
 	s.conn.SetWriteDeadline(time.Now().Add(writeTimeout))

@@ -42,7 +42,8 @@ type liveIO struct {
 	posSet bool   // pos and outPos are known; a resumed session learns them at its first line
 	marked bool   // a line is marked until its reply is written
 	// stored is closed once the connection is in the supervisor's fd store
-	// (connStore.add); nil once seen closed, or for a resumed session
+	// (connStore.add): no command runs and no reply is written before;
+	// nil once seen closed, or for a resumed session
 	stored  <-chan struct{}
 	inStore bool // the connection is in the fd store, or queued for it (connStore)
 }
@@ -56,6 +57,10 @@ const (
 )
 
 func slotName(slot int) string { return "s" + strconv.Itoa(slot) }
+
+// testHookAwaitStore, when set by a test, is called when a new session has
+// its first line and waits for its connection's store.
+var testHookAwaitStore func()
 
 // newLiveIO is the --live part of a session on conn in slot.
 func newLiveIO(conn net.Conn, slot int) (*liveIO, error) {
@@ -158,6 +163,15 @@ func (s *session) processLive() (bool, error) {
 		return false, nil
 	}
 	line := in[:i]
+	if s.live.stored != nil {
+		// A new connection: no command runs before a crash would keep the
+		// connection (connStore). The store overlapped the wait for this line.
+		if testHookAwaitStore != nil {
+			testHookAwaitStore()
+		}
+		<-s.live.stored
+		s.live.stored = nil
+	}
 	if !s.live.posSet {
 		if err := s.live.positions(); err != nil {
 			return false, err

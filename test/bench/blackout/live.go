@@ -465,9 +465,11 @@ func liveTargets(live, file []*sizeResult, crashes []*crashResult, seq, burst [2
 			fmt.Printf("  ---- accept cost %s: not measured\n", a.name)
 			continue
 		}
+		// For information: the target is the store's own cost (accept.go),
+		// which this ratio includes along with the region's.
 		r := median(a.v[0]) / median(a.v[1])
-		fmt.Printf("  %s accept cost live / file, %s (dial to LOGIN's reply): %.0f / %.0f µs = %.2f (target <= %.1f)\n",
-			verdict(r <= targetAcceptRatio), a.name, median(a.v[0]), median(a.v[1]), r, targetAcceptRatio)
+		fmt.Printf("       accept cost live / file, %s (dial to LOGIN's reply): %.0f / %.0f µs = %.2f (the store's own cost, below, is the target)\n",
+			a.name, median(a.v[0]), median(a.v[1]), r)
 	}
 	return missed
 }
