@@ -11,6 +11,10 @@ import (
 // server stops for a handover: past it, the reply is left to the notice.
 const liveStopWrite = 200 * time.Millisecond
 
+// maxReplyLen is the longest reply length a session record holds (16
+// bits, region.go): a longer reply is recorded as this.
+const maxReplyLen = 0xffff
+
 // addLive serves a connection just accepted, in a session slot of the
 // region, its connection queued to be stored in the supervisor's fd store
 // as s<slot> (connStore): from then on a crash of this worker does not end
@@ -90,10 +94,16 @@ func (srv *server) resumeLive(conn net.Conn, slot int, rec sessionRec, restarted
 	}
 	if rec.state == markApplied {
 		// Applied: the rest of its reply, as noted, if the socket did not
-		// take all of it; the mark is cleared once that is written.
-		if sent := s.live.outPos - min(s.live.outPos, rec.outPos); sent < uint64(rec.replyLen) && rec.reply != nil {
+		// take all of it; the mark is cleared once that is written. The
+		// record's length stops at maxReplyLen: a longer reply of which
+		// the socket took that much or more is taken as cut short, as a
+		// stop leaves it (a write that ends clears the mark before the
+		// stop is seen; only a crash in between gets an empty line more).
+		sent := s.live.outPos - min(s.live.outPos, rec.outPos)
+		cut := sent < uint64(rec.replyLen) || rec.replyLen >= maxReplyLen && sent > 0
+		if cut && rec.reply != nil {
 			s.out = append(s.out, rec.reply[sent:]...)
-		} else if sent < uint64(rec.replyLen) {
+		} else if cut {
 			if sent > 0 {
 				s.out = append(s.out, '\n') // ends the line cut short
 			}
