@@ -89,6 +89,8 @@ func TestLiveStoreSurvivesCrash(t *testing.T) {
 		want++
 		pid1 = pid
 	}
+	// A reply may come before the supervisor has read the store's datagram.
+	h.waitLog(new(int), "fds stored in the live store", func(e map[string]any) bool { return e["stored"] == float64(4) })
 	if got := h.fdStore(); got != 4 {
 		t.Errorf("fd store holds %d, want 4 (the state and 3 connections)", got)
 	}
