@@ -103,7 +103,7 @@ func (a *app) openWorld(f *os.File) (*liveRegion, *world, map[int]sessionRec, er
 
 // worldFrom reads the world and the sessions from a region.
 func (a *app) worldFrom(lr *liveRegion) (*world, map[int]sessionRec, error) {
-	players, err := lr.readPlayers()
+	players, err := lr.readPlayers(true) // nothing else serves meanwhile
 	if err != nil {
 		return nil, nil, err
 	}
@@ -133,13 +133,14 @@ func (a *app) prepareLive() {
 		return // a first start; or it comes with GO
 	}
 	a.region = f
+	ahead := handover.Ahead()
 	read := func() {
-		if a.pre, err = prepareRegion(f, a.rules.goods, a.cfg.stock); err != nil {
+		if a.pre, err = prepareRegion(f, a.rules.goods, a.cfg.stock, !ahead); err != nil {
 			a.log.Printf("%v; reading it after the takeover instead", err)
 			a.pre = nil
 		}
 	}
-	if handover.Ahead() {
+	if ahead {
 		read() // before WAITING
 		return
 	}

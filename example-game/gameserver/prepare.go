@@ -34,8 +34,9 @@ const journalSlack = shm.MaxTxRecords
 
 var errJournalOverrun = errors.New("more players were written meanwhile than the journal holds")
 
-// prepareRegion reads the world from the region at f, ahead.
-func prepareRegion(f *os.File, goods []int, defaultStock int64) (*prepared, error) {
+// prepareRegion reads the world from the region at f, ahead; cold says
+// nothing serves meanwhile (a crash restart), so it may use every CPU.
+func prepareRegion(f *os.File, goods []int, defaultStock int64, cold bool) (*prepared, error) {
 	began := time.Now()
 	lr, err := mapRegion(f, shm.View)
 	if err != nil {
@@ -43,7 +44,7 @@ func prepareRegion(f *os.File, goods []int, defaultStock int64) (*prepared, erro
 	}
 	r := lr.r
 	p := &prepared{lr: lr, head: lr.head()}
-	players, err := lr.readPlayers() // a record being written may read torn: the journal says which
+	players, err := lr.readPlayers(cold) // a record being written may read torn: the journal says which
 	if err != nil {
 		r.Close()
 		return nil, err

@@ -16,7 +16,7 @@ func BenchmarkReadAhead(b *testing.B) {
 	defer lr.r.Close()
 	f := lr.r.File()
 	for b.Loop() {
-		p, err := prepareRegion(f, embeddedGoods, 1_000_000)
+		p, err := prepareRegion(f, embeddedGoods, 1_000_000, false)
 		if err != nil {
 			b.Fatal(err)
 		}
