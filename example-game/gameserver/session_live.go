@@ -78,28 +78,49 @@ func newLiveIO(conn net.Conn, slot int) (*liveIO, error) {
 // positions learns how many bytes were taken from the socket since the
 // connection began, and how many written to it, by whichever process:
 // what the kernel received minus what it still queues for reading; what
-// the peer acknowledged plus what the kernel still queues for sending.
+// the peer acknowledged plus what the kernel still queues for sending. The
+// counters (TCP_INFO) and the queues (SIOCINQ, SIOCOUTQ) are read by
+// separate calls, between which data or an acknowledgment may arrive: the
+// counters are read again after the queues, and all of it again until they
+// did not move, else a reply's acknowledgment arriving in between made the
+// output position short by that reply (which a crash then resent cut).
 func (l *liveIO) positions() error {
 	var err error
 	cerr := l.rc.Control(func(fd uintptr) {
-		var info *unix.TCPInfo
-		if info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err != nil {
-			return
+		for try := 0; ; try++ {
+			var before, after *unix.TCPInfo
+			var in, out int
+			if before, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err != nil {
+				return
+			}
+			if in, err = unix.IoctlGetInt(int(fd), unix.SIOCINQ); err != nil {
+				return
+			}
+			if out, err = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ); err != nil {
+				return
+			}
+			if after, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err != nil {
+				return
+			}
+			if before.Bytes_received == after.Bytes_received && before.Bytes_acked == after.Bytes_acked {
+				l.pos, l.outPos = after.Bytes_received-uint64(in), after.Bytes_acked+uint64(out)
+				return
+			}
+			if try == maxPositionTries {
+				err = errors.New("the connection's counters kept moving while read")
+				return
+			}
 		}
-		var in, out int
-		if in, err = unix.IoctlGetInt(int(fd), unix.SIOCINQ); err != nil {
-			return
-		}
-		if out, err = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ); err != nil {
-			return
-		}
-		l.pos, l.outPos = info.Bytes_received-uint64(in), info.Bytes_acked+uint64(out)
 	})
 	if err = errors.Join(cerr, err); err == nil {
 		l.posSet = true
 	}
 	return err
 }
+
+// maxPositionTries bounds positions' reads: each try takes microseconds,
+// and a counter moves only when a segment arrives in between.
+const maxPositionTries = 1000
 
 // peek fills buf from r on with what the socket holds, without taking it:
 // buf[:w] was peeked before and is still there. It waits until there is
