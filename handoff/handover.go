@@ -93,7 +93,7 @@ func (w *Worker) receiveHandover(ctx context.Context) (conns []Conn, pending *co
 	}
 	if err == nil {
 		w.mu.Lock()
-		w.handedOver = true
+		w.handedOver = !pending.crashed
 		w.mu.Unlock()
 		conns = dropGone(conns, pending.gone)
 	}
@@ -162,6 +162,10 @@ func receiveStore(uc *net.UnixConn, cv *converter) error {
 		if msg == contract.HandoverGo {
 			return nil
 		}
+		if msg == contract.HandoverCrashed && oobn == 0 {
+			cv.crashed = true // a standby promoted: the previous worker died
+			continue
+		}
 		if names, ok := strings.CutPrefix(msg, contract.HandoverGoneKey); ok && oobn == 0 {
 			for _, name := range strings.Split(names, ":") {
 				cv.gone[name] = true
@@ -189,6 +193,9 @@ type converter struct {
 	wg    sync.WaitGroup
 	parts [][]Conn        // one per message, in order; nil Conn where conversion failed
 	gone  map[string]bool // connections passed at start that the store no longer holds ("GONE")
+	// crashed: the supervisor said CRASHED before GO (a standby promoted
+	// after the worker died): a restart, not a handover
+	crashed bool
 }
 
 // convertPerGoroutine is the fewest fds worth a goroutine of their own.

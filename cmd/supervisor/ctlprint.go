@@ -82,6 +82,13 @@ func printGen(w io.Writer, label string, g *supervisor.GenStatus) {
 		if wk.Status != "" {
 			fmt.Fprintf(w, ": %s", wk.Status)
 		}
+		if sb := wk.Standby; sb != nil {
+			how := "starting"
+			if sb.Waiting {
+				how = "waiting"
+			}
+			fmt.Fprintf(w, "; standby pid %d %s", sb.PID, how)
+		}
 		fmt.Fprintln(w)
 	}
 }

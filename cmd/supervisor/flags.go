@@ -56,6 +56,7 @@ type options struct {
 	stateDir      string // the upgrade history's directory; "" for none
 	passTimeout   time.Duration
 	fdStoreMax    int
+	standby       bool
 	command       []string // the worker's path, resolved, then its arguments
 }
 
@@ -102,6 +103,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	countVar(fs, &o.startTries, "start-attempts", supervisor.DefaultStartTries, "the first generation is started this `number` of times at most; then the supervisor exits 1")
 	fs.StringVar(&o.stateDir, "state-dir", "", "the `directory` of the upgrade history, history.jsonl (default: $STATE_DIRECTORY; none without)")
 	durationVar(fs, &o.passTimeout, "pass-timeout", supervisor.DefaultPassTimeout, "the `duration` passing the stored connections to a new worker or supervisor may take")
+	fs.BoolVar(&o.standby, "standby", false, "handover mode: keep a standby worker, started ahead and waiting, that takes over at once when the\nworker crashes (the worker must wait for GO with no time limit when SUPERVISOR_STANDBY=1)")
 	countVar(fs, &o.fdStoreMax, "fd-store-max", supervisor.DefaultFDStoreMax, "the `number` of fds the live fd store holds for the workers at most (FDSTORE=1: a connection\nper player, a memfd of state); beyond it FDSTORE=1 is refused and logged. Lowered to fit RLIMIT_NOFILE")
 	fs.StringVar(&o.pidFile, "pid-file", "", "write the supervisor's PID to `PATH`, atomically; rewritten by a self-upgrade (SIGUSR2)")
 	fs.Usage = func() {} // an error is one line; the usage text is for --help
@@ -211,6 +213,9 @@ func (o *options) checkHandover() error {
 	if o.mode != "handover" {
 		if o.snapshot != "" {
 			return errors.New("--snapshot is for --mode handover")
+		}
+		if o.standby {
+			return errors.New("--standby is for --mode handover: a standby takes over a crashed worker's state and connections")
 		}
 		return nil
 	}

@@ -149,6 +149,7 @@ func engineConfig(opts *options, sockets *listener.Set, runtimeDir string, inher
 		StartAttempts: opts.startTries,
 		PassTimeout:   opts.passTimeout,
 		FDStoreMax:    opts.fdStoreMax,
+		Standby:       opts.standby,
 		Handover:      opts.mode == "handover",
 		SnapshotPath:  opts.snapshot,
 		Sockets:       sockets,

@@ -43,6 +43,7 @@ type app struct {
 	region    *os.File      // --live: the stored region, when passed at start
 	pre       *prepared     // --live: the world read from it ahead
 	prepared  chan struct{} // --live, a cold start: closed once pre is set (prepareLive)
+	standby   bool          // the supervisor's --standby: this worker waits for GO with no time limit
 	autosaved uint64        // the world's change count last autosaved; the autosaves' own
 	spare     []player      // the autosaves' copy of the player table, reused
 }
@@ -69,7 +70,8 @@ func serve(cfg config, logger *log.Logger) error {
 		return err
 	}
 	defer ln.Close()
-	a := &app{cfg: cfg, log: logger, w: w, version: cleanVersion(version), pid: os.Getpid(), rules: rules}
+	a := &app{cfg: cfg, log: logger, w: w, version: cleanVersion(version), pid: os.Getpid(), rules: rules,
+		standby: handover.Standby()}
 	a.path = a.snapshotPath()
 	a.st = &handoff.State{
 		Worker:   w,
@@ -120,7 +122,11 @@ func (a *app) snapshotPath() string {
 // It does not accept yet. The drain signal and --handover-wait end the
 // wait.
 func (a *app) start() error {
-	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.handoverWait)
+	wait := a.cfg.handoverWait
+	if a.standby {
+		wait = 1<<63 - 1 // a standby waits for its worker's crash, however long
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	// Nothing a restore allocates is garbage: it is the world and its
 	// sessions. Collecting while they grow (a cycle each time the heap
@@ -128,7 +134,9 @@ func (a *app) start() error {
 	// takes a fifth of the restore, which is all blackout. The collector
 	// runs again once the sessions serve; what is allocated meanwhile is
 	// bounded by the snapshot file's size and the connections' number.
-	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	if !a.standby { // a standby waits long, following the region: it collects
+		defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	}
 	err := a.st.Start(ctx)
 	switch {
 	case errors.Is(err, handoff.ErrHandoverAborted):

@@ -142,6 +142,9 @@ func (a *app) prepareLive() {
 	}
 	if ahead {
 		read() // before WAITING
+		if a.pre != nil && a.standby {
+			a.pre.follow(a.log.Printf)
+		}
 		return
 	}
 	done := make(chan struct{})

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/procswitch/supervisor/state/shm"
@@ -26,6 +27,12 @@ type prepared struct {
 	head  uint64 // the journal's head before the players were read
 	n     int    // players read
 	took  time.Duration
+
+	goods        []int // for reading it all again (refresh)
+	defaultStock int64
+	mu           sync.Mutex    // a standby's follow against takeOver
+	stop         chan struct{} // closed to end follow; nil when not following
+	stopped      chan struct{} // closed when follow has returned
 }
 
 // journalSlack is how many journal entries before the head read first are
@@ -43,7 +50,7 @@ func prepareRegion(f *os.File, goods []int, defaultStock int64, cold bool) (*pre
 		return nil, err
 	}
 	r := lr.r
-	p := &prepared{lr: lr, head: lr.head()}
+	p := &prepared{lr: lr, head: lr.head(), goods: goods, defaultStock: defaultStock}
 	players, err := lr.readPlayers(cold) // a record being written may read torn: the journal says which
 	if err != nil {
 		r.Close()
@@ -70,6 +77,12 @@ func prepareRegion(f *os.File, goods []int, defaultStock int64, cold bool) (*pre
 // stopped, and brings the world up to date: the players appended and
 // those written since prepareRegion, the stock, the sessions.
 func (p *prepared) takeOver() (sessions map[int]sessionRec, reread int, err error) {
+	if p.stop != nil {
+		close(p.stop)
+		<-p.stopped
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	lr, w := p.lr, p.world
 	if err := lr.r.TakeOver(); err != nil {
 		return nil, 0, fmt.Errorf("live: the stored region: %w", err)
@@ -106,4 +119,82 @@ func (p *prepared) takeOver() (sessions map[int]sessionRec, reread int, err erro
 		}
 	}
 	return lr.readSessions(), reread, nil
+}
+
+// followEvery is how often a standby brings its world up to date: well
+// within what the journal holds at any plausible rate of writes (4096
+// records of 32 entries: 131,072 writes).
+const followEvery = 250 * time.Millisecond
+
+// follow keeps the world read ahead up to date with the region until
+// takeOver: a standby (the supervisor's --standby) may wait for hours for
+// the crash it stands by for, and the journal holds only so many writes.
+// At the takeover only what was written since the last refresh is read
+// again. logf reports a refresh that had to read everything again.
+func (p *prepared) follow(logf func(string, ...any)) {
+	p.stop, p.stopped = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(p.stopped)
+		t := time.NewTicker(followEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-p.stop:
+				return
+			case <-t.C:
+			}
+			p.mu.Lock()
+			all, err := p.refresh()
+			p.mu.Unlock()
+			if err != nil {
+				logf("live standby: following the region: %v", err)
+			} else if all {
+				logf("live standby: read the whole region again (%d players)", p.n)
+			}
+		}
+	}()
+}
+
+// refresh reads the players written since the last read, as the journal
+// lists them, and those appended; when the journal no longer reaches back
+// that far, or a record read disagrees with the world, everything again.
+// Call with mu held.
+func (p *prepared) refresh() (all bool, err error) {
+	lr, w := p.lr, p.world
+	head := lr.head() // before any record: what is written after is journaled at or after it
+	from := p.head - min(p.head, journalSlack)
+	ok := head-from <= journalSize
+	for k := from; ok && k < head; k++ {
+		at := firstJournal + int(k/journalPerRec)%journalRecords
+		i := int(le.Uint64(lr.r.Record(at)[8*(k%journalPerRec):]))
+		if i >= p.n {
+			continue // read below
+		}
+		pl, err := decodePlayer(lr.r.Record(firstPlayer + i))
+		if ok = err == nil && pl.id == w.players[i].id; ok {
+			w.players[i] = pl
+		}
+	}
+	for i := firstPlayer + p.n; ok && i < lr.r.Len(); i++ {
+		pl, err := decodePlayer(lr.r.Record(i))
+		if err != nil {
+			break // being written: journaled, so read again next time
+		}
+		w.index[pl.id] = len(w.players)
+		w.players = append(w.players, pl)
+		p.n++
+	}
+	if !ok {
+		players, err := lr.readPlayers(false)
+		if err != nil {
+			return false, err
+		}
+		world, err := newWorld(players, lr.readGoods(), p.goods, p.defaultStock)
+		if err != nil {
+			return false, err
+		}
+		p.world, p.n = world, len(players)
+	}
+	p.head = head
+	return !ok, nil
 }

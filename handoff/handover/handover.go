@@ -64,6 +64,13 @@ func SnapshotPath() string { return os.Getenv(contract.EnvSnapshot) }
 // Call it before Await.
 func Ahead() bool { return os.Getenv(contract.EnvHandoverFD) != "" }
 
+// Standby reports whether this worker is a standby (the supervisor's
+// --standby): started ahead as for a handover, it waits for GO with no time
+// limit, and gets it when the worker it stands by for dies; HandedOver is
+// then false, as after a crash restart. Keep what was read ahead up to
+// date while waiting. Call it before Await.
+func Standby() bool { return Ahead() && os.Getenv(contract.EnvStandby) == "1" }
+
 // Await returns the connections handed over from the previous worker. Call
 // it once the worker is initialised, before it restores its state and
 // before it accepts.
@@ -81,7 +88,8 @@ func Await(ctx context.Context, w *handoff.Worker) ([]handoff.Conn, error) {
 
 // HandedOver reports whether Await took this worker's state over from a
 // previous worker's handover (the supervisor said GO), rather than from a
-// cold start: a first start, a restart after a crash, a rollback.
+// cold start: a first start, a restart after a crash (a standby's
+// promotion included), a rollback.
 func HandedOver(w *handoff.Worker) bool { return of(w).HandedOver() }
 
 // StoreConn hands c to the supervisor's fd store under name (FDSTORE=1 with

@@ -69,6 +69,7 @@ const (
 	EnvMode       = "SUPERVISOR_MODE"        // "handover" in handover mode
 	EnvSnapshot   = "SUPERVISOR_SNAPSHOT"    // the snapshot file's path
 	EnvHandoverFD = "SUPERVISOR_HANDOVER_FD" // the handover connection of a worker started ahead
+	EnvStandby    = "SUPERVISOR_STANDBY"     // "1": a standby started ahead, which waits for GO without a time limit (--standby)
 
 	ModeHandover = "handover"
 
@@ -95,4 +96,5 @@ const (
 	HandoverFDsKey  = "FDS "    // supervisor → worker: "FDS name:name:…" with those fds attached
 	HandoverGoneKey = "GONE "   // supervisor → worker: "GONE name:name:…", fds passed at start since removed from the store: close them
 	HandoverGo      = "GO"      // supervisor → worker: the snapshot is written; restore and serve
+	HandoverCrashed = "CRASHED" // supervisor → worker, before GO: the previous worker died (a standby promoted): a restart, not a handover
 )

@@ -70,6 +70,10 @@ type Config struct {
 	// FDStoreMax bounds the live fd store (fdstore.go); 0 means
 	// DefaultFDStoreMax. It is lowered to fit RLIMIT_NOFILE's hard limit.
 	FDStoreMax int
+	// Standby keeps, in handover mode, a standby worker per slot of the
+	// serving generation (standby.go): started ahead as for a handover and
+	// kept waiting, it takes over at once when the slot's worker crashes.
+	Standby bool
 
 	// Record, when set, is given every entry of the upgrade history
 	// (package history). It runs on the supervisor's loop: it must not block.
@@ -145,6 +149,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Predecessor != nil && !c.Handover {
 		return errors.New("supervisor: a predecessor hands over only in handover mode")
+	}
+	if c.Standby && !c.Handover {
+		return errors.New("supervisor: Standby needs handover mode")
 	}
 	if c.Handover && (c.Workers != 1 || c.SnapshotPath == "") {
 		return errors.New("supervisor: handover mode needs exactly one worker and a snapshot path")

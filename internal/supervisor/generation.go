@@ -75,6 +75,11 @@ type slot struct {
 	freeRestart bool
 	restart     *time.Timer
 	restarts    int
+	// standby: --standby's worker started ahead and kept waiting, promoted
+	// when this slot's worker crashes (standby.go)
+	standby      *worker
+	standbyFails int         // consecutive standby exits, for their back-off
+	standbyRetry *time.Timer // a standby is due once it fires
 }
 
 // worker is one running process.
@@ -95,6 +100,9 @@ type worker struct {
 	goSent     bool              // handover mode: the worker started ahead was sent GO; READY=1 counts from then
 	liveStore  bool              // it stored fds in the live store (fdstore.go) before it was told to hand over
 	prepassed  map[uint64]string // the live store's fds it got at start, ahead of a handover: id → name
+	// standbyWaiting: a standby (standby.go) that said WAITING; killed: a
+	// standby ended on purpose
+	standbyWaiting, killed bool
 
 	version   string // its last VERSION=: what it runs beyond the binary (scripts, configuration)
 	reloading bool   // a reload runs: it was sent the reload signal and has not answered yet
@@ -130,6 +138,9 @@ func (g *generation) workerByPID(pid int) *worker {
 	for _, s := range g.slots {
 		if s.worker != nil && s.worker.pid() == pid {
 			return s.worker
+		}
+		if s.standby != nil && s.standby.pid() == pid {
+			return s.standby
 		}
 	}
 	return nil
@@ -213,9 +224,16 @@ func (s *Supervisor) readNotify(g *generation) {
 
 // startWorker starts a process in slot sl of g through the exec shim.
 func (s *Supervisor) startWorker(g *generation, sl *slot) error {
-	l, err := s.prepareLaunch(g)
+	_, err := s.launchWorker(g, sl, false)
+	return err
+}
+
+// launchWorker starts a process for slot sl of g: its worker, or with
+// standby the slot's standby (standby.go), started ahead as for a handover.
+func (s *Supervisor) launchWorker(g *generation, sl *slot, standby bool) (*worker, error) {
+	l, err := s.prepareLaunch(g, standby)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	argv := append([]string{g.binary}, s.cfg.Args...)
 	path, args := proc.ShimCommand(s.cfg.Shim, argv)
@@ -227,12 +245,17 @@ func (s *Supervisor) startWorker(g *generation, sl *slot) error {
 		if l.handover != nil {
 			l.handover.conn.Close()
 		}
-		return err
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &worker{gen: g, slot: sl, proc: p, cancel: cancel, handover: l.handover, prepassed: l.prepassed}
-	sl.worker = w
-	s.log.Debug().Int("gen", g.n).Int("slot", sl.index).Int("pid", p.PID()).Str("binary", g.binary).Msg("worker started")
+	if standby {
+		sl.standby = w
+		s.log.Info().Int("gen", g.n).Int("slot", sl.index).Int("pid", p.PID()).Msg("standby started")
+	} else {
+		sl.worker = w
+		s.log.Debug().Int("gen", g.n).Int("slot", sl.index).Int("pid", p.PID()).Str("binary", g.binary).Msg("worker started")
+	}
 	go func() {
 		<-p.Done()
 		if w.handover != nil {
@@ -250,7 +273,7 @@ func (s *Supervisor) startWorker(g *generation, sl *slot) error {
 		go s.probe(ctx, w)
 	}
 	w.readyTimer = time.AfterFunc(s.cfg.ReadyTimeout, func() { s.send(readyTimeoutEvent{w: w}) })
-	return nil
+	return w, nil
 }
 
 // launch is what a worker is started with beyond its command line.
@@ -269,10 +292,10 @@ type launch struct {
 // connections handed over, all counted in LISTEN_FDS;
 // then, uncounted, the handover connection of a worker started ahead of a
 // handover, and the held binary when the path no longer names it.
-func (s *Supervisor) prepareLaunch(g *generation) (*launch, error) {
+func (s *Supervisor) prepareLaunch(g *generation, standby bool) (*launch, error) {
 	l := &launch{files: s.cfg.Sockets.FDs(), childEnd: -1}
 	names := []string{s.cfg.Sockets.Names()}
-	ahead := g == s.next || g.ahead
+	ahead := g == s.next || g.ahead || standby
 	keep := func(liveFD) bool { return true }
 	if s.cfg.Handover && ahead { // now, to prepare; GO passes what changed since
 		l.prepassed = map[uint64]string{}
@@ -301,6 +324,9 @@ func (s *Supervisor) prepareLaunch(g *generation) (*launch, error) {
 			l.files = append(l.files, child)
 		}
 		env = s.handoverEnv(env, handoverFD)
+		if standby {
+			env = append(env, contract.EnvStandby+"=1")
+		}
 	}
 	// The held file, binary or script, whenever the path names another: the
 	// shim runs it or nothing (proc.EnvExecFD says how, and what $0 a script
@@ -344,7 +370,7 @@ func cleanEnv(env []string) []string {
 	drop := []string{contract.EnvListenFDs, contract.EnvListenFDNames, contract.EnvListenPID,
 		contract.EnvNotifySocket, contract.EnvWatchdogUSec, contract.EnvWatchdogPID,
 		contract.EnvDrainSignal, contract.EnvReloadSignal, contract.EnvGeneration, contract.EnvMode, contract.EnvSnapshot,
-		contract.EnvHandoverFD, proc.EnvExecFD}
+		contract.EnvHandoverFD, contract.EnvStandby, proc.EnvExecFD}
 	out := make([]string, 0, len(env))
 next:
 	for _, kv := range env {

@@ -261,6 +261,16 @@ func (s *Supervisor) onPassFailed(w *worker, err error) {
 // that are gone since, then GO. The store's fds are ours until a
 // generation is ready on them; the worker gets duplicates.
 func (h *handoverConn) sendStore(store []stored, gone []string, timeout time.Duration) error {
+	return h.sendStoreThen(store, gone, timeout, contract.HandoverGo)
+}
+
+// sendCrashed is sendStore for a standby promoted after the worker crashed:
+// CRASHED before GO.
+func (h *handoverConn) sendCrashed(store []stored, gone []string, timeout time.Duration) error {
+	return h.sendStoreThen(store, gone, timeout, contract.HandoverCrashed, contract.HandoverGo)
+}
+
+func (h *handoverConn) sendStoreThen(store []stored, gone []string, timeout time.Duration, last ...string) error {
 	h.conn.SetWriteDeadline(time.Now().Add(timeout))
 	names := make([]string, len(store))
 	fds := make([]int, len(store))
@@ -281,8 +291,12 @@ func (h *handoverConn) sendStore(store []stored, gone []string, timeout time.Dur
 		}
 		gone = gone[n:]
 	}
-	_, err := h.conn.Write([]byte(contract.HandoverGo))
-	return err
+	for _, msg := range last {
+		if _, err := h.conn.Write([]byte(msg)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // defaultFDName is what systemd names a stored fd that came without a

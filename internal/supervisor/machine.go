@@ -531,6 +531,11 @@ func (s *Supervisor) finished() bool {
 		if g.alive() > 0 {
 			return false
 		}
+		for _, sl := range g.slots {
+			if sl.standby != nil { // killed (standby.go): its exit is due
+				return false
+			}
+		}
 	}
 	for _, g := range s.gens {
 		g.notify.Close()

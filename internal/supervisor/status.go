@@ -72,6 +72,15 @@ type WorkerStatus struct {
 	// The binary's own version is the generation's.
 	Version   string `json:"version,omitempty"`
 	Reloading bool   `json:"reloading,omitempty"` // a reload runs and it has not answered yet
+	// Standby is the slot's standby (--standby, standby.go), if one runs
+	Standby *StandbyStatus `json:"standby,omitempty"`
+}
+
+// StandbyStatus describes a slot's standby: Waiting once it has read the
+// state ahead and waits to take over.
+type StandbyStatus struct {
+	PID     int  `json:"pid"`
+	Waiting bool `json:"waiting"`
 }
 
 // UpgradeStatus is the result of the last finished upgrade.
@@ -202,8 +211,12 @@ func (g *generation) status() GenStatus {
 		ReadyMS: ms(g.readyTime), Workers: []WorkerStatus{}}
 	for _, sl := range g.slots {
 		if w := sl.worker; w != nil {
-			gs.Workers = append(gs.Workers, WorkerStatus{PID: w.pid(), Ready: w.ready, Status: w.status, Restarts: sl.restarts,
-				Version: w.version, Reloading: w.reloading})
+			ws := WorkerStatus{PID: w.pid(), Ready: w.ready, Status: w.status, Restarts: sl.restarts,
+				Version: w.version, Reloading: w.reloading}
+			if sb := sl.standby; sb != nil && !sb.killed {
+				ws.Standby = &StandbyStatus{PID: sb.pid(), Waiting: sb.standbyWaiting}
+			}
+			gs.Workers = append(gs.Workers, ws)
 		}
 	}
 	return gs

@@ -247,6 +247,10 @@ func (s *Supervisor) handle(ev any) {
 	case readyTimeoutEvent:
 		s.onReadyTimeout(ev.w, ev.token)
 	case waitingEvent:
+		if w := ev.w; w.slot.standby == w {
+			s.onStandbyWaiting(w)
+			break
+		}
 		if w := ev.w; w.gen.ahead && w.gen == s.current {
 			s.onAheadWaiting(w)
 			break
@@ -270,7 +274,10 @@ func (s *Supervisor) handle(ev any) {
 		s.onProbationEnd(ev.gen)
 	case rollbackRetryEvent:
 		s.onRollbackRetry(ev)
+	case standbyRetryEvent:
+		s.onStandbyRetry(ev.slot)
 	}
+	s.reconcileStandbys()
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -21,6 +21,10 @@ func (s *Supervisor) onExit(w *worker) {
 	// What the worker started dies with it, as systemd's KillMode=control-group:
 	// a child left behind would keep the listening socket open.
 	w.proc.KillGroup()
+	if sl.standby == w {
+		s.onStandbyExit(w, proc.Describe(w.proc.Status()))
+		return
+	}
 	if sl.worker == w {
 		sl.worker = nil
 	}
@@ -54,7 +58,7 @@ func (s *Supervisor) onExit(w *worker) {
 		}
 		s.onProbationFailure(g, why)
 	case g == s.current:
-		if s.startFailed(g, w, status) {
+		if s.startFailed(g, w, status) || s.promoteStandby(g, sl, w, status) {
 			return
 		}
 		s.scheduleRestart(g, sl, w)

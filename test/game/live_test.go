@@ -51,7 +51,12 @@ func TestLiveKill9RepeatedCommand(t *testing.T) {
 	testLiveKills(t, true)
 }
 
-func testLiveKills(t *testing.T, repeats bool) {
+// TestLiveKill9Standby is TestLiveKill9UnderLoad with the supervisor's
+// --standby: a kill promotes the standby when one waits (it follows the
+// region under the bots' writes), else restarts the worker.
+func TestLiveKill9Standby(t *testing.T) { testLiveKills(t, false, "--standby") }
+
+func testLiveKills(t *testing.T, repeats bool, flags ...string) {
 	nbots, kills := 1000, 50
 	if raceEnabled || testing.Short() {
 		nbots, kills = 200, 10
@@ -67,7 +72,7 @@ func testLiveKills(t *testing.T, repeats bool) {
 		// --restart-max: a worker killed before it ran that long is
 		// restarted after a delay that doubles up to it (from 10ms).
 		// "worker ready" is logged at debug level.
-		flags:      []string{"--log-level", "debug", "--restart-max", "50ms", "--ready-timeout", "30s"},
+		flags:      append([]string{"--log-level", "debug", "--restart-max", "50ms", "--ready-timeout", "30s"}, flags...),
 		workerArgs: []string{"--live", "--scripts", scripts, "--stock", fmt.Sprint(bigStock)},
 	})
 	_, pid := s.ready(t)
@@ -99,7 +104,7 @@ func testLiveKills(t *testing.T, repeats bool) {
 		pid = s.killWorker(t, pid)
 		if _, err := tm.waitResumed(int64(k), pid); err != nil {
 			t.Fatalf("kill %d of %d (worker %d, restarted as %d): %v\nlast lines of the supervisor's log:\n%s",
-				k, kills, killed, pid, err, s.Log.Tail(15))
+				k, kills, killed, pid, err, s.Log.Tail(60))
 		}
 		resumes = append(resumes, time.Since(start))
 	}
@@ -108,6 +113,18 @@ func testLiveKills(t *testing.T, repeats bool) {
 	}
 	checkLiveEnd(t, bots, pid, kills)
 
+	if slices.Contains(flags, "--standby") {
+		promoted := 0
+		for _, l := range s.Log.All() {
+			if l.Msg() == "standby promoted: it takes the crashed worker's place" {
+				promoted++
+			}
+		}
+		t.Logf("%d of %d kills promoted a standby", promoted, kills)
+		if promoted == 0 {
+			t.Errorf("no kill promoted a standby")
+		}
+	}
 	slices.Sort(resumes)
 	var cmds, lost, stale int64
 	for _, b := range bots {

@@ -111,6 +111,7 @@ func acceptBurst(addr string, n, atOnce, players int, bound time.Duration) (us, 
 type crashResult struct {
 	players, conns int
 	restartMin     time.Duration // the supervisor's --restart-min and --restart-max
+	standby        bool          // the supervisor's --standby: the kill promotes the standby
 	kills          int           // attempted
 	reply          []float64     // per kill: median over the clients of kill to first reply from the new worker, ms
 	replyMax       []float64     // per kill: max over the clients
@@ -131,7 +132,13 @@ func measureCrashes(o options, b *build, dir string, interrupt <-chan struct{}) 
 	}
 	var out []*crashResult
 	for _, d := range o.restartMins {
-		out = append(out, &crashResult{players: o.crashRow.players, conns: o.crashRow.conns, restartMin: d, notices: map[string]int{}})
+		for _, standby := range []bool{false, true} {
+			if standby && !o.crashStandby {
+				continue
+			}
+			out = append(out, &crashResult{players: o.crashRow.players, conns: o.crashRow.conns, restartMin: d, standby: standby,
+				notices: map[string]int{}})
+		}
 	}
 	for range o.rounds {
 		for _, cr := range out {
@@ -168,7 +175,11 @@ func measureCrash(o options, b *build, dir string, cr *crashResult, interrupt <-
 		return err
 	}
 	d := cr.restartMin.String()
-	s, err := startSupervisor(b.Bins.supervisor, worker, snap, o.wait, []string{"--restart-min", d, "--restart-max", d},
+	flags := []string{"--restart-min", d, "--restart-max", d}
+	if cr.standby {
+		flags = append(flags, "--standby")
+	}
+	s, err := startSupervisor(b.Bins.supervisor, worker, snap, o.wait, flags,
 		append([]string{"--autosave", "0"}, liveArgs(cr.players)...)...)
 	if err != nil {
 		return err
@@ -176,7 +187,7 @@ func measureCrash(o options, b *build, dir string, cr *crashResult, interrupt <-
 	defer func() {
 		s.stop()
 		if o.logFile != "" {
-			s.save(o.logFile, fmt.Sprintf("crash: players %d, connections %d, --restart-min %v", cr.players, cr.conns, cr.restartMin))
+			s.save(o.logFile, fmt.Sprintf("crash: players %d, connections %d, %s", cr.players, cr.conns, cr.name()))
 		}
 	}()
 	defer func() {
@@ -205,6 +216,11 @@ func measureCrash(o options, b *build, dir string, cr *crashResult, interrupt <-
 			c.conn.Close()
 		}
 	}()
+	if cr.standby {
+		if _, err := s.findMsg("standby waiting"); err != nil {
+			return err
+		}
+	}
 	for range o.kills {
 		select {
 		case <-interrupt:
@@ -294,11 +310,22 @@ func killOnce(s *supervisor, clients []*client, pid int, cr *crashResult, bound 
 		return 0, err
 	}
 	cr.exited = append(cr.exited, ms(exited.At.Sub(t0)))
-	restarting, err := s.findMsg("worker restarting")
-	if err != nil {
-		return 0, err
+	if cr.standby {
+		promoted, err := s.findMsg("standby promoted: it takes the crashed worker's place")
+		if err != nil {
+			return 0, err
+		}
+		if int(num(promoted, "pid")) != newPID {
+			return 0, fmt.Errorf("standby %v promoted, but pid %d answered", num(promoted, "pid"), newPID)
+		}
+		cr.delay = append(cr.delay, 0)
+	} else {
+		restarting, err := s.findMsg("worker restarting")
+		if err != nil {
+			return 0, err
+		}
+		cr.delay = append(cr.delay, num(restarting, "delay_ms"))
 	}
-	cr.delay = append(cr.delay, num(restarting, "delay_ms"))
 	s.at = mark
 	m, err := s.findRe(liveResumeRe)
 	if err != nil {
@@ -309,11 +336,26 @@ func killOnce(s *supervisor, clients []*client, pid int, cr *crashResult, bound 
 	}
 	cr.resumeLine = append(cr.resumeLine, ms(s.Log.All()[s.at-1].At.Sub(t0)))
 	cr.resume = append(cr.resume, durMS(m[6]))
+	if cr.standby { // the next kill is a lone crash too: a standby waits again
+		if _, err := s.find(`a new "standby waiting"`, func(l logLine) bool {
+			return l.Msg() == "standby waiting" && l.At.After(t0)
+		}); err != nil {
+			return 0, err
+		}
+	}
 	return newPID, nil
 }
 
+// name is the crash sessions' flags.
+func (cr *crashResult) name() string {
+	if cr.standby {
+		return fmt.Sprintf("--restart-min %v --standby", cr.restartMin)
+	}
+	return fmt.Sprintf("--restart-min %v", cr.restartMin)
+}
+
 func printCrash(cr *crashResult) {
-	head := fmt.Sprintf("crash, live, players %7d, connections %5d, --restart-min %v:", cr.players, cr.conns, cr.restartMin)
+	head := fmt.Sprintf("crash, live, players %7d, connections %5d, %s:", cr.players, cr.conns, cr.name())
 	fmt.Printf("%s (load %s) %d/%d kills answered; ms from kill -9: first reply (median over clients) %s, max %s; NOTICE %s; "+
 		"supervisor saw the exit %s, restart delay_ms %s; game's \"live restart\" line read %s, its resume %s\n",
 		head, loadAvg(), len(cr.reply), cr.kills, list(cr.reply), list(cr.replyMax), list(cr.notice),
@@ -382,16 +424,16 @@ func reportLive(live, file []*sizeResult, crashes []*crashResult) (missed bool) 
 		fmt.Println("clients per kill, then the median (max) over the kills; the pieces, medians over the kills: the supervisor's")
 		fmt.Println("\"worker exited\" read, its restart delay (--restart-min = --restart-max), the game's \"live restart\" line read, its resume")
 		tw = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "players\tconns\trestart-min\tkills ok\tfirst reply\tworst client\tNOTICE\texit seen\tdelay_ms\trestart line\tgame resume\t")
+		fmt.Fprintln(tw, "players\tconns\tsupervisor\tkills ok\tfirst reply\tworst client\tNOTICE\texit seen\tdelay_ms\trestart line\tgame resume\t")
 		for _, cr := range crashes {
-			fmt.Fprintf(tw, "%d\t%d\t%v\t%d/%d\t%s (%s)\t%s\t%s\t%s\t%s\t%s\t%s\t\n", cr.players, cr.conns, cr.restartMin, len(cr.reply), cr.kills,
+			fmt.Fprintf(tw, "%d\t%d\t%v\t%d/%d\t%s (%s)\t%s\t%s\t%s\t%s\t%s\t%s\t\n", cr.players, cr.conns, cr.name(), len(cr.reply), cr.kills,
 				f1(cr.reply), fmax(cr.reply), f1(cr.replyMax), f1(cr.notice), f1(cr.exited), f1(cr.delay), f1(cr.resumeLine), f1(cr.resume))
 		}
 		tw.Flush()
 		for _, cr := range crashes {
-			fmt.Printf("  --restart-min %v: notices %v\n", cr.restartMin, cr.notices)
+			fmt.Printf("  %s: notices %v\n", cr.name(), cr.notices)
 			if cr.err != nil {
-				fmt.Printf("  --restart-min %v stopped early: %s\n", cr.restartMin, oneLine(cr.err.Error()))
+				fmt.Printf("  %s stopped early: %s\n", cr.name(), oneLine(cr.err.Error()))
 			}
 		}
 	}
@@ -450,12 +492,12 @@ func liveTargets(live, file []*sizeResult, crashes []*crashResult, seq, burst [2
 	}
 	for _, cr := range crashes {
 		if len(cr.reply) == 0 {
-			fmt.Printf("  ---- crash to first reply, --restart-min %v: not measured\n", cr.restartMin)
+			fmt.Printf("  ---- crash to first reply, %s: not measured\n", cr.name())
 			continue
 		}
 		c := median(cr.reply)
-		fmt.Printf("  %s crash (kill -9) to the first reply of the restarted worker, %s players, %s connections, supervisor --restart-min %v: %.1f ms (target <= %.0f ms)\n",
-			verdict(c <= targetCrashMS), short(cr.players), short(cr.conns), cr.restartMin, c, targetCrashMS)
+		fmt.Printf("  %s crash (kill -9) to the first reply of the restarted worker, %s players, %s connections, supervisor %s: %.1f ms (target <= %.0f ms)\n",
+			verdict(c <= targetCrashMS), short(cr.players), short(cr.conns), cr.name(), c, targetCrashMS)
 	}
 	for _, a := range []struct {
 		name string

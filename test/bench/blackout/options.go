@@ -40,11 +40,12 @@ type options struct {
 	rate       int    // --hot-update: commands per second, all clients together, paced; 0: closed loop
 	// --compare-live: the game with --live against the snapshot file, one
 	// build, sessions alternated; then crash restarts and the accept cost.
-	compareLive bool
-	kills       int             // kill -9 of the worker per crash session
-	restartMins []time.Duration // the supervisor's --restart-min (= --restart-max) of each crash session, alternated
-	crashRow    size            // players and connections of the crash sessions
-	burst       int             // new connections per session in the accept burst
+	compareLive  bool
+	kills        int             // kill -9 of the worker per crash session
+	restartMins  []time.Duration // the supervisor's --restart-min (= --restart-max) of each crash session, alternated
+	crashStandby bool            // crash sessions with the supervisor's --standby too
+	crashRow     size            // players and connections of the crash sessions
+	burst        int             // new connections per session in the accept burst
 }
 
 const usageText = `usage: go run ./test/bench/blackout [flags]
@@ -95,6 +96,7 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.compareLive, "compare-live", false, "measure the game with --live (its data in a shared-memory region, its connections in the supervisor's live fd store) against the snapshot file, one build, sessions alternated (live, file, ...); then kill -9 of the live worker to its clients' first reply, and the accept cost of both; rows default to 1k/1k,100k/1k,1M/1k,1M/10k, rounds to 3")
 	fs.IntVar(&o.kills, "kills", 10, "with --compare-live: kill -9 of the worker per crash session (0: no crash sessions)")
 	fs.StringVar(&restartMins, "restart-min", "100ms", "with --compare-live: the supervisor's --restart-min (and --restart-max) of the crash sessions, comma-separated, alternated: a worker that served for --restart-max before the kill is restarted at once, so each kill, a second or so after the last restart, is a lone crash")
+	fs.BoolVar(&o.crashStandby, "crash-standby", true, "with --compare-live: crash sessions with the supervisor's --standby too, alternated with those without")
 	fs.StringVar(&crashRow, "crash-row", "100k/1k", "with --compare-live: `PLAYERS/CONNS` of the crash sessions")
 	fs.IntVar(&o.burst, "accept-burst", 1000, "with --compare-live: new connections per session, dialled 64 at a time, each logging in, before the clients connect")
 	fs.BoolVar(&o.hotUpdate, "hot-update", false, "measure the two levels of hot update instead: --upgrades level-1 reloads (ctl reload, the scripts alternated) and as many level-2 handovers (SIGHUP), alternated, on one build; rows default to 100k/1k")
