@@ -398,10 +398,12 @@ func (a *app) save(ctx context.Context, path string, kind handoff.SaveKind) erro
 		a.world.mu.Unlock()
 	}
 	if a.cfg.live && handover.Enabled() {
-		// After HANDOVER=saved (handoff.State.Live): the next worker is
-		// taking the region over on the same CPUs right now, and this
-		// file is for durability only: it yields to the players.
-		niced(write)
+		// After HANDOVER=saved (handoff.State.Live): this worker will not
+		// serve again, and the next one is taking the region over on the
+		// same CPUs right now. This file is for durability only, and the
+		// exit after it frees the whole heap: both yield to the players.
+		niceAll(exitingNice)
+		write()
 	} else {
 		write()
 	}

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"os"
 	"runtime"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -24,4 +26,23 @@ func niced(fn func()) {
 		fn()
 	}()
 	<-done
+}
+
+// exitingNice is the niceness of a worker that handed over and only
+// finishes (the snapshot, then its exit, whose freeing of a large heap is
+// kernel work done at the exiting thread's priority).
+const exitingNice = 19
+
+// niceAll sets every thread of the process to nice, for good: for a
+// worker that will not serve again.
+func niceAll(nice int) {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return
+	}
+	for _, t := range tasks {
+		if tid, err := strconv.Atoi(t.Name()); err == nil {
+			unix.Setpriority(unix.PRIO_PROCESS, tid, nice)
+		}
+	}
 }
