@@ -69,6 +69,13 @@
 // whose data and connections are all in the store sets State.Live: its
 // handover then saves nothing inside the blackout.
 //
+// With the supervisor's --standby, a second process per worker starts as a
+// worker started ahead of a handover does, with SUPERVISOR_STANDBY=1 too
+// (handover.Standby): it writes WAITING and waits for GO with no time
+// limit, keeping what it read ahead up to date. When the worker dies, the
+// supervisor sends it CRASHED before GO: a restart, not a handover
+// (handover.HandedOver is false).
+//
 // # Handover mode
 //
 // With --mode handover a stateful worker's data and its clients'
