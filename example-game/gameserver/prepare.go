@@ -184,6 +184,9 @@ func (p *prepared) refresh() (all bool, err error) {
 		w.players = append(w.players, pl)
 		p.n++
 	}
+	// Writes during the reads may have wrapped the journal over entries
+	// not yet read.
+	ok = ok && lr.head()-from <= journalSize
 	if !ok {
 		players, err := lr.readPlayers(false)
 		if err != nil {

@@ -152,6 +152,10 @@ func (g *generation) stopTimers() {
 			s.restart.Stop()
 			s.restart = nil
 		}
+		if s.standbyRetry != nil {
+			s.standbyRetry.Stop()
+			s.standbyRetry = nil
+		}
 	}
 }
 
@@ -251,6 +255,7 @@ func (s *Supervisor) launchWorker(g *generation, sl *slot, standby bool) (*worke
 	w := &worker{gen: g, slot: sl, proc: p, cancel: cancel, handover: l.handover, prepassed: l.prepassed}
 	if standby {
 		sl.standby = w
+		s.standbys++
 		s.log.Info().Int("gen", g.n).Int("slot", sl.index).Int("pid", p.PID()).Msg("standby started")
 	} else {
 		sl.worker = w

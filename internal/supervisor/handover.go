@@ -247,6 +247,13 @@ func (s *Supervisor) sendGo(h *handover, note string) {
 // onPassFailed: the connections could not be passed to the new worker: the
 // upgrade fails at once, rather than at the ready timeout.
 func (s *Supervisor) onPassFailed(w *worker, err error) {
+	if w.gen == s.current && !w.gen.ahead && w.slot.worker == w && w.goSent && !w.ready {
+		// A standby promoted after a crash (standby.go): kill it, and its
+		// exit restarts the slot, rather than waiting for the ready timeout.
+		s.log.Error().Int("gen", w.gen.n).Int("pid", w.pid()).Err(err).Msg("standby: passing the connections failed; killing it")
+		w.proc.Kill()
+		return
+	}
 	if w.gen == s.current && w.gen.ahead && w.slot.worker == w {
 		s.failAhead(w.gen, "passing the connections to worker "+strconv.Itoa(w.pid())+": "+err.Error())
 		return

@@ -527,14 +527,12 @@ func (s *Supervisor) finished() bool {
 	if s.state != stateStopping && s.state != stateRetired {
 		return false
 	}
+	if s.standbys > 0 { // killed (standby.go): their exits are due
+		return false
+	}
 	for _, g := range s.gens {
 		if g.alive() > 0 {
 			return false
-		}
-		for _, sl := range g.slots {
-			if sl.standby != nil { // killed (standby.go): its exit is due
-				return false
-			}
 		}
 	}
 	for _, g := range s.gens {

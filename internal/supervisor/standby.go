@@ -34,18 +34,29 @@ func (s *Supervisor) reconcileStandbys() {
 		return
 	}
 	for _, g := range s.gens {
+		wanted := s.state == stateServing && g == s.current && g.phase == serving
+		if !wanted {
+			s.endStandbys(g)
+			continue
+		}
 		for _, sl := range g.slots {
-			wanted := s.state == stateServing && g == s.current && g.phase == serving
-			switch sb := sl.standby; {
-			case sb != nil && !wanted && !sb.killed:
-				sb.killed = true
-				sb.proc.Kill()
-			case sb == nil && wanted && sl.worker != nil && sl.worker.ready && sl.standbyRetry == nil:
+			if sl.standby == nil && sl.worker != nil && sl.worker.ready && sl.standbyRetry == nil {
 				if _, err := s.launchWorker(g, sl, true); err != nil {
 					s.log.Error().Err(err).Int("gen", g.n).Int("slot", sl.index).Msg("standby not started")
 					s.retryStandby(sl)
 				}
 			}
+		}
+	}
+}
+
+// endStandbys kills g's standbys (SIGKILL: a standby holds nothing of its
+// own); their exits come as any worker's, whether g is still known or not.
+func (s *Supervisor) endStandbys(g *generation) {
+	for _, sl := range g.slots {
+		if sb := sl.standby; sb != nil && !sb.killed {
+			sb.killed = true
+			sb.proc.Kill()
 		}
 	}
 }
@@ -75,6 +86,7 @@ func (s *Supervisor) onStandbyWaiting(w *worker) {
 func (s *Supervisor) onStandbyExit(w *worker, status string) {
 	sl := w.slot
 	sl.standby = nil
+	s.standbys--
 	if w.handover != nil {
 		w.handover.conn.Close()
 	}
@@ -88,14 +100,16 @@ func (s *Supervisor) onStandbyExit(w *worker, status string) {
 }
 
 // promoteStandby makes the slot's waiting standby its worker, after the
-// worker crashed: GO with what the store holds since the standby started.
-// It reports false when there is no waiting standby.
+// worker crashed, the first crash of a series (crashDelay): GO with what
+// the store holds since the standby started. It reports false when there
+// is no waiting standby.
 func (s *Supervisor) promoteStandby(g *generation, sl *slot, dead *worker, status string) bool {
 	sb := sl.standby
 	if sb == nil || !sb.standbyWaiting || sb.killed || s.state != stateServing || g != s.current {
 		return false
 	}
 	sl.standby, sl.worker = nil, sb
+	s.standbys--
 	sl.restarts++
 	sb.goSent = true
 	dropped := s.dropHungUp()

@@ -71,6 +71,7 @@ type Supervisor struct {
 	unhashed        []pendingRecord // history records waiting for their version
 
 	gens            []*generation // every generation with live processes or a socket
+	standbys        int           // standby processes not yet reaped (standby.go), whatever their generation
 	lastGen         int
 	lastUpgrade     *UpgradeStatus
 	lastSelfUpgrade *UpgradeStatus

@@ -235,6 +235,7 @@ func (s *Supervisor) drain(g *generation) {
 	g.phase = draining
 	g.drainStarted = time.Now()
 	g.stopTimers()
+	s.endStandbys(g)
 	for _, sl := range g.slots {
 		if w := sl.worker; w != nil {
 			w.cancel()
@@ -284,6 +285,7 @@ func (s *Supervisor) onDrainTimeout(g *generation, token int) {
 // killGeneration kills every live worker of g, and their process groups.
 func (s *Supervisor) killGeneration(g *generation) {
 	g.stopTimers()
+	s.endStandbys(g)
 	for _, sl := range g.slots {
 		if w := sl.worker; w != nil {
 			w.cancel()

@@ -58,10 +58,14 @@ func (s *Supervisor) onExit(w *worker) {
 		}
 		s.onProbationFailure(g, why)
 	case g == s.current:
-		if s.startFailed(g, w, status) || s.promoteStandby(g, sl, w, status) {
+		if s.startFailed(g, w, status) {
 			return
 		}
-		s.scheduleRestart(g, sl, w)
+		// A waiting standby takes the first crash of a series at once; a
+		// crash soon after backs off as any restart does.
+		if delay := s.crashDelay(sl, w); sl.crashes > 1 || !s.promoteStandby(g, sl, w, status) {
+			s.restartAfter(g, sl, delay)
+		}
 		s.record(history.Record{Event: history.EventCrash, Trigger: history.TriggerCrash, Gen: g.n,
 			Binary: g.binary, Version: g.version, Result: history.ResultOK, Reason: fmt.Sprintf("worker %d: %s", w.pid(), status)})
 	default:
@@ -69,32 +73,43 @@ func (s *Supervisor) onExit(w *worker) {
 	}
 }
 
-// scheduleRestart restarts a crashed worker of the current generation. A
-// worker that was ready and ran for RestartMax counts as healthy: its crash
-// starts the count again, and it is restarted at once, since its players
-// (whose connections the live fd store may hold) wait for nothing else.
-// Each crash after that waits RestartMin, doubling with each consecutive
-// crash up to RestartMax: a crash loop backs off.
+// scheduleRestart restarts a crashed worker of the current generation,
+// after crashDelay.
 func (s *Supervisor) scheduleRestart(g *generation, sl *slot, w *worker) {
-	healthy := w != nil && w.ready && time.Since(w.proc.StartTime()) >= s.cfg.RestartMax
+	s.restartAfter(g, sl, s.crashDelay(sl, w))
+}
+
+// crashDelay counts a crash of the slot's worker w (nil: a restart that
+// failed) and says how long to wait before the next start. A worker that
+// was ready and served for RestartMax counts as healthy: its crash starts
+// the count again, and the next start is at once, since its players (whose
+// connections the live fd store may hold) wait for nothing else; a
+// standby, if one waits, takes the first crash of a series (standby.go).
+// Each crash after that waits RestartMin, doubling with each consecutive
+// crash up to RestartMax: a crash loop backs off, standby or not.
+func (s *Supervisor) crashDelay(sl *slot, w *worker) time.Duration {
+	healthy := w != nil && w.ready && time.Since(w.readyAt) >= s.cfg.RestartMax
 	if healthy {
 		sl.crashes, sl.freeRestart = 0, true
 	} else if sl.crashes == 0 {
 		sl.freeRestart = false
 	}
 	sl.crashes++
-	delay := time.Duration(0)
-	if !healthy {
-		delay = s.cfg.RestartMin
-		doublings := sl.crashes - 1
-		if sl.freeRestart {
-			doublings-- // the series began with a restart at once
-		}
-		for i := 0; i < doublings && delay < s.cfg.RestartMax; i++ {
-			delay *= 2
-		}
-		delay = min(delay, s.cfg.RestartMax)
+	if healthy {
+		return 0
 	}
+	delay := s.cfg.RestartMin
+	doublings := sl.crashes - 1
+	if sl.freeRestart {
+		doublings-- // the series began with a restart at once
+	}
+	for i := 0; i < doublings && delay < s.cfg.RestartMax; i++ {
+		delay *= 2
+	}
+	return min(delay, s.cfg.RestartMax)
+}
+
+func (s *Supervisor) restartAfter(g *generation, sl *slot, delay time.Duration) {
 	s.log.Warn().Int("gen", g.n).Int("slot", sl.index).Int("crashes", sl.crashes).
 		Float64("delay_ms", ms(delay)).Msg("worker restarting")
 	sl.restart = time.AfterFunc(delay, func() { s.send(restartEvent{gen: g, slot: sl}) })

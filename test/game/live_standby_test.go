@@ -1,6 +1,8 @@
 package game
 
 import (
+	"fmt"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -74,4 +76,34 @@ func TestLiveStandbyDies(t *testing.T) {
 	if next == standby || next == pid {
 		t.Fatalf("the standby after %d is %d (worker %d)", standby, next, pid)
 	}
+
+	// A stop while a standby's successor may be starting (its back-off
+	// over or not): the supervisor exits only once every standby is gone.
+	if err := syscall.Kill(next, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	s.waitMsg(&s.at, "standby exited", func(l line) bool { return l.Int("pid") == next })
+	s.signal(syscall.SIGTERM)
+	s.wait()
+	pids := []int{pid}
+	for _, l := range s.Log.All() {
+		if l.Msg() == "standby started" {
+			pids = append(pids, l.Int("pid"))
+		}
+	}
+	for _, p := range pids {
+		if err := syscall.Kill(p, 0); err == nil && !zombie(p) {
+			t.Errorf("process %d outlived the supervisor", p)
+		}
+	}
+}
+
+// zombie says whether pid has exited and waits to be reaped.
+func zombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true // gone
+	}
+	f := strings.Fields(string(b))
+	return len(f) > 2 && f[2] == "Z"
 }
