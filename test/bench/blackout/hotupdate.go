@@ -133,10 +133,15 @@ func measureHotUpdate(o options, b *build, dir, scriptsSrc string, r *hotResult,
 	if err := copyFile(worker, b.Bins.gameA); err != nil {
 		return err
 	}
-	s, err := startSupervisor(b.Bins.supervisor, worker, snap, o.wait, []string{"--control", control}, "--autosave", "0", "--scripts", scripts)
+	args := []string{"--autosave", "0", "--scripts", scripts}
+	if o.hotLive {
+		args = append(args, liveArgs(r.players)...)
+	}
+	s, err := startSupervisor(b.Bins.supervisor, worker, snap, o.wait, []string{"--control", control}, args...)
 	if err != nil {
 		return err
 	}
+	s.live = o.hotLive
 	defer func() {
 		s.stop()
 		if o.logFile != "" {

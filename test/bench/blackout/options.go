@@ -37,6 +37,7 @@ type options struct {
 	trace      bool   // print each upgrade's log lines
 	logFile    string // append every size's supervisor and game output here
 	hotUpdate  bool   // level-1 reloads and level-2 handovers alternated, instead of the handover matrix
+	hotLive    bool   // --hot-update with the game's --live: the level-2 handovers are live ones
 	rate       int    // --hot-update: commands per second, all clients together, paced; 0: closed loop
 	// --compare-live: the game with --live against the snapshot file, one
 	// build, sessions alternated; then crash restarts and the accept cost.
@@ -99,6 +100,7 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.crashStandby, "crash-standby", true, "with --compare-live: crash sessions with the supervisor's --standby too, alternated with those without")
 	fs.StringVar(&crashRow, "crash-row", "100k/1k", "with --compare-live: `PLAYERS/CONNS` of the crash sessions")
 	fs.IntVar(&o.burst, "accept-burst", 1000, "with --compare-live: new connections per session, dialled 64 at a time, each logging in, before the clients connect")
+	fs.BoolVar(&o.hotLive, "hot-live", false, "with --hot-update: run the game with --live, so that the level-2 handovers are live ones (the clients paced: the handover's own blackout, without the closed loop's queue)")
 	fs.BoolVar(&o.hotUpdate, "hot-update", false, "measure the two levels of hot update instead: --upgrades level-1 reloads (ctl reload, the scripts alternated) and as many level-2 handovers (SIGHUP), alternated, on one build; rows default to 100k/1k")
 	fs.Usage = func() {
 		fmt.Fprint(os.Stderr, usageText)
@@ -190,6 +192,8 @@ func parseFlags(args []string) (options, error) {
 		return o, errors.New("--rate must not be negative")
 	case set["rate"] && !o.hotUpdate:
 		return o, errors.New("--rate goes with --hot-update")
+	case o.hotLive && !o.hotUpdate:
+		return o, errors.New("--hot-live goes with --hot-update")
 	case o.hotUpdate && (o.compare() || o.seed != "snapshot"):
 		return o, errors.New("--hot-update takes neither a baseline nor --seed login")
 	case o.compareLive && (o.compare() || o.hotUpdate || o.seed != "snapshot"):
