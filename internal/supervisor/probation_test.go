@@ -14,14 +14,47 @@ import (
 
 // records collects the history a supervisor writes.
 type records struct {
-	mu   sync.Mutex
-	list []history.Record
+	mu      sync.Mutex
+	list    []history.Record
+	changed chan struct{} // a token after each add; made by the first
 }
 
 func (r *records) add(rec history.Record) {
 	r.mu.Lock()
 	r.list = append(r.list, rec)
+	ch := r.signal()
 	r.mu.Unlock()
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+func (r *records) signal() chan struct{} {
+	if r.changed == nil {
+		r.changed = make(chan struct{}, 1)
+	}
+	return r.changed
+}
+
+// await waits (bounded) until at least n records, drains skipped, are in:
+// a record waits for its binary's version, hashed on a goroutine of its own.
+func (r *records) await(t *testing.T, n int) []string {
+	t.Helper()
+	deadline := time.After(waitBound)
+	for {
+		r.mu.Lock()
+		ch := r.signal()
+		r.mu.Unlock()
+		if got := r.events(); len(got) >= n {
+			return got
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("history %v: fewer than %d records within %v", r.events(), n, waitBound)
+		}
+	}
 }
 
 // events lists the records as "event/trigger/result", skipping drains.
@@ -96,7 +129,7 @@ func TestProbationRollsBack(t *testing.T) {
 				want[2] = "rollback/probation/lost" // play since the cutover
 			}
 			m.status()
-			if got := recs.events(); !slices.Equal(got, want) {
+			if got := recs.await(t, len(want)); !slices.Equal(got, want) {
 				t.Fatalf("history %v, want %v", got, want)
 			}
 		})
