@@ -278,12 +278,24 @@ func (lr *liveRegion) writePlayer(tx *shm.Tx, w *world, i int) error {
 	return lr.journal(tx, i)
 }
 
+// journalAt is where the journal's entry k is: its record, and the
+// offset of its 8 bytes there.
+func journalAt(k uint64) (rec, off int) {
+	return firstJournal + int(k/journalPerRec)%journalRecords, 8 * int(k%journalPerRec)
+}
+
+// journaled is the player index that the journal's entry k names.
+func (lr *liveRegion) journaled(k uint64) int {
+	at, off := journalAt(k)
+	return int(le.Uint64(lr.r.Record(at)[off:]))
+}
+
 // journal notes in tx that player i's record was written.
 func (lr *liveRegion) journal(tx *shm.Tx, i int) error {
 	k := lr.head()
-	at := firstJournal + int(k/journalPerRec)%journalRecords
+	at, off := journalAt(k)
 	copy(lr.jrec, lr.r.Record(at))
-	le.PutUint64(lr.jrec[8*(k%journalPerRec):], uint64(i))
+	le.PutUint64(lr.jrec[off:], uint64(i))
 	if err := tx.Set(at, lr.jrec); err != nil {
 		return err
 	}

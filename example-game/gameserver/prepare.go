@@ -101,8 +101,7 @@ func (p *prepared) takeOver() (sessions map[int]sessionRec, reread int, err erro
 		reread++
 	}
 	for k := from; k < to; k++ {
-		at := firstJournal + int(k/journalPerRec)%journalRecords
-		i := int(le.Uint64(lr.r.Record(at)[8*(k%journalPerRec):]))
+		i := lr.journaled(k)
 		if i >= p.n {
 			continue // read above
 		}
@@ -165,8 +164,7 @@ func (p *prepared) refresh() (all bool, err error) {
 	from := p.head - min(p.head, journalSlack)
 	ok := head-from <= journalSize
 	for k := from; ok && k < head; k++ {
-		at := firstJournal + int(k/journalPerRec)%journalRecords
-		i := int(le.Uint64(lr.r.Record(at)[8*(k%journalPerRec):]))
+		i := lr.journaled(k)
 		if i >= p.n {
 			continue // read below
 		}

@@ -191,3 +191,14 @@ func (c *Config) setDefaults() error {
 	}
 	return nil
 }
+
+// backoff is the delay before the n-th consecutive retry (n ≥ 1): RestartMin,
+// doubling with each, up to RestartMax. Crash restarts, standbys and
+// rollbacks that could not start all back off this way.
+func (c *Config) backoff(n int) time.Duration {
+	delay := c.RestartMin
+	for i := 1; i < n && delay < c.RestartMax; i++ {
+		delay *= 2
+	}
+	return min(delay, c.RestartMax)
+}

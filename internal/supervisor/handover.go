@@ -402,7 +402,7 @@ func (s *Supervisor) rollbackTry(r rollbackRetryEvent) {
 	g, err := s.newGenerationFrom(r.binary, r.exe)
 	if err != nil {
 		r.tries++
-		delay := min(s.cfg.RestartMin<<min(r.tries-1, 20), s.cfg.RestartMax)
+		delay := s.cfg.backoff(r.tries)
 		s.log.Error().Err(err).Int("tries", r.tries).Float64("retry_ms", ms(delay)).
 			Msg("rollback failed: nothing serves; trying again")
 		s.rollbackWaiting = true

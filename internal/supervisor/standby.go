@@ -64,11 +64,7 @@ func (s *Supervisor) endStandbys(g *generation) {
 // retryStandby starts the slot's next standby after the back-off.
 func (s *Supervisor) retryStandby(sl *slot) {
 	sl.standbyFails++
-	delay := s.cfg.RestartMin
-	for i := 1; i < sl.standbyFails && delay < s.cfg.RestartMax; i++ {
-		delay *= 2
-	}
-	delay = min(delay, s.cfg.RestartMax)
+	delay := s.cfg.backoff(sl.standbyFails)
 	sl.standbyRetry = time.AfterFunc(delay, func() { s.send(standbyRetryEvent{slot: sl}) })
 }
 

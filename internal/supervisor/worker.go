@@ -98,15 +98,10 @@ func (s *Supervisor) crashDelay(sl *slot, w *worker) time.Duration {
 	if healthy {
 		return 0
 	}
-	delay := s.cfg.RestartMin
-	doublings := sl.crashes - 1
 	if sl.freeRestart {
-		doublings-- // the series began with a restart at once
+		return s.cfg.backoff(sl.crashes - 1) // the series began with a restart at once
 	}
-	for i := 0; i < doublings && delay < s.cfg.RestartMax; i++ {
-		delay *= 2
-	}
-	return min(delay, s.cfg.RestartMax)
+	return s.cfg.backoff(sl.crashes)
 }
 
 func (s *Supervisor) restartAfter(g *generation, sl *slot, delay time.Duration) {

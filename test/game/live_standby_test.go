@@ -14,12 +14,7 @@ import (
 // get the restart's notice, and a new standby comes up. An upgrade ends the
 // standby and its successor stands by for the new worker.
 func TestLiveStandbyTakesOverAtCrash(t *testing.T) {
-	s := startSupervised(t, supervisedOpts{bin: bins.fixed, flags: []string{"--standby"},
-		workerArgs: []string{"--live", "--live-players", "1000"}})
-	_, pid := s.ready(t)
-	standby := s.waitMsg(&s.at, "standby waiting", nil).Int("pid")
-	alice := dial(t, s.addr)
-	alice.expect(t, "LOGIN alice", "OK player=alice coin=100 version="+fixedVersion)
+	s, pid, standby, alice := startWithStandby(t)
 	for _, want := range []string{"OK coin=105", "OK coin=110"} {
 		alice.expect(t, "WORK", want)
 	}
@@ -61,12 +56,7 @@ func TestLiveStandbyTakesOverAtCrash(t *testing.T) {
 // A standby that dies is replaced after the restart back-off, and the
 // worker serves on meanwhile; a stop ends both.
 func TestLiveStandbyDies(t *testing.T) {
-	s := startSupervised(t, supervisedOpts{bin: bins.fixed, flags: []string{"--standby"},
-		workerArgs: []string{"--live", "--live-players", "1000"}})
-	_, pid := s.ready(t)
-	standby := s.waitMsg(&s.at, "standby waiting", nil).Int("pid")
-	alice := dial(t, s.addr)
-	alice.expect(t, "LOGIN alice", "OK player=alice coin=100 version="+fixedVersion)
+	s, pid, standby, alice := startWithStandby(t)
 	if err := syscall.Kill(standby, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -96,6 +86,19 @@ func TestLiveStandbyDies(t *testing.T) {
 			t.Errorf("process %d outlived the supervisor", p)
 		}
 	}
+}
+
+// startWithStandby starts the game with --live under a supervisor with
+// --standby, waits for the worker and its standby, and logs alice in.
+func startWithStandby(t *testing.T) (s *supervised, pid, standby int, alice *client) {
+	t.Helper()
+	s = startSupervised(t, supervisedOpts{bin: bins.fixed, flags: []string{"--standby"},
+		workerArgs: []string{"--live", "--live-players", "1000"}})
+	_, pid = s.ready(t)
+	standby = s.waitMsg(&s.at, "standby waiting", nil).Int("pid")
+	alice = dial(t, s.addr)
+	alice.expect(t, "LOGIN alice", "OK player=alice coin=100 version="+fixedVersion)
+	return s, pid, standby, alice
 }
 
 // zombie says whether pid has exited and waits to be reaped.
