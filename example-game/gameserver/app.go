@@ -169,6 +169,7 @@ func (a *app) resumeAll(conns []handoff.Conn) {
 		return
 	}
 	began := time.Now()
+	a.srv.hold() // until READY=1 (run)
 	resumed := a.resume(conns, !handover.HandedOver(a.w))
 	a.logStart(resumed, a.loaded, time.Since(began))
 }
@@ -198,9 +199,9 @@ func (a *app) load(path string) error {
 // session stopped in the previous worker. A connection the snapshot does
 // not know (the newest snapshot was refused, and an older one restored) is
 // hung up: its session's state is unknown. Every connection is matched
-// first, and only then are the sessions started: once started, they run
-// their pending commands, and would contend for the world with the
-// matching. With notice (a cold start), each session first writes what the
+// first, and only then are the sessions started (resumeAll holds them
+// until READY=1, server.hold): once running, they run their pending
+// commands, and would contend for the world with the matching. With notice (a cold start), each session first writes what the
 // previous worker had not written, then noticeRestarted, then runs its
 // pending commands.
 func (a *app) resume(conns []handoff.Conn, notice bool) (resumed int) {
@@ -287,6 +288,7 @@ func (a *app) run(ln net.Listener) error {
 	if err := a.st.Ready(); err != nil {
 		return fmt.Errorf("notify ready: %w", err)
 	}
+	a.srv.open() // the resumed sessions run, now that READY=1 is out
 	if a.cfg.live {
 		a.dropOtherRegions()
 	}

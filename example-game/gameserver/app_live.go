@@ -197,15 +197,17 @@ func (a *app) resumeWorld(lr *liveRegion, world *world, sessions map[int]session
 	}
 	world.mu.Unlock()
 	matched := time.Since(began)
-	for _, s := range ready { // last: started, they contend for the world
+	a.srv.hold() // until READY=1 (app.run)
+	for _, s := range ready {
 		a.srv.start(s)
 	}
+	started := time.Since(began)
 	how := "handover"
 	if restarted {
 		how = "restart"
 	}
-	a.log.Printf("live %s: %d players and %d sessions resumed from the stored region (generation %d) in %v (the region taken over in %v, the sessions matched by %v); %d connections dropped, %d sessions ended",
+	a.log.Printf("live %s: %d players and %d sessions resumed from the stored region (generation %d) in %v (the region taken over in %v, the sessions matched by %v, started by %v); %d connections dropped, %d sessions ended",
 		how, len(players), resumed, lr.r.Generation(), time.Since(began).Round(time.Microsecond), took.Round(time.Microsecond),
-		matched.Round(time.Microsecond), dropped, len(sessions))
+		matched.Round(time.Microsecond), started.Round(time.Microsecond), dropped, len(sessions))
 	return nil
 }

@@ -25,6 +25,8 @@ type server struct {
 	mu       sync.Mutex
 	sessions map[*session]struct{} // live, or stopped and kept
 	wg       sync.WaitGroup        // session goroutines
+	holding  bool                  // hold: start keeps new sessions in held until open
+	held     []*session
 }
 
 func newServer(g *game, logger *log.Logger) *server {
@@ -38,17 +40,46 @@ func (srv *server) add(conn net.Conn, st sessionRecord) {
 	srv.start(newSession(srv, conn, st))
 }
 
-// start serves s, on its own goroutine.
+// start serves s, on its own goroutine; while the server holds its
+// sessions (hold), once it opens.
 func (srv *server) start(s *session) {
 	conn := s.conn
 	srv.mu.Lock()
+	defer srv.mu.Unlock()
 	srv.sessions[s] = struct{}{}
 	srv.wg.Add(1)
 	if srv.isStopping() {
 		conn.SetDeadline(past)
 	}
-	srv.mu.Unlock()
+	if srv.holding {
+		srv.held = append(srv.held, s)
+		return
+	}
 	go srv.serve(s)
+}
+
+// hold keeps the sessions started from now on from running until open. A
+// worker that resumes thousands of sessions holds them until it has said
+// READY=1: running at once, they would answer the commands their clients
+// queued during the handover, and the goroutine starting the rest, and
+// READY=1 after it, would wait behind all of those commands (10k queued
+// commands delayed READY=1 by some 800 ms on two CPUs). Not even their
+// goroutines are made before: each would wake the other CPU only to park
+// at once, some 10 µs a session inside the blackout.
+func (srv *server) hold() {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	srv.holding = true
+}
+
+// open runs the held sessions.
+func (srv *server) open() {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	for _, s := range srv.held {
+		go srv.serve(s)
+	}
+	srv.holding, srv.held = false, nil
 }
 
 // serve runs s on its goroutine, counted in wg, until it ends or stops.
@@ -121,6 +152,7 @@ func (srv *server) accept(ln net.Listener) error {
 // deadlines in the past, so stop returns as soon as each goroutine has
 // finished the command it was running.
 func (srv *server) stop() []*session {
+	srv.open() // held sessions see the stop at once
 	srv.mu.Lock()
 	srv.stopping.Store(true)
 	for s := range srv.sessions {

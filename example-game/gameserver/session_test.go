@@ -2,13 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/procswitch/supervisor/handoff"
 )
@@ -236,4 +239,50 @@ func TestResumeUnknownConnection(t *testing.T) {
 	clients[0].expect(t, "STATUS", "OK player=alice coin=7 bag= version=new pid=2")
 	clients[1].closed(t)
 	clients[2].closed(t)
+}
+
+// TestHeldSessionsRunAtOpen: a session started while the server holds its
+// sessions (a resume, until READY=1) runs nothing until open; and a stop
+// while they are held ends them as kept, without waiting for an open.
+func TestHeldSessionsRunAtOpen(t *testing.T) {
+	snap := &snapshot{}
+	p := startInproc(t, nil, snap, "v", 1)
+	ln := listen(t)
+	defer ln.Close()
+	serve := func() *client {
+		c := dial(t, ln.Addr().String())
+		conn, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.srv.add(conn, sessionRecord{})
+		return c
+	}
+	p.srv.hold()
+	c := serve()
+	if err := c.write("LOGIN alice\n"); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing to wait for: that no reply comes is the point, within a bound.
+	c.conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if line, err := c.r.ReadString('\n'); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a held session answered %q (%v) before open", line, err)
+	}
+	p.srv.open()
+	if reply, err := c.recv(); err != nil || !strings.HasPrefix(reply, "OK") {
+		t.Fatalf("after open: %q, %v; want LOGIN's OK", reply, err)
+	}
+
+	p.srv.hold()
+	serve()
+	stopped := make(chan []*session, 1)
+	go func() { stopped <- p.srv.stop() }()
+	select {
+	case kept := <-stopped:
+		if len(kept) != 2 {
+			t.Fatalf("stop kept %d sessions, want 2 (one held)", len(kept))
+		}
+	case <-time.After(waitBound):
+		t.Fatal("stop did not return with a session held")
+	}
 }
