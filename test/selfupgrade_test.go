@@ -225,13 +225,15 @@ func (c *chain) cleanup() {
 // once the one before has taken over, under load in both client modes, each
 // leaving a new supervisor in charge (PID file, MAINPID=, control socket),
 // its workers serving, generation numbers going on, the old supervisor
-// exited 0; and that the last one still upgrades its workers on SIGHUP.
+// exited 0, the --metrics-listen socket passed on; and that the last one
+// still upgrades its workers on SIGHUP.
 func TestSelfUpgradeUnderLoad(t *testing.T) {
 	rec := listenNotify(t)
 	dir := t.TempDir()
 	control, pidFile := filepath.Join(dir, "control"), filepath.Join(dir, "pid")
 	s := startSupervisor(t, supervisorConfig{binary: pathfindV1, env: []string{"NOTIFY_SOCKET=" + rec.path},
-		flags: goodFlags("--control", control, "--pid-file", pidFile)})
+		flags: goodFlags("--control", control, "--pid-file", pidFile, "--metrics-listen", "127.0.0.1:0")})
+	metrics := "http://" + s.metricsAddr()
 	addr := s.waitListening("http")
 	first := s.waitReady(1)
 	c := newChain(t, s, first, control, pidFile, rec)
@@ -242,6 +244,9 @@ func TestSelfUpgradeUnderLoad(t *testing.T) {
 		awaitAll(t, loads)
 		c.usr2()
 		gens = append(gens, c.cur)
+		// The successor serves the metrics on the socket it inherited.
+		awaitSamples(t, metrics+"/metrics", map[string]float64{"supervisor_current_generation": float64(c.cur.gen)})
+		expectGet(t, metrics+"/readyz", 200, "ok")
 	}
 	awaitAll(t, loads)
 

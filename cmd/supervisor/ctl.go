@@ -35,6 +35,9 @@ commands:
                                     refused) if one failed
   history [--json] [-n N]           the last N records of the upgrade history (default 20; 0: all),
                                     oldest first; --json: the history's own JSON lines
+  metrics                           the supervisor's metrics (supervisor_*) in Prometheus' text format,
+                                    for node_exporter's textfile collector; --metrics-listen serves them
+                                    over HTTP, with the Go runtime's and the process's
   stop [--wait] [--timeout D]       drain every worker and exit (as SIGTERM); with --wait, return once
                                     the supervisor is done (for systemd's ExecStop=)
 `
@@ -47,10 +50,11 @@ var ctlCommands = map[string][]string{
 	control.CmdRollback: {"wait", "to"},
 	control.CmdReload:   {"wait"},
 	control.CmdHistory:  {"json", "n"},
+	control.CmdMetrics:  {},
 	control.CmdStop:     {"wait"},
 }
 
-const ctlCommandList = "status, upgrade, rollback, reload, history or stop"
+const ctlCommandList = "status, upgrade, rollback, reload, history, metrics or stop"
 
 // ctlInvocation is a parsed `supervisor ctl` command line.
 type ctlInvocation struct {
@@ -176,6 +180,8 @@ func printAnswer(stdout, stderr io.Writer, inv *ctlInvocation, resp control.Resp
 		printStatus(stdout, resp.Status)
 	case inv.cmd == control.CmdHistory:
 		printHistory(stdout, stderr, inv.asJSON, resp)
+	case inv.cmd == control.CmdMetrics:
+		fmt.Fprint(stdout, resp.Metrics)
 	case inv.cmd == control.CmdUpgrade && inv.wait:
 		fmt.Fprintf(stdout, "upgrade succeeded: generation %d is ready and serving\n", resp.Gen)
 	case inv.cmd == control.CmdUpgrade:

@@ -44,7 +44,7 @@ func TestCtlUsageErrors(t *testing.T) {
 		{[]string{"--bogus", "status"}, "unknown flag --bogus"},
 		{[]string{"--json", "status"}, "unknown flag --json"},
 		{[]string{"--control"}, "--control needs a PATH"},
-		{[]string{"undo"}, `unknown command "undo": want status, upgrade, rollback, reload, history or stop`},
+		{[]string{"undo"}, `unknown command "undo": want status, upgrade, rollback, reload, history, metrics or stop`},
 		{[]string{"status", "--wait"}, "--wait is not a flag of status"},
 		{[]string{"upgrade", "--json"}, "--json is not a flag of upgrade"},
 		{[]string{"stop", "--json"}, "--json is not a flag of stop"},

@@ -5,9 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -57,7 +59,9 @@ type options struct {
 	passTimeout   time.Duration
 	fdStoreMax    int
 	standby       bool
-	command       []string // the worker's path, resolved, then its arguments
+	metricsListen string        // host:port of /metrics, /healthz and /readyz; "" for none
+	stopDelay     time.Duration // from the stop signal (/readyz failing) to the drain
+	command       []string      // the worker's path, resolved, then its arguments
 }
 
 // parseFlags reads the command line. Every error is one line that says
@@ -105,6 +109,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	durationVar(fs, &o.passTimeout, "pass-timeout", supervisor.DefaultPassTimeout, "the `duration` passing the stored connections to a new worker or supervisor may take")
 	fs.BoolVar(&o.standby, "standby", false, "handover mode: keep a standby worker, started ahead and waiting, that takes over at once when the\nworker crashes (the worker must wait for GO with no time limit when SUPERVISOR_STANDBY=1)")
 	countVar(fs, &o.fdStoreMax, "fd-store-max", supervisor.DefaultFDStoreMax, "the `number` of fds the live fd store holds for the workers at most (FDSTORE=1: a connection\nper player, a memfd of state); beyond it FDSTORE=1 is refused and logged. Lowered to fit RLIMIT_NOFILE")
+	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve /metrics (Prometheus), /healthz and /readyz over HTTP on `HOST:PORT`, such as 127.0.0.1:9090\nor :9090 (none by default)")
+	durationVar(fs, &o.stopDelay, "stop-delay", 0, "on SIGTERM or SIGINT, /readyz fails at once and the drain begins after this `duration`, so that a\nload balancer or Kubernetes removes the endpoint before connections are refused; a second signal\nstops at once")
 	fs.StringVar(&o.pidFile, "pid-file", "", "write the supervisor's PID to `PATH`, atomically; rewritten by a self-upgrade (SIGUSR2)")
 	fs.Usage = func() {} // an error is one line; the usage text is for --help
 	if err := fs.Parse(args); err != nil {
@@ -135,6 +141,10 @@ func (o *options) check(command []string) error {
 		return fmt.Errorf("--log-format %q: want json or console", o.logFormat)
 	case o.mode != "overlap" && o.mode != "handover":
 		return fmt.Errorf("--mode %q: want overlap or handover", o.mode)
+	case o.stopDelay < 0 || o.stopDelay > time.Hour:
+		return fmt.Errorf("--stop-delay %v: want 0 (off) to 1h, such as 5s", o.stopDelay)
+	case o.metricsListen != "" && !validHostPort(o.metricsListen):
+		return fmt.Errorf("--metrics-listen %q: want HOST:PORT, such as 127.0.0.1:9090 or :9090", o.metricsListen)
 	case o.probation < 0:
 		return fmt.Errorf("--probation %v: want 0 (off) or a duration such as 60s", o.probation)
 	case o.keepVersions < 1 || o.keepVersions > 64:
@@ -238,4 +248,15 @@ func (o *options) checkHandover() error {
 	}
 	o.snapshot = abs
 	return nil
+}
+
+// validHostPort says whether s is a TCP HOST:PORT (the host may be empty:
+// every address).
+func validHostPort(s string) bool {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 0 && n <= 65535
 }

@@ -28,7 +28,8 @@ type manifest struct {
 	LastGen   int            `json:"last_gen"` // the successor numbers its generations on from here
 	Sockets   []manifestSock `json:"sockets"`
 	Control   bool           `json:"control"`
-	Conns     int            `json:"conns"` // stored connections on the "conns" channel
+	Metrics   bool           `json:"metrics,omitempty"` // the --metrics-listen socket, tableflip file "metrics"
+	Conns     int            `json:"conns"`             // stored connections on the "conns" channel
 	// Deferred: the "conns" channel waits for the successor's first worker
 	// to initialise; the successor asks on it for the handover (conns.go).
 	Deferred bool `json:"deferred,omitempty"`
@@ -45,6 +46,7 @@ type inheritance struct {
 	lastGen   int
 	sockets   []listener.Passed
 	control   *net.UnixListener
+	metrics   net.Listener
 	conns     []supervisor.StoredConn
 	deferred  *net.UnixConn // the channel on which to ask for the handover
 }
@@ -76,6 +78,16 @@ func takeInheritance(upg *tableflip.Upgrader, passTimeout time.Duration) (*inher
 			f.Close()
 			if ul, ok := ln.(*net.UnixListener); err == nil && ok {
 				in.control = ul
+			}
+		}
+	}
+	if m.Metrics {
+		f, err := upg.File("metrics")
+		if err == nil && f != nil {
+			ln, err := net.FileListener(f)
+			f.Close()
+			if err == nil {
+				in.metrics = ln
 			}
 		}
 	}
@@ -129,6 +141,14 @@ func (in *inheritance) predecessor(timeout time.Duration) supervisor.HandOver {
 	return (&predecessorChannel{conn: in.deferred, timeout: timeout}).handOver
 }
 
+// metricsListener is the predecessor's --metrics-listen socket, or nil.
+func (in *inheritance) metricsListener() net.Listener {
+	if in == nil {
+		return nil
+	}
+	return in.metrics
+}
+
 func (in *inheritance) controlListener() *net.UnixListener {
 	if in == nil {
 		return nil
@@ -146,6 +166,9 @@ func (in *inheritance) close() {
 	}
 	if in.control != nil {
 		in.control.Close()
+	}
+	if in.metrics != nil {
+		in.metrics.Close()
 	}
 	for _, c := range in.conns {
 		unix.Close(c.FD)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"sync/atomic"
@@ -44,6 +45,7 @@ type successor struct {
 	opts     *options
 	sockets  *listener.Set
 	ctl      *control.Server
+	obs      *observability
 	log      zerolog.Logger
 	reporter *reporter
 
@@ -74,6 +76,7 @@ func (u *successor) whenReady(sup *supervisor.Supervisor, replacing bool) {
 	if err := u.upg.Ready(); err != nil {
 		u.log.Warn().Err(err).Msg("self-upgrade: cannot tell the previous supervisor that this one is ready")
 	}
+	u.obs.startServing() // a successor's, now that it serves: the predecessor stops (Start)
 	u.ready.Store(true)
 	if replacing {
 		if err := u.upg.WaitForParent(context.Background()); err != nil {
@@ -123,6 +126,7 @@ func (u *successor) Start(lastGen int, handOver supervisor.HandOver) error {
 		u.ctl.HandOver()
 		u.ctl.Close()
 	}
+	u.obs.close()
 	return nil
 }
 
@@ -146,9 +150,20 @@ func (u *successor) pass(lastGen int, handOver supervisor.HandOver) (*connChanne
 				return nil, fmt.Errorf("passing the control socket: %w", err)
 			}
 		}
+		if ln, ok := u.obs.ln.(*net.TCPListener); ok {
+			f, err := ln.File()
+			if err == nil {
+				err = u.upg.AddFile("metrics", f)
+				f.Close()
+			}
+			if err != nil {
+				return nil, fmt.Errorf("passing the --metrics-listen socket: %w", err)
+			}
+		}
 		u.passed = true
 	}
-	m := manifest{ParentPID: os.Getpid(), Control: u.ctl != nil, LastGen: lastGen}
+	_, hasMetrics := u.obs.ln.(*net.TCPListener)
+	m := manifest{ParentPID: os.Getpid(), Control: u.ctl != nil, Metrics: hasMetrics, LastGen: lastGen}
 	for _, s := range u.sockets.Sockets {
 		m.Sockets = append(m.Sockets, manifestSock{Name: s.Name, OwnsPath: s.OwnsPath})
 	}

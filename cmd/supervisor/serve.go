@@ -57,14 +57,27 @@ func serve(opts *options, log zerolog.Logger) error {
 	}
 	defer cleanup()
 
-	r := &reporter{sd: sd, log: log}
-	succ := &successor{upg: upg, opts: opts, sockets: sockets, reporter: r, log: log}
-	sup, err := supervisor.New(engineConfig(opts, sockets, runtimeDir, inherited, succ, r, hist, log))
+	obs, err := openObservability(opts, inherited, log)
 	if err != nil {
 		inherited.close()
 		return err
 	}
-	if succ.ctl, err = openControl(opts, inherited, sup, hist, log); err != nil {
+	defer obs.close()
+
+	r := &reporter{sd: sd, log: log}
+	succ := &successor{upg: upg, opts: opts, sockets: sockets, obs: obs, reporter: r, log: log}
+	cfg := engineConfig(opts, sockets, runtimeDir, inherited, succ, r, hist, log)
+	cfg.Record = obs.record(cfg.Record)
+	sup, err := supervisor.New(cfg)
+	if err != nil {
+		inherited.close()
+		return err
+	}
+	obs.sup = sup
+	if inherited == nil {
+		obs.startServing() // a successor's waits for its first generation (whenReady)
+	}
+	if succ.ctl, err = openControl(opts, inherited, sup, hist, obs, log); err != nil {
 		return err
 	}
 	if succ.ctl != nil {
@@ -73,7 +86,7 @@ func serve(opts *options, log zerolog.Logger) error {
 	logStarted(opts, inherited, log)
 	go succ.whenReady(sup, inherited != nil)
 	go r.watchdog(inherited.parent(), sup)
-	go handleSignals(signals, sup, log)
+	go handleSignals(signals, sup, &stopper{delay: opts.stopDelay, obs: obs, sup: sup, log: log}, log)
 	return wait(sup, opts, log)
 }
 
@@ -168,9 +181,10 @@ func engineConfig(opts *options, sockets *listener.Set, runtimeDir string, inher
 // openControl serves the control socket: the predecessor's, or a new one
 // at --control; nil when there is none.
 func openControl(opts *options, inherited *inheritance, sup *supervisor.Supervisor, hist *history.Log,
-	log zerolog.Logger) (*control.Server, error) {
+	obs *observability, log zerolog.Logger) (*control.Server, error) {
+	with := []control.Option{control.WithHistory(hist), control.WithMetrics(obs.metrics.Text)}
 	if ln := inherited.controlListener(); ln != nil {
-		return control.NewServer(ln, opts.control, sup, log, control.WithHistory(hist)), nil
+		return control.NewServer(ln, opts.control, sup, log, with...), nil
 	}
 	if opts.control == "" {
 		return nil, nil
@@ -179,7 +193,7 @@ func openControl(opts *options, inherited *inheritance, sup *supervisor.Supervis
 	if err != nil {
 		return nil, err
 	}
-	return control.NewServer(ln, opts.control, sup, log, control.WithHistory(hist)), nil
+	return control.NewServer(ln, opts.control, sup, log, with...), nil
 }
 
 func logStarted(opts *options, inherited *inheritance, log zerolog.Logger) {
@@ -193,18 +207,22 @@ func logStarted(opts *options, inherited *inheritance, log zerolog.Logger) {
 
 // handleSignals turns signals into requests; the engine answers each
 // (refusals included) in its log.
-func handleSignals(signals <-chan os.Signal, sup *supervisor.Supervisor, log zerolog.Logger) {
+func handleSignals(signals <-chan os.Signal, sup *supervisor.Supervisor, stop *stopper, log zerolog.Logger) {
 	for sig := range signals {
 		switch sig {
 		case syscall.SIGHUP:
 			log.Info().Msg("SIGHUP: upgrading")
 			sup.Upgrade()
 		case syscall.SIGUSR2:
+			if os.Getpid() == 1 {
+				log.Error().Str("result", "refused").
+					Msg("SIGUSR2 refused: this supervisor is PID 1 (a container's entrypoint), and a self-upgrade starts a successor and exits, which would end the container; upgrade the workers with SIGHUP, or replace the container")
+				continue
+			}
 			log.Info().Msg("SIGUSR2: upgrading the supervisor itself")
 			sup.SelfUpgrade()
 		default:
-			log.Info().Str("signal", sig.String()).Msg("stop requested")
-			sup.Stop()
+			stop.signal(sig)
 		}
 	}
 }

@@ -281,6 +281,9 @@ func TestRequests(t *testing.T) {
 	if r := do(Request{Cmd: CmdStatus}); !r.OK || r.Status == nil || r.Status.PID != 4242 || r.Status.Current.Gen != 3 {
 		t.Errorf("status: %+v", r)
 	}
+	if r := do(Request{Cmd: CmdMetrics}); r.OK || r.Error != "this supervisor serves no metrics" {
+		t.Errorf("metrics without WithMetrics: %+v", r)
+	}
 	if r := do(Request{Cmd: CmdStop}); !r.OK || s.sup.stopped() != 1 {
 		t.Errorf("stop: %+v, %d stops", r, s.sup.stopped())
 	}

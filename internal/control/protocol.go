@@ -1,7 +1,7 @@
 // Package control is the supervisor's control socket: a unix stream socket,
 // mode 0600, on which `supervisor ctl` asks for the status, an upgrade, a
-// rollback or a reload in place (optionally waiting for its result), the upgrade history, or a
-// stop.
+// rollback or a reload in place (optionally waiting for its result), the upgrade history, the
+// metrics, or a stop.
 //
 // The protocol is one JSON request line and one JSON response line per
 // connection:
@@ -17,6 +17,7 @@
 //	{"cmd":"history","n":20}         -> {"ok":true,"history":[{...},...],"skipped":1}  the last 20 records, oldest first
 //	                                    (no "n": DefaultHistory; -1: all); skipped: unreadable lines passed over
 //	                                 -> {"ok":false,"error":"this supervisor keeps no history: ..."}  without --state-dir
+//	{"cmd":"metrics"}                -> {"ok":true,"metrics":"# HELP supervisor_up ...\n..."}  Prometheus' text format
 //	{"cmd":"stop"}                   -> {"ok":true}           the drain has begun
 //	{"cmd":"stop","wait":true}       -> {"ok":true,"pid":N}, then end of file once every worker has drained
 //
@@ -56,6 +57,9 @@ type Response struct {
 	PID     int                `json:"pid,omitempty"` // the supervisor's, in the answer to stop
 	Status  *supervisor.Status `json:"status,omitempty"`
 
+	// Metrics is the supervisor's own metrics in Prometheus' text format.
+	Metrics string `json:"metrics,omitempty"`
+
 	History []history.Record `json:"history,omitempty"` // oldest first
 	Skipped int              `json:"skipped,omitempty"` // unreadable history lines passed over
 }
@@ -67,6 +71,7 @@ const (
 	CmdRollback = "rollback"
 	CmdReload   = "reload"
 	CmdHistory  = "history"
+	CmdMetrics  = "metrics"
 	CmdStop     = "stop"
 )
 

@@ -43,12 +43,19 @@ func WithHistory(h *history.Log) Option {
 	return func(s *Server) { s.history = h }
 }
 
+// WithMetrics serves the metrics requests from text (Prometheus' text
+// format); without it they are answered with an error.
+func WithMetrics(text func() ([]byte, error)) Option {
+	return func(s *Server) { s.metrics = text }
+}
+
 // Server serves the control socket.
 type Server struct {
 	ln      *net.UnixListener
 	path    string
 	sup     Supervisor
 	history *history.Log // nil: no history kept
+	metrics func() ([]byte, error)
 	log     zerolog.Logger
 	slots   chan struct{}
 	wg      sync.WaitGroup
@@ -211,8 +218,17 @@ func (s *Server) answer(req Request, c *net.UnixConn) Response {
 		return s.awaitReload(req, c, s.sup.Reload(history.TriggerCtl))
 	case CmdHistory:
 		return s.lastRecords(req.N)
+	case CmdMetrics:
+		if s.metrics == nil {
+			return Response{Error: "this supervisor serves no metrics"}
+		}
+		b, err := s.metrics()
+		if err != nil && len(b) == 0 {
+			return Response{Error: "gathering the metrics: " + err.Error()}
+		}
+		return Response{OK: true, Metrics: string(b)}
 	}
-	return Response{Error: fmt.Sprintf("unknown command %q: use status, upgrade, rollback, reload, history or stop", req.Cmd)}
+	return Response{Error: fmt.Sprintf("unknown command %q: use status, upgrade, rollback, reload, history, metrics or stop", req.Cmd)}
 }
 
 // await answers an upgrade or a rollback: at once without wait, else with

@@ -38,6 +38,9 @@ type Status struct {
 	// most FDStoreMax.
 	FDStore    int `json:"fd_store"`
 	FDStoreMax int `json:"fd_store_max"`
+	// Blackout is set in a handover while no worker serves: from the old
+	// worker's save to the new one's READY=1.
+	Blackout bool `json:"blackout,omitempty"`
 }
 
 // VersionStatus is one held binary.
@@ -58,6 +61,7 @@ type GenStatus struct {
 	Binary  string         `json:"binary"`
 	Version string         `json:"version,omitempty"` // sha256 of the binary, 12 hex digits
 	ReadyMS float64        `json:"ready_ms,omitempty"`
+	Started time.Time      `json:"started"` // when its first worker was started
 	Workers []WorkerStatus `json:"workers"`
 }
 
@@ -184,7 +188,7 @@ func (s *Supervisor) Status() (st Status, ok bool) {
 func (s *Supervisor) status() Status {
 	st := Status{PID: os.Getpid(), Mode: "overlap", State: s.state.String(), LastGen: s.lastGen,
 		LastUpgrade: s.lastUpgrade, LastSelfUpgrade: s.lastSelfUpgrade, LastReload: s.lastReload, Stopping: s.state == stateStopping,
-		Versions: s.versionsStatus(), FDStore: s.live.n, FDStoreMax: s.live.max}
+		Versions: s.versionsStatus(), FDStore: s.live.n, FDStoreMax: s.live.max, Blackout: s.handover != nil}
 	if p := s.probation; p != nil {
 		until := p.until
 		st.ProbationUntil = &until
@@ -208,7 +212,7 @@ func (s *Supervisor) status() Status {
 
 func (g *generation) status() GenStatus {
 	gs := GenStatus{Gen: g.n, Phase: g.phase.String(), Binary: g.binary, Version: g.version,
-		ReadyMS: ms(g.readyTime), Workers: []WorkerStatus{}}
+		ReadyMS: ms(g.readyTime), Started: g.started, Workers: []WorkerStatus{}}
 	for _, sl := range g.slots {
 		if w := sl.worker; w != nil {
 			ws := WorkerStatus{PID: w.pid(), Ready: w.ready, Status: w.status, Restarts: sl.restarts,
