@@ -61,6 +61,7 @@ type options struct {
 	standby       bool
 	metricsListen string        // host:port of /metrics, /healthz and /readyz; "" for none
 	stopDelay     time.Duration // from the stop signal (/readyz failing) to the drain
+	selfUpgrade   string        // SIGUSR2: exec (in place) or fork (a successor)
 	command       []string      // the worker's path, resolved, then its arguments
 }
 
@@ -111,6 +112,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	countVar(fs, &o.fdStoreMax, "fd-store-max", supervisor.DefaultFDStoreMax, "the `number` of fds the live fd store holds for the workers at most (FDSTORE=1: a connection\nper player, a memfd of state); beyond it FDSTORE=1 is refused and logged. Lowered to fit RLIMIT_NOFILE")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve /metrics (Prometheus), /healthz and /readyz over HTTP on `HOST:PORT`, such as 127.0.0.1:9090\nor :9090 (none by default)")
 	durationVar(fs, &o.stopDelay, "stop-delay", 0, "on SIGTERM or SIGINT, /readyz fails at once and the drain begins after this `duration`, so that a\nload balancer or Kubernetes removes the endpoint before connections are refused; a second signal\nstops at once")
+	fs.StringVar(&o.selfUpgrade, "self-upgrade", "fork", "how SIGUSR2 upgrades the supervisor: `exec` re-executes the new binary in place (same PID, the\nworkers adopted, nothing restarted; always so as PID 1) or fork (a successor process starts its\nown workers, and this one exits)")
 	fs.StringVar(&o.pidFile, "pid-file", "", "write the supervisor's PID to `PATH`, atomically; rewritten by a self-upgrade (SIGUSR2)")
 	fs.Usage = func() {} // an error is one line; the usage text is for --help
 	if err := fs.Parse(args); err != nil {
@@ -141,6 +143,8 @@ func (o *options) check(command []string) error {
 		return fmt.Errorf("--log-format %q: want json or console", o.logFormat)
 	case o.mode != "overlap" && o.mode != "handover":
 		return fmt.Errorf("--mode %q: want overlap or handover", o.mode)
+	case o.selfUpgrade != "exec" && o.selfUpgrade != "fork":
+		return fmt.Errorf("--self-upgrade %q: want exec or fork", o.selfUpgrade)
 	case o.stopDelay < 0 || o.stopDelay > time.Hour:
 		return fmt.Errorf("--stop-delay %v: want 0 (off) to 1h, such as 5s", o.stopDelay)
 	case o.metricsListen != "" && !validHostPort(o.metricsListen):

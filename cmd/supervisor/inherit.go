@@ -49,6 +49,21 @@ type inheritance struct {
 	metrics   net.Listener
 	conns     []supervisor.StoredConn
 	deferred  *net.UnixConn // the channel on which to ask for the handover
+	// reexec: this process re-executed itself (reexec.go): the engine's
+	// state to take over; the rest is the same process's own
+	reexec *supervisor.Image
+}
+
+// replacing says whether this supervisor replaces another process (a
+// successor started through tableflip), not its own previous image.
+func (in *inheritance) replacing() bool { return in != nil && in.reexec == nil }
+
+// image is the engine's state from a re-exec, or nil.
+func (in *inheritance) image() *supervisor.Image {
+	if in == nil {
+		return nil
+	}
+	return in.reexec
 }
 
 // takeInheritance reads what the supervisor we replace passed on, if any.

@@ -9,9 +9,17 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
 
 	"github.com/procswitch/supervisor/internal/proc"
 )
+
+// The main goroutine stays on the main thread, where every worker is
+// forked and the re-exec in place runs (proc.ServeMainThread says why).
+func init() { runtime.LockOSThread() }
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == proc.ShimArg {
@@ -20,8 +28,26 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "ctl" {
 		os.Exit(runCtl(os.Args[2:], os.Stdout, os.Stderr))
 	}
-	os.Exit(run(os.Args[1:]))
+	if len(os.Args) > 1 && os.Args[1] == reexecCheckArg {
+		os.Exit(runReexecCheck(os.Args[2:]))
+	}
+	os.Exit(proc.ServeMainThread(func() int { return run(os.Args[1:]) }))
 }
+
+// selfPath is the binary this supervisor was started from, made absolute
+// at start: a self-upgrade runs what is installed there then.
+var selfPath = func() string {
+	p := os.Args[0]
+	if !strings.Contains(p, "/") {
+		if lp, err := exec.LookPath(p); err == nil {
+			p = lp
+		}
+	}
+	if abs, err := filepath.Abs(p); err == nil {
+		p = abs
+	}
+	return p
+}()
 
 func run(args []string) int {
 	opts, err := parseFlags(args, os.Stderr)

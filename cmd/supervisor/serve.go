@@ -44,6 +44,11 @@ func serve(opts *options, log zerolog.Logger) error {
 		return err
 	}
 	defer upg.Stop()
+	if inherited == nil {
+		if inherited, err = takeReexecImage(); err != nil {
+			return err
+		}
+	}
 	sockets, err := openSockets(opts, inherited, log)
 	if err != nil {
 		inherited.close()
@@ -68,13 +73,15 @@ func serve(opts *options, log zerolog.Logger) error {
 	succ := &successor{upg: upg, opts: opts, sockets: sockets, obs: obs, reporter: r, log: log}
 	cfg := engineConfig(opts, sockets, runtimeDir, inherited, succ, r, hist, log)
 	cfg.Record = obs.record(cfg.Record)
+	re := &reexecer{path: selfPath, sockets: sockets, obs: obs, sd: sd, log: log}
+	cfg.Reexec, cfg.Image = re.exec, inherited.image()
 	sup, err := supervisor.New(cfg)
 	if err != nil {
 		inherited.close()
 		return err
 	}
 	obs.sup = sup
-	if inherited == nil {
+	if !inherited.replacing() {
 		obs.startServing() // a successor's waits for its first generation (whenReady)
 	}
 	if succ.ctl, err = openControl(opts, inherited, sup, hist, obs, log); err != nil {
@@ -83,10 +90,14 @@ func serve(opts *options, log zerolog.Logger) error {
 	if succ.ctl != nil {
 		defer succ.ctl.Close()
 	}
+	if succ.ctl != nil {
+		re.ctl = succ.ctl.Listener
+	}
 	logStarted(opts, inherited, log)
-	go succ.whenReady(sup, inherited != nil)
+	go succ.whenReady(sup, inherited.replacing())
 	go r.watchdog(inherited.parent(), sup)
-	go handleSignals(signals, sup, &stopper{delay: opts.stopDelay, obs: obs, sup: sup, log: log}, log)
+	up := &selfUpgrader{mode: opts.selfUpgrade, sup: sup, path: selfPath, log: log}
+	go handleSignals(signals, sup, up, &stopper{delay: opts.stopDelay, obs: obs, sup: sup, log: log}, log)
 	return wait(sup, opts, log)
 }
 
@@ -198,33 +209,56 @@ func openControl(opts *options, inherited *inheritance, sup *supervisor.Supervis
 
 func logStarted(opts *options, inherited *inheritance, log zerolog.Logger) {
 	ev := log.Info().Int("pid", os.Getpid()).Str("worker", opts.command[0]).Int("workers", opts.workers).
-		Str("ready", opts.ready.String()).Str("mode", opts.mode).Str("control", opts.control)
-	if inherited != nil {
+		Str("ready", opts.ready.String()).Str("mode", opts.mode).Str("control", opts.control).Str("self_upgrade", opts.selfUpgrade)
+	if inherited.replacing() {
 		ev = ev.Int("replacing_pid", inherited.parentPID)
+	}
+	if inherited.image() != nil {
+		ev = ev.Bool("reexec", true)
 	}
 	ev.Msg("supervisor started")
 }
 
 // handleSignals turns signals into requests; the engine answers each
 // (refusals included) in its log.
-func handleSignals(signals <-chan os.Signal, sup *supervisor.Supervisor, stop *stopper, log zerolog.Logger) {
+func handleSignals(signals <-chan os.Signal, sup *supervisor.Supervisor, up *selfUpgrader, stop *stopper, log zerolog.Logger) {
 	for sig := range signals {
 		switch sig {
 		case syscall.SIGHUP:
 			log.Info().Msg("SIGHUP: upgrading")
 			sup.Upgrade()
 		case syscall.SIGUSR2:
-			if os.Getpid() == 1 {
-				log.Error().Str("result", "refused").
-					Msg("SIGUSR2 refused: this supervisor is PID 1 (a container's entrypoint), and a self-upgrade starts a successor and exits, which would end the container; upgrade the workers with SIGHUP, or replace the container")
-				continue
-			}
-			log.Info().Msg("SIGUSR2: upgrading the supervisor itself")
-			sup.SelfUpgrade()
+			up.upgrade()
 		default:
 			stop.signal(sig)
 		}
 	}
+}
+
+// selfUpgrader is SIGUSR2: a re-exec in place (--self-upgrade exec, and
+// always as PID 1, where the fork's exit would end the container), or a
+// successor started through tableflip (fork).
+type selfUpgrader struct {
+	mode string
+	sup  *supervisor.Supervisor
+	path string
+	log  zerolog.Logger
+}
+
+func (u *selfUpgrader) upgrade() {
+	if u.mode == "fork" && os.Getpid() != 1 {
+		u.log.Info().Msg("SIGUSR2: upgrading the supervisor itself (a successor process)")
+		u.sup.SelfUpgrade()
+		return
+	}
+	u.log.Info().Str("binary", u.path).Msg("SIGUSR2: upgrading the supervisor itself (re-exec in place): checking the new binary")
+	if err := checkNewBinary(u.path); err != nil {
+		u.log.Error().Str("result", "refused").Str("kind", string(supervisor.KindNotExecutable)).Str("reason", err.Error()).
+			Msg("re-exec in place refused: this image serves on")
+		return
+	}
+	// The engine logs a failure; on success this process is the new image.
+	go func() { <-u.sup.ReexecInPlace() }()
 }
 
 // wait runs the engine until it returns.

@@ -67,6 +67,33 @@ func Listen(path string) (*Socket, error) {
 	return &Socket{conn: conn, path: path}, nil
 }
 
+// FD is the socket's file descriptor, for a re-exec in place (FromFD).
+func (s *Socket) FD() int {
+	fd := -1
+	if rc, err := s.conn.SyscallConn(); err == nil {
+		rc.Control(func(f uintptr) { fd = int(f) })
+	}
+	return fd
+}
+
+// FromFD is the socket bound at path that a previous image of this process
+// kept open as fd across its exec (FD). The fd is taken over: closed here,
+// its duplicate kept.
+func FromFD(fd int, path string) (*Socket, error) {
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("notify: %w", err)
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("notify: fd %d is a %T, not a unix socket", fd, c)
+	}
+	return &Socket{conn: uc, path: path}, nil
+}
+
 // Path is the value for NOTIFY_SOCKET.
 func (s *Socket) Path() string { return s.path }
 

@@ -45,7 +45,9 @@ func (r *Reaper) Start(c *Command) (*Process, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	pid, err := syscall.ForkExec(c.Path, c.Args, attr)
+	var pid int
+	var err error
+	onMainThread(func() { pid, err = syscall.ForkExec(c.Path, c.Args, attr) }) // mainthread.go
 	if err != nil {
 		return nil, fmt.Errorf("proc: start %s: %w", c.Path, err)
 	}

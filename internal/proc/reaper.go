@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -27,6 +28,7 @@ type Reaper struct {
 	children map[int]*Process
 	onOrphan func(pid int, status unix.WaitStatus)
 	holds    int // HoldOrphans calls not yet released
+	adopted  map[int]*Process
 	sigs     chan os.Signal
 	stop     chan struct{}
 	done     chan struct{}
@@ -34,8 +36,10 @@ type Reaper struct {
 
 // NewReaper makes this process a child subreaper and starts reaping.
 // onOrphan, if not nil, is told about every reaped process that this Reaper
-// did not start (an orphaned grandchild).
-func NewReaper(onOrphan func(pid int, status unix.WaitStatus)) (*Reaper, error) {
+// did not start (an orphaned grandchild). adopt are children this process
+// had before it re-executed itself (Exec): they are its own from the
+// start, as if it had started them (Adopted).
+func NewReaper(onOrphan func(pid int, status unix.WaitStatus), adopt ...Adoptee) (*Reaper, error) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return nil, &os.SyscallError{Syscall: "prctl(PR_SET_CHILD_SUBREAPER)", Err: err}
 	}
@@ -47,6 +51,7 @@ func NewReaper(onOrphan func(pid int, status unix.WaitStatus)) (*Reaper, error) 
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
+	r.adopt(adopt)
 	signal.Notify(r.sigs, syscall.SIGCHLD)
 	go r.loop()
 	return r, nil
@@ -108,6 +113,46 @@ func (r *Reaper) reapChildren() {
 			close(p.done)
 		}
 	}
+}
+
+// Adoptee is a child to adopt: its PID and when it was started.
+type Adoptee struct {
+	PID     int
+	Started time.Time
+}
+
+// adopt makes each adoptee a Process of r, before the reaping begins. One
+// that is not a child of this process (it was reaped before the exec, and
+// its PID may be somebody else's now) is done at once, with exit status
+// 255: its end was not seen.
+func (r *Reaper) adopt(adopt []Adoptee) {
+	for _, a := range adopt {
+		p := &Process{Pid: a.PID, Started: a.Started, r: r, done: make(chan struct{})}
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PID, a.PID, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+		if errors.Is(err, unix.ECHILD) {
+			p.status = unix.WaitStatus(255 << 8)
+			close(p.done)
+		} else {
+			r.children[a.PID] = p
+		}
+		if r.adopted == nil {
+			r.adopted = map[int]*Process{}
+		}
+		r.adopted[a.PID] = p
+	}
+}
+
+// Adopted is the Process of an adoptee given to NewReaper, or nil.
+func (r *Reaper) Adopted(pid int) *Process { return r.adopted[pid] }
+
+// Freeze stops all reaping until release is called (release may be called
+// more than once): across an exec of this process (Exec), whatever exits
+// stays a zombie, its PID reserved, for the new image to reap.
+func (r *Reaper) Freeze() (release func()) {
+	r.mu.Lock()
+	var once sync.Once
+	return func() { once.Do(r.mu.Unlock) }
 }
 
 // HoldOrphans makes the Reaper leave alone every process it did not start,

@@ -75,6 +75,12 @@ type Config struct {
 	// kept waiting, it takes over at once when the slot's worker crashes.
 	Standby bool
 
+	// Reexec, when set, re-executes the supervisor in place on
+	// ReexecInPlace (reexec.go); Image, when set, is the state a previous
+	// image passed on: New adopts its workers instead of starting any.
+	Reexec Reexec
+	Image  *Image
+
 	// Record, when set, is given every entry of the upgrade history
 	// (package history). It runs on the supervisor's loop: it must not block.
 	Record func(history.Record)

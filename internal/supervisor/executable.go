@@ -30,6 +30,16 @@ func openExecutable(path string) (*executable, error) {
 	return e, nil
 }
 
+// executableFromFD is a held binary passed on by a re-exec (reexec.go).
+func executableFromFD(fd int) (*executable, error) {
+	e := &executable{fd: fd, own: true}
+	if err := unix.Fstat(fd, &e.st); err != nil {
+		return nil, fmt.Errorf("re-exec: held binary fd %d: %w", fd, err)
+	}
+	unix.CloseOnExec(fd)
+	return e, nil
+}
+
 // at reports whether path still names this very file, unchanged: then it
 // is executed by path, so that the worker's argv[0], /proc/PID/exe and a
 // script's $0 are the path; else through the held fd.

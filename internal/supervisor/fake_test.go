@@ -89,6 +89,8 @@ func (f *fakeProcesses) Start(c *proc.Command) (process, error) {
 	return p, nil
 }
 
+func (f *fakeProcesses) Freeze() func() { return func() {} }
+
 func (f *fakeProcesses) HoldOrphans() func() {
 	f.mu.Lock()
 	if f.holds > f.releases {

@@ -223,6 +223,9 @@ func (s *Supervisor) readNotify(g *generation) {
 			continue
 		}
 		s.send(notifyEvent{gen: g, msg: msg})
+		if msg.PID == os.Getpid() && msg.Vars[reexecKey] != "" {
+			return // a re-exec (reexec.go): what follows waits in the socket
+		}
 	}
 }
 
@@ -261,17 +264,7 @@ func (s *Supervisor) launchWorker(g *generation, sl *slot, standby bool) (*worke
 		sl.worker = w
 		s.log.Debug().Int("gen", g.n).Int("slot", sl.index).Int("pid", p.PID()).Str("binary", g.binary).Msg("worker started")
 	}
-	go func() {
-		<-p.Done()
-		if w.handover != nil {
-			w.handover.conn.Close()
-		}
-		// The exit reaches the loop behind whatever the worker sent before
-		// it exited (FDSTORE=1, HANDOVER=saved), through the same queue.
-		if g.notify.Send(exitedKey+"="+strconv.Itoa(p.PID())) != nil {
-			s.send(exitEvent{w: w})
-		}
-	}()
+	s.watchExit(w)
 	if w.handover != nil {
 		go s.readWaiting(w)
 	} else if s.cfg.Ready.Mode != ready.Notify {
@@ -279,6 +272,21 @@ func (s *Supervisor) launchWorker(g *generation, sl *slot, standby bool) (*worke
 	}
 	w.readyTimer = time.AfterFunc(s.cfg.ReadyTimeout, func() { s.send(readyTimeoutEvent{w: w}) })
 	return w, nil
+}
+
+// watchExit tells the loop when w exits.
+func (s *Supervisor) watchExit(w *worker) {
+	go func() {
+		<-w.proc.Done()
+		if w.handover != nil {
+			w.handover.conn.Close()
+		}
+		// The exit reaches the loop behind whatever the worker sent before
+		// it exited (FDSTORE=1, HANDOVER=saved), through the same queue.
+		if w.gen.notify.Send(exitedKey+"="+strconv.Itoa(w.pid())) != nil {
+			s.send(exitEvent{w: w})
+		}
+	}()
 }
 
 // launch is what a worker is started with beyond its command line.

@@ -19,6 +19,9 @@ type processes interface {
 	// until release is called: a successor supervisor, which tableflip
 	// waits for itself.
 	HoldOrphans() (release func())
+	// Freeze stops all reaping until release: across a re-exec in place
+	// (reexec.go), what exits stays a zombie for the new image.
+	Freeze() (release func())
 	// Disposition says whether process pid catches or ignores sig (a
 	// reload checks it before it signals: reload.go).
 	Disposition(pid int, sig syscall.Signal) (disposition, error)
@@ -48,6 +51,7 @@ func (o osProcesses) Start(c *proc.Command) (process, error) {
 }
 
 func (o osProcesses) HoldOrphans() func() { return o.r.HoldOrphans() }
+func (o osProcesses) Freeze() func()      { return o.r.Freeze() }
 func (o osProcesses) Disposition(pid int, sig syscall.Signal) (disposition, error) {
 	return readDisposition(pid, sig)
 }

@@ -30,7 +30,7 @@ type standbyRetryEvent struct{ slot *slot }
 // reconcileStandbys starts the standbys that are due and ends those that
 // are not; the loop calls it after every event.
 func (s *Supervisor) reconcileStandbys() {
-	if !s.cfg.Standby {
+	if !s.cfg.Standby || s.reexecing {
 		return
 	}
 	for _, g := range s.gens {

@@ -16,6 +16,7 @@
 package supervisor
 
 import (
+	"errors"
 	"os"
 	"sync"
 	"time"
@@ -77,6 +78,8 @@ type Supervisor struct {
 	lastSelfUpgrade *UpgradeStatus
 	versions        map[fileID]string // binaries hashed so far
 	afterEvent      func(ev any)      // tests: called on the loop after each event
+	reexecing       bool              // a re-exec in place quiesces (reexec.go): no standby is started
+	restored        bool              // this image took the state over from a re-exec (Config.Image)
 }
 
 // New checks cfg and makes the supervisor a child subreaper; nothing starts
@@ -109,18 +112,32 @@ func New(cfg Config) (*Supervisor, error) {
 		s.streamInodes = append(s.streamInodes, ino)
 	}
 	s.procs = cfg.processes
+	var adopt []proc.Adoptee
+	if cfg.Image != nil {
+		adopt = cfg.Image.adoptees()
+	}
+	var reaper *proc.Reaper
 	if s.procs == nil {
 		r, err := proc.NewReaper(func(pid int, ws unix.WaitStatus) {
 			s.log.Debug().Int("pid", pid).Str("status", proc.Describe(ws)).Msg("reaped orphan")
-		})
+		}, adopt...)
 		if err != nil {
 			return nil, err
 		}
-		s.procs = osProcesses{r}
+		s.procs, reaper = osProcesses{r}, r
 	}
 	s.live = newFDStore(s.raiseFDLimit(cfg.FDStoreMax))
 	s.adoptStored(cfg.Stored)
 	s.lastGen = max(cfg.LastGen, 0)
+	if cfg.Image != nil {
+		if reaper == nil {
+			return nil, errors.New("supervisor: a re-exec image needs the real processes")
+		}
+		if err := s.restore(cfg.Image, reaper); err != nil {
+			return nil, err
+		}
+		s.restored = true
+	}
 	return s, nil
 }
 
@@ -194,6 +211,9 @@ func (s *Supervisor) send(ev any) bool {
 func (s *Supervisor) Run() error {
 	defer s.procs.Close()
 	defer close(s.done)
+	if s.restored {
+		return s.loop()
+	}
 	g, err := s.newGeneration()
 	if err != nil {
 		return err
@@ -210,6 +230,12 @@ func (s *Supervisor) Run() error {
 			return err
 		}
 	}
+	return s.loop()
+}
+
+// loop handles events until every worker has exited after a stop or a
+// successor's takeover.
+func (s *Supervisor) loop() error {
 	for !s.finished() {
 		ev := <-s.events
 		s.handle(ev)
@@ -231,6 +257,8 @@ func (s *Supervisor) handle(ev any) {
 		s.onStop()
 	case selfUpgradeRequest:
 		s.onSelfUpgradeRequest(ev.reply)
+	case reexecRequest:
+		s.onReexecRequest(ev.reply)
 	case successorEvent:
 		s.onSuccessor(ev.err)
 	case selfHandOverRequest:

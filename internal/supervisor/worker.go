@@ -181,6 +181,10 @@ func (s *Supervisor) onWatchdog(w *worker) {
 // onOwnMarker handles the supervisor's own datagram saying a worker exited.
 func (s *Supervisor) onOwnMarker(g *generation, msg notify.Message) {
 	msg.CloseFDs()
+	if msg.Vars[reexecKey] != "" {
+		go s.readNotify(g) // a re-exec's marker, after it gave up waiting: the reader stopped at it
+		return
+	}
 	pid, err := strconv.Atoi(msg.Vars[exitedKey])
 	if err != nil {
 		return

@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/procswitch/supervisor/internal/proc"
+	"github.com/procswitch/supervisor/internal/sdnotify"
+	"github.com/procswitch/supervisor/internal/supervisor"
+	"github.com/procswitch/supervisor/listener"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+)
+
+// The self-upgrade by re-exec in place (--self-upgrade exec; the engine's
+// side is internal/supervisor/reexec.go): on SIGUSR2 the new binary, at
+// the path this supervisor was started from, is first run in check mode
+// (reexecCheckArg) with this command line, and must answer that it reads
+// this image layout; then the engine quiesces and this process execs it
+// with the state in a memfd named by envReexecImage. Same PID, same
+// workers, same sockets: as PID 1 of a container, the container lives on;
+// under systemd, MainPID does not change.
+
+// reexecCheckArg runs the binary in check mode: `supervisor reexec-check
+// FLAGS... -- WORKER...` parses the command line as a start would and
+// prints reexecCheckAnswer with the image layout it reads.
+const reexecCheckArg = "reexec-check"
+
+const reexecCheckAnswer = "supervisor reexec image "
+
+// envReexecImage names the fd of the image's memfd in the new image.
+const envReexecImage = "SUPERVISOR_REEXEC_IMAGE"
+
+// reexecCheckTimeout bounds the check run.
+const reexecCheckTimeout = 10 * time.Second
+
+// reexecImage is the whole state across the exec: the engine's and what
+// this package holds.
+type reexecImage struct {
+	Sockets []reexecSocket    `json:"sockets"`
+	Control int               `json:"control"` // fd of the control socket's listener; -1 for none
+	Metrics int               `json:"metrics"` // fd of --metrics-listen's; -1 for none
+	Engine  *supervisor.Image `json:"engine"`
+}
+
+type reexecSocket struct {
+	Name     string `json:"name"`
+	FD       int    `json:"fd"`
+	OwnsPath bool   `json:"owns_path"`
+}
+
+// runReexecCheck is check mode: it exits 0 and says which image layout it
+// reads when the command line would start.
+func runReexecCheck(args []string) int {
+	if _, err := parseFlags(args, io.Discard); err != nil {
+		fmt.Fprintf(os.Stderr, "supervisor: %v\n", err)
+		return 2
+	}
+	fmt.Println(reexecCheckAnswer + strconv.Itoa(supervisor.ImageVersion))
+	return 0
+}
+
+// checkNewBinary runs the binary at path in check mode with our command
+// line: a build that does not run, or reads another image, or refuses the
+// flags is refused before anything is touched.
+func checkNewBinary(path string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), reexecCheckTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, append([]string{reexecCheckArg}, os.Args[1:]...)...)
+	cmd.Env = cleanReexecEnv(os.Environ())
+	cmd.WaitDelay = time.Second
+	out, err := cmd.Output()
+	want := reexecCheckAnswer + strconv.Itoa(supervisor.ImageVersion)
+	switch {
+	case err != nil:
+		msg := err.Error()
+		if ee, ok := err.(*exec.ExitError); ok && len(ee.Stderr) > 0 {
+			msg += ": " + strings.TrimSpace(string(ee.Stderr))
+		}
+		return fmt.Errorf("the new binary %s failed its check (%s %s ...): %s", path, path, reexecCheckArg, msg)
+	case strings.TrimSpace(string(out)) != want:
+		return fmt.Errorf("the new binary %s answered its check with %q, want %q: it cannot take this supervisor's state over", path, strings.TrimSpace(string(out)), want)
+	}
+	return nil
+}
+
+// reexecer execs the new image: the engine's Config.Reexec.
+type reexecer struct {
+	path    string // this supervisor's binary, as started: a new build installed there is what runs
+	sockets *listener.Set
+	ctl     func() *net.UnixListener // nil without a control socket
+	obs     *observability
+	sd      *sdnotify.Notifier
+	log     zerolog.Logger
+}
+
+func (r *reexecer) exec(img *supervisor.Image) error {
+	ri := reexecImage{Control: -1, Metrics: -1, Engine: img}
+	fds := img.FDs()
+	for _, s := range r.sockets.Sockets {
+		ri.Sockets = append(ri.Sockets, reexecSocket{Name: s.Name, FD: s.FD(), OwnsPath: s.OwnsPath})
+		fds = append(fds, s.FD())
+	}
+	if r.ctl != nil {
+		ln := r.ctl()
+		if ri.Control = listenerFD(ln); ri.Control >= 0 {
+			fds = append(fds, ri.Control)
+		}
+	}
+	if ln, ok := r.obs.ln.(*net.TCPListener); ok {
+		if ri.Metrics = listenerFD(ln); ri.Metrics >= 0 {
+			fds = append(fds, ri.Metrics)
+		}
+	}
+	b, err := json.Marshal(ri)
+	if err != nil {
+		return err
+	}
+	mfd, err := unix.MemfdCreate("supervisor-reexec-image", 0) // no CLOEXEC: the new image reads it
+	if err != nil {
+		return fmt.Errorf("memfd: %w", err)
+	}
+	defer unix.Close(mfd)
+	if _, err := unix.Pwrite(mfd, b, 0); err != nil {
+		return fmt.Errorf("writing the image: %w", err)
+	}
+	for _, fd := range fds {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+			setCloexec(fds)
+			return fmt.Errorf("keeping fd %d open across the exec: %w", fd, err)
+		}
+	}
+	env := append(cleanReexecEnv(os.Environ()), envReexecImage+"="+strconv.Itoa(mfd))
+	r.sd.Send(sdnotify.Reloading()...)
+	err = proc.Exec(r.path, os.Args, env)
+	setCloexec(fds)
+	r.sd.Send("READY=1")
+	return err
+}
+
+func setCloexec(fds []int) {
+	for _, fd := range fds {
+		unix.CloseOnExec(fd)
+	}
+}
+
+// listenerFD is the fd under a listener, or -1.
+func listenerFD(ln syscall.Conn) int {
+	fd := -1
+	if rc, err := ln.SyscallConn(); err == nil {
+		rc.Control(func(f uintptr) { fd = int(f) })
+	}
+	return fd
+}
+
+// takeReexecImage reads the image a previous image of this process left,
+// if it re-executed itself: what it passed, as an inheritance.
+func takeReexecImage() (*inheritance, error) {
+	v := os.Getenv(envReexecImage)
+	if v == "" {
+		return nil, nil
+	}
+	os.Unsetenv(envReexecImage)
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return nil, fmt.Errorf("re-exec: %s=%q is not an fd", envReexecImage, v)
+	}
+	f := os.NewFile(uintptr(fd), "reexec-image")
+	b, err := io.ReadAll(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("re-exec: reading the image: %w", err)
+	}
+	var ri reexecImage
+	if err := json.Unmarshal(b, &ri); err != nil || ri.Engine == nil {
+		return nil, fmt.Errorf("re-exec: the image the previous binary left is not one this binary reads (%v): was it another program?", err)
+	}
+	in := &inheritance{reexec: ri.Engine, lastGen: ri.Engine.LastGen}
+	for _, s := range ri.Sockets {
+		unix.CloseOnExec(s.FD)
+		in.sockets = append(in.sockets, listener.Passed{Name: s.Name, File: os.NewFile(uintptr(s.FD), s.Name), OwnsPath: s.OwnsPath})
+	}
+	if ri.Control >= 0 {
+		if ln, err := fileListener(ri.Control); err == nil {
+			in.control, _ = ln.(*net.UnixListener)
+		}
+	}
+	if ri.Metrics >= 0 {
+		if ln, err := fileListener(ri.Metrics); err == nil {
+			in.metrics = ln
+		}
+	}
+	return in, nil
+}
+
+// fileListener takes over the listener at fd (its duplicate; fd is closed).
+func fileListener(fd int) (net.Listener, error) {
+	f := os.NewFile(uintptr(fd), "listener")
+	defer f.Close()
+	return net.FileListener(f)
+}
+
+// cleanReexecEnv drops what the new image must not take for its own:
+// systemd's sockets (it gets ours in the image) and a previous image's.
+func cleanReexecEnv(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", envReexecImage:
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}

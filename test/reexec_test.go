@@ -1,0 +1,173 @@
+package test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/procswitch/supervisor/test/procwatch"
+)
+
+// reexecs is how many re-execs in place TestReexecInPlace does in a row.
+const reexecs = 3
+
+// inode is the inode of path's file (or of /proc/PID/exe's target).
+func inode(t *testing.T, path string) uint64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+// reexec sends SIGUSR2 to s, which runs --self-upgrade exec, and waits for
+// its new image to serve.
+func (s *supervisor) reexec() procwatch.Entry {
+	s.t.Helper()
+	mark := s.Log.Len()
+	if err := s.Signal(syscall.SIGUSR2); err != nil {
+		s.t.Fatal(err)
+	}
+	e, _ := s.waitFor(mark, waitBound, "the new image",
+		func(e procwatch.Entry) bool {
+			return e.Is("re-exec in place: the new image serves, its workers adopted") ||
+				e.Is("re-exec in place refused: this image serves on") || e.Is("re-exec in place failed; this image serves on")
+		})
+	if !e.Is("re-exec in place: the new image serves, its workers adopted") {
+		s.t.Fatalf("re-exec: %s", e.Raw)
+	}
+	return e
+}
+
+// TestReexecInPlace proves SIGUSR2 with --self-upgrade exec: under load in
+// both client modes, with no failed request, the supervisor execs the new
+// binary at its path in place, reexecs times: the same PID, the same
+// workers (adopted, not restarted), the control socket, the metrics socket
+// and the PID file kept, /proc/PID/exe the new file. The new image then
+// supervises the adopted workers as its own: a kill -9 of one is restarted,
+// a SIGHUP drains them and they are reaped.
+func TestReexecInPlace(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "supervisor")
+	if err := copyFile(bin, supervisorBin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	control, pidFile := filepath.Join(dir, "control"), filepath.Join(dir, "pid")
+	s := startSupervisorFrom(t, bin, supervisorConfig{binary: pathfindV1, flags: goodFlags("--workers", "2",
+		"--control", control, "--pid-file", pidFile, "--self-upgrade", "exec", "--metrics-listen", "127.0.0.1:0")})
+	metrics := "http://" + s.metricsAddr()
+	addr := s.waitListening("http")
+	first := s.waitReady(1)
+	url := pathURL(t, addr)
+	loads := startBothModes(t, url)
+
+	for i := range reexecs {
+		awaitAll(t, loads)
+		if err := copyFile(bin, supervisorBin, 0o755); err != nil { // a new file at the path, by rename
+			t.Fatal(err)
+		}
+		e := s.reexec()
+		t.Logf("re-exec %d: %v ms", i+1, e.Int("took_ms"))
+		if !s.running() {
+			t.Fatalf("the supervisor exited: %v", s.Err())
+		}
+		if got, want := inode(t, fmt.Sprintf("/proc/%d/exe", s.PID)), inode(t, bin); got != want {
+			t.Errorf("re-exec %d: /proc/%d/exe is inode %d, want the new file's %d", i+1, s.PID, got, want)
+		}
+		if w := s.workers(); !sameSet(w, first.pids) {
+			t.Fatalf("re-exec %d: workers %v, want the same %v, adopted", i+1, w, first.pids)
+		}
+		st := statusOf(t, control)
+		if st.PID != s.PID || st.Current == nil || st.Current.Gen != 1 || !sameSet(st.Current.pids(), first.pids) {
+			t.Fatalf("re-exec %d: ctl status %+v", i+1, st)
+		}
+		expectGet(t, metrics+"/readyz", 200, "ok")
+		if b, err := os.ReadFile(pidFile); err != nil || string(b) != fmt.Sprintln(s.PID) {
+			t.Errorf("re-exec %d: PID file %q (%v), want %d", i+1, b, err, s.PID)
+		}
+	}
+	awaitAll(t, loads)
+	for i, run := range loads {
+		noFailures(t, fmt.Sprint("load ", i), run.Stop())
+	}
+
+	// The adopted workers are the new image's own: a crash is restarted.
+	mark := s.Log.Len()
+	victim := first.pids[0]
+	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	s.waitFor(mark, waitBound, "the crash seen", func(e procwatch.Entry) bool {
+		return e.Is("worker exited") && e.Int("pid") == victim
+	})
+	s.waitFor(mark, waitBound, "the restart", msg("worker restarting", []string{"delay_ms"}))
+	restarted, _ := s.waitFor(mark, waitBound, "the restarted worker serving", func(e procwatch.Entry) bool {
+		return strings.HasPrefix(e.Raw, "pathfind: version v1, pid ")
+	})
+	t.Logf("adopted worker %d killed; restarted: %s", victim, restarted.Raw)
+
+	// And a SIGHUP drains them: their exits are reaped and seen.
+	s.install(pathfindV2, 0o755)
+	u := s.hup()
+	if !u.OK {
+		t.Fatalf("SIGHUP after the re-execs: %+v", u)
+	}
+	s.waitDrained(u.Start, 1)
+	probe(t, url)
+	checkNoZombies(t, s)
+}
+
+// TestReexecBrokenBinaryRefused: a binary at the supervisor's path that is
+// not a supervisor, or cannot be run, fails the check before anything is
+// touched; the supervisor serves on, same image, same workers, under load
+// with no failed request; a good build then re-executes.
+func TestReexecBrokenBinaryRefused(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "supervisor")
+	if err := copyFile(bin, supervisorBin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := startSupervisorFrom(t, bin, supervisorConfig{binary: pathfindV1,
+		env: []string{helperEnv + "=exit"}, flags: goodFlags("--self-upgrade", "exec")})
+	addr := s.waitListening("http")
+	first := s.waitReady(1)
+	loads := startBothModes(t, pathURL(t, addr))
+	exe := inode(t, fmt.Sprintf("/proc/%d/exe", s.PID))
+	for _, b := range []struct {
+		name, src string
+		mode      os.FileMode
+	}{
+		{"exits at once", helperBin, 0o755},
+		{"is not executable", supervisorBin, 0o644},
+		{"is another program", pathfindV1, 0o755},
+	} {
+		awaitAll(t, loads)
+		if err := copyFile(bin, b.src, b.mode); err != nil {
+			t.Fatal(err)
+		}
+		mark := s.Log.Len()
+		if err := s.Signal(syscall.SIGUSR2); err != nil {
+			t.Fatal(err)
+		}
+		e, _ := s.waitFor(mark, waitBound, "the refusal", msg("re-exec in place refused: this image serves on", []string{"reason"}))
+		t.Logf("a binary that %s: %s", b.name, e.Str("reason"))
+		if got := inode(t, fmt.Sprintf("/proc/%d/exe", s.PID)); got != exe || !s.running() {
+			t.Fatalf("after a binary that %s: the supervisor runs inode %d (was %d), running %v", b.name, got, exe, s.running())
+		}
+		if w := s.workers(); !sameSet(w, first.pids) {
+			t.Fatalf("after a binary that %s: workers %v, want %v", b.name, w, first.pids)
+		}
+	}
+	if err := copyFile(bin, supervisorBin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s.reexec()
+	awaitAll(t, loads)
+	for i, run := range loads {
+		noFailures(t, fmt.Sprint("load ", i), run.Stop())
+	}
+}
