@@ -3,10 +3,12 @@ package test
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/procswitch/supervisor/test/procwatch"
 )
@@ -169,5 +171,95 @@ func TestReexecBrokenBinaryRefused(t *testing.T) {
 	awaitAll(t, loads)
 	for i, run := range loads {
 		noFailures(t, fmt.Sprint("load ", i), run.Stop())
+	}
+}
+
+// TestReexecAsPID1 proves SIGUSR2 as PID 1 (a container's entrypoint; here
+// `unshare --pid --fork`): the supervisor re-executes in place whatever
+// --self-upgrade says, since a successor's fork and exit would end the
+// namespace; it serves on under load with no failed request, and a SIGTERM
+// then drains and ends it with status 0.
+func TestReexecAsPID1(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root for a PID namespace")
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("no unshare(1): ", err)
+	}
+	needBinaries(t)
+	dir := t.TempDir()
+	worker := filepath.Join(dir, "worker")
+	if err := copyFile(worker, pathfindV1, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"--pid", "--fork", "--kill-child", "--mount-proc", supervisorBin, "--log-format", "json",
+		"--listen", "http=tcp://127.0.0.1:0"}, goodFlags("--self-upgrade", "fork", "--", worker)...)
+	p, err := procwatch.Start("supervisor", exec.Command(unshare, args...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &procwatch.Supervisor{Proc: p}
+	var sup int // the supervisor's PID on the host; 1 inside
+	t.Cleanup(func() {
+		if sup != 0 {
+			syscall.Kill(sup, syscall.SIGTERM)
+		}
+		if err := p.Stop(stopBound); err != nil {
+			t.Error(err)
+		}
+		p.CloseOutput()
+		if t.Failed() {
+			t.Logf("output:\n%s", p.Log.Tail(60))
+		}
+	})
+	started, _, err := p.Find(0, waitBound, "the start", func(e procwatch.Entry) bool { return e.Is("supervisor started") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if started.Int("pid") != 1 {
+		t.Fatalf("the supervisor is pid %d in its namespace, want 1", started.Int("pid"))
+	}
+	if kids := procwatch.ChildPIDs(p.PID); len(kids) == 1 {
+		sup = kids[0]
+	} else {
+		t.Fatalf("unshare %d has children %v, want the supervisor", p.PID, kids)
+	}
+	addr, err := s.WaitListening("http", waitBound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.WaitReady(1, waitBound); err != nil {
+		t.Fatal(err)
+	}
+	loads := startBothModes(t, pathURL(t, addr))
+	awaitAll(t, loads)
+	mark := p.Log.Len()
+	if err := syscall.Kill(sup, syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := p.Find(mark, waitBound, "the new image", func(e procwatch.Entry) bool {
+		return e.Is("re-exec in place: the new image serves, its workers adopted")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	awaitAll(t, loads)
+	for i, run := range loads {
+		noFailures(t, fmt.Sprint("load ", i), run.Stop())
+	}
+	if err := syscall.Kill(sup, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Done():
+	case <-time.After(stopBound):
+		t.Fatalf("the namespace's PID 1 did not end within %v of SIGTERM", stopBound)
+	}
+	sup = 0
+	if p.Err() != nil {
+		t.Errorf("unshare exited with %v, want 0 (the supervisor drained and exited 0)", p.Err())
+	}
+	if _, _, err := p.Find(mark, 0, "the drain", func(e procwatch.Entry) bool { return e.Is("stopped") }); err != nil {
+		t.Errorf("no \"stopped\" line: %v", err)
 	}
 }
