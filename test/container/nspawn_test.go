@@ -26,10 +26,23 @@ const (
 )
 
 // cgroupRoots are the hierarchies in which each container gets a cgroup of
-// its own, as test/systemd/systemd-container.sh does: on a host whose PID 1
-// is not systemd, nspawn --keep-unit would otherwise make its payload and
-// supervisor cgroups at the root, shared by every container.
-var cgroupRoots = []string{"/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified"}
+// its own, as test/systemd/systemd-container.sh does: nspawn --keep-unit
+// makes its payload and supervisor cgroups below its own, which would
+// otherwise be the root (on a host whose PID 1 is not systemd), shared by
+// every container, or the test's, shared with the test. The hybrid
+// layout's two hierarchies where they exist, else the unified one.
+func cgroupRoots() []string {
+	var roots []string
+	for _, r := range []string{"/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified"} {
+		if _, err := os.Stat(r); err == nil {
+			roots = append(roots, r)
+		}
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil && len(roots) == 0 {
+		roots = append(roots, "/sys/fs/cgroup")
+	}
+	return roots
+}
 
 // machines numbers the containers of this process, for their names.
 var machines atomic.Int32
@@ -56,17 +69,14 @@ func startContainer(t *testing.T, im *image) *container {
 		fs:   im.rootfs(t),
 		env:  im.file.env,
 	}
-	for _, root := range cgroupRoots {
-		if _, err := os.Stat(root); err != nil {
-			continue
-		}
+	t.Cleanup(c.cleanUp)
+	for _, root := range cgroupRoots() {
 		cg := filepath.Join(root, c.name)
 		if err := os.Mkdir(cg, 0o755); err != nil {
 			t.Fatal(err)
 		}
 		c.cgroups = append(c.cgroups, cg)
 	}
-	t.Cleanup(c.cleanUp)
 	args := []string{
 		"--quiet",
 		"--register=no", "--keep-unit", // no machined, no unit of our own: there may be no systemd on the host
@@ -127,7 +137,7 @@ func (c *container) signal(t *testing.T, sig syscall.Signal) {
 		t.Fatalf("container %s has exited: %v\n%s", c.name, c.Err(), c.Log.Tail(20))
 	}
 	if err := syscall.Kill(c.pid1, sig); err != nil {
-		t.Fatalf("kill -%d %d: %v", sig, c.pid1, err)
+		t.Fatalf("kill(%d, %v): %v", c.pid1, sig, err)
 	}
 }
 
