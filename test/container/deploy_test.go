@@ -24,7 +24,7 @@ func TestGracePeriodCoversStop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	im := &image{file: cf, probes: true}
+	im := &image{file: cf}
 	delay, drain := im.flagDuration(t, "--stop-delay"), im.flagDuration(t, "--drain-timeout")
 	if delay == 0 || drain == 0 {
 		t.Errorf("the image's command line %q: want --stop-delay and --drain-timeout set, so that the grace period can be checked", im.command())

@@ -47,11 +47,6 @@ type image struct {
 	files      map[string]string // the final stage's files: path in the image -> build
 	supervisor string            // the supervisor's build
 	pathfindV2 string            // pathfind built as newVersion
-	// probes says whether the supervisor built has --metrics-listen and
-	// --stop-delay, which the image's command line uses; without them (a
-	// checkout from before they were added) the tests run the command line
-	// without those two flags and do not check the probes.
-	probes bool
 }
 
 // containerfile is what the tests take from the Containerfile: the final
@@ -176,8 +171,6 @@ func buildImage(dir string) (*image, error) {
 	if err := goBuild(root, builds); err != nil {
 		return nil, err
 	}
-	help, _ := exec.Command(im.supervisor, "--help").CombinedOutput()
-	im.probes = strings.Contains(string(help), "-metrics-listen") && strings.Contains(string(help), "-stop-delay")
 	return im, nil
 }
 
@@ -270,9 +263,8 @@ func (im *image) command() []string {
 }
 
 // testCommand is the image's command line with the listening addresses on
-// loopback, port 0 (the machine is shared: the supervisor logs the ports
-// it got), and without --metrics-listen and --stop-delay when the
-// supervisor built does not have them yet.
+// loopback, port 0: the machine is shared, and the supervisor logs the
+// ports it got.
 func (im *image) testCommand(t *testing.T) []string {
 	t.Helper()
 	argv := im.command()
@@ -283,10 +275,6 @@ func (im *image) testCommand(t *testing.T) []string {
 		if a == "--" {
 			out = append(out, argv[i:]...)
 			break
-		}
-		if (a == "--metrics-listen" || a == "--stop-delay") && !im.probes {
-			i++ // and its value
-			continue
 		}
 		out = append(out, a)
 		if i+1 >= len(argv) {
@@ -314,7 +302,7 @@ func (im *image) testCommand(t *testing.T) []string {
 }
 
 // flagDuration is the value of a duration flag in the image's command
-// line; 0 when it is not there, or when the supervisor built lacks it.
+// line; 0 when it is not there.
 func (im *image) flagDuration(t *testing.T, name string) time.Duration {
 	t.Helper()
 	argv := im.testCommand(t)
