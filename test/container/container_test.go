@@ -31,7 +31,9 @@ const (
 // retry, a new build copied into the volume and SIGHUP sent to PID 1 from
 // the host (as `kill -HUP` on the node) give a new generation, which serves
 // the new build; `supervisor ctl upgrade --wait` inside the container (as
-// `kubectl exec`) gives another; no request fails; no zombie is left.
+// `kubectl exec`) gives another; SIGUSR2 to PID 1 re-executes the
+// supervisor in place, its workers adopted; no request fails; no zombie is
+// left.
 func TestUpgradeUnderLoad(t *testing.T) {
 	im := needImage(t)
 	c := startContainer(t, im)
@@ -67,6 +69,26 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	}
 	t.Logf("ctl upgrade --wait: %s", strings.TrimSpace(out))
 	u = c.upgraded(t, mark, 3)
+	load.await(t, loadBatch)
+
+	// SIGUSR2 to PID 1: the supervisor re-executes itself in place (a fork
+	// and exit would end the container): same PID 1, same workers.
+	mark = c.Log.Len()
+	c.signal(t, syscall.SIGUSR2)
+	re, _, err := c.Find(mark, upgradeBound, "the re-exec", func(e procwatch.Entry) bool {
+		return e.Is("re-exec in place: the new image serves, its workers adopted") ||
+			e.Is("re-exec in place refused: this image serves on") || e.Is("re-exec in place failed; this image serves on")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !re.Is("re-exec in place: the new image serves, its workers adopted") || fmt.Sprint(re.Ints("pids")) != fmt.Sprint(u.PIDs) {
+		t.Fatalf("SIGUSR2 to PID 1: %s; want the re-exec, workers %v adopted", re.Raw, u.PIDs)
+	}
+	if c.Exited() {
+		t.Fatalf("the container ended at the SIGUSR2: %v", c.Err())
+	}
+	t.Logf("SIGUSR2: re-executed in place in %v ms", re.Int("took_ms"))
 	load.await(t, loadBatch)
 
 	results := load.stop()
