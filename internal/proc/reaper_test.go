@@ -484,3 +484,59 @@ func TestHoldOrphans(t *testing.T) {
 		t.Errorf("orphan after the release: %s, want exit status 0", Describe(ws))
 	}
 }
+
+// TestAdopt: after a re-exec in place, the new image's Reaper adopts the
+// children it had: one that exited meanwhile (a zombie) is reaped with its
+// status, one still running is reaped when it exits, and a PID that is not
+// a child of ours (reaped before the exec, perhaps reused) is done at once
+// with exit status 255.
+func TestAdopt(t *testing.T) {
+	exe := executable(t)
+	start := func(helper string, files []uintptr, env ...string) int {
+		t.Helper()
+		pid, err := syscall.ForkExec(exe, []string{exe}, &syscall.ProcAttr{
+			Env: append(helperEnviron(helper), env...), Files: append([]uintptr{0, 1, 2}, files...)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pid
+	}
+	zombie := start("exit", nil, codeEnv+"=7")
+	var info unix.Siginfo
+	if err := unix.Waitid(unix.P_PID, zombie, &info, unix.WEXITED|unix.WNOWAIT, nil); err != nil {
+		t.Fatalf("waiting for %d to exit, without reaping it: %v", zombie, err)
+	}
+	rep, hold := newPipe(t), newPipe(t)
+	lines := reportLines(rep)
+	running := start("wait", []uintptr{uintptr(rep.wfd()), uintptr(hold.rfd())})
+	if line := <-lines; line != "ready" {
+		t.Fatalf("the running child said %q, want ready", line)
+	}
+	started := time.Now()
+
+	r, err := NewReaper(nil, Adoptee{PID: zombie, Started: started}, Adoptee{PID: running, Started: started},
+		Adoptee{PID: os.Getppid(), Started: started})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if ws := waitDone(t, r.Adopted(zombie)); !ws.Exited() || ws.ExitStatus() != 7 {
+		t.Errorf("the adopted zombie: %s, want exit status 7", Describe(ws))
+	}
+	if ws := waitDone(t, r.Adopted(os.Getppid())); !ws.Exited() || ws.ExitStatus() != 255 {
+		t.Errorf("a PID that is not our child: %s, want exit status 255", Describe(ws))
+	}
+	p := r.Adopted(running)
+	if p.StartTime() != started {
+		t.Errorf("adopted start time %v, want %v", p.StartTime(), started)
+	}
+	select {
+	case <-p.Done():
+		t.Fatalf("the running adoptee %d is done before it exited: %s", running, Describe(p.Status()))
+	default:
+	}
+	hold.w.Close()
+	if ws := waitDone(t, p); !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Errorf("the adopted running child: %s, want exit status 0", Describe(ws))
+	}
+}

@@ -361,7 +361,13 @@ func newMachine(t *testing.T, env machineEnv, tune func(*Config)) *machine {
 		exes: map[*executable]bool{}}
 	cfg := Config{Path: m.path, Ready: ready.Probe{Mode: ready.Notify}, ReadyTimeout: time.Hour,
 		DrainTimeout: time.Hour, RestartMin: time.Hour, RestartMax: time.Hour, Sockets: env.sockets,
-		RuntimeDir: env.dir, Shim: m.path, Successor: m.succ, Log: zerolog.New(m.logs), processes: m.procs}
+		RuntimeDir: env.dir, Shim: m.path, Successor: m.succ, Log: zerolog.New(m.logs), processes: m.procs,
+		Reexec: func(img *Image) error { // a re-exec in place that fails at the exec: the image serves on
+			if len(img.Gen.Workers) == 0 || img.Gen.NotifyFD < 0 {
+				t.Errorf("re-exec image without workers or notify socket: %+v", img.Gen)
+			}
+			return errors.New("fake: exec failed")
+		}}
 	if tune != nil {
 		tune(&cfg)
 	}

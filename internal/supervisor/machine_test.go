@@ -151,6 +151,9 @@ var machineTable = []struct {
 	{"self-upgrade", map[string]string{"*": "- req=refused",
 		"serving": "self-upgrading +successor", "probation": "self-upgrading +successor"}},
 	{"self-upgrade-unprepared", map[string]string{"*": "- req=refused"}},
+	// a re-exec in place (reexec.go), whose exec fails: taken only in
+	// serving, where the image serves on; refused everywhere else
+	{"reexec", map[string]string{"*": "- req=refused", "serving": "- req=start-failed"}},
 	{"stop", map[string]string{"*": "stopping",
 		"upgrading": "stopping up=cancelled", "upgrading-early": "stopping up=cancelled",
 		"saving": "stopping up=cancelled", "restoring": "stopping up=cancelled",
@@ -248,6 +251,20 @@ var machineEvents = map[string]struct {
 		m.request("up", m.s.Upgrade)
 	}},
 	"self-upgrade": {always, func(m *machine, v view) { m.request("self", m.s.SelfUpgrade) }},
+	"reexec": {always, func(m *machine, v view) {
+		// Its quiesce handles the events that come meanwhile, the harness's
+		// status requests too: wait for the answer itself.
+		m.request("req", func() <-chan Result {
+			answered := make(chan Result, 1)
+			select {
+			case r := <-m.s.ReexecInPlace():
+				answered <- r
+			case <-time.After(waitBound):
+				m.t.Fatalf("no answer to the re-exec within %v", waitBound)
+			}
+			return answered
+		})
+	}},
 	"self-upgrade-unprepared": {always, func(m *machine, v view) {
 		m.succ.setPrepareErr(errors.New("fake: not now"))
 		m.request("self", m.s.SelfUpgrade)

@@ -202,7 +202,7 @@ func (s *Supervisor) quiesceNotify(g *generation) (stopped bool, err error) {
 	for s.standbys > 0 {
 		select {
 		case ev := <-s.events:
-			s.handle(ev)
+			s.dispatch(ev)
 		case <-timeout.C:
 			return false, fmt.Errorf("re-exec: %d standby worker(s) did not exit within %v", s.standbys, reexecQuiesce)
 		}
@@ -216,7 +216,7 @@ func (s *Supervisor) quiesceNotify(g *generation) (stopped bool, err error) {
 			if n, ok := ev.(notifyEvent); ok && n.gen == g && n.msg.PID == os.Getpid() && n.msg.Vars[reexecKey] != "" {
 				return true, nil
 			}
-			s.handle(ev)
+			s.dispatch(ev)
 		case <-timeout.C:
 			return false, fmt.Errorf("re-exec: the notify socket's reader did not reach the marker within %v", reexecQuiesce)
 		}

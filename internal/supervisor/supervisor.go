@@ -237,14 +237,18 @@ func (s *Supervisor) Run() error {
 // successor's takeover.
 func (s *Supervisor) loop() error {
 	for !s.finished() {
-		ev := <-s.events
-		s.handle(ev)
-		if s.afterEvent != nil {
-			s.afterEvent(ev)
-		}
+		s.dispatch(<-s.events)
 	}
 	s.live.closeAll() // as systemd flushes a stopped service's fd store
 	return s.fatal
+}
+
+// dispatch handles one event from the loop's channel.
+func (s *Supervisor) dispatch(ev any) {
+	s.handle(ev)
+	if s.afterEvent != nil {
+		s.afterEvent(ev)
+	}
 }
 
 func (s *Supervisor) handle(ev any) {
