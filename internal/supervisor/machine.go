@@ -73,6 +73,14 @@ import (
 //	  serving        start the successor → self-upgrading (handover: the
 //	                 worker serves until the successor asks, below)
 //	  every other state: refused
+//	re-exec in place (SIGUSR2 with --self-upgrade exec, and as PID 1;
+//	reexec.go)
+//	  serving        with every worker ready and no other generation:
+//	                 quiesce (standbys ended, the notify socket's marker
+//	                 handled, events meanwhile handled as here), then exec
+//	                 the new image, which adopts the workers and serves; an
+//	                 exec that fails leaves this image serving (start-failed)
+//	  every other state: refused
 //	stop (SIGTERM, SIGINT, ctl stop)
 //	  starting … rolling-back: cancel the upgrade or the reload, drain
 //	                 every generation → stopping
