@@ -60,7 +60,8 @@ func TestReexecInPlace(t *testing.T) {
 	}
 	control, pidFile := filepath.Join(dir, "control"), filepath.Join(dir, "pid")
 	s := startSupervisorFrom(t, bin, supervisorConfig{binary: pathfindV1, flags: goodFlags("--workers", "2",
-		"--control", control, "--pid-file", pidFile, "--self-upgrade", "exec", "--metrics-listen", "127.0.0.1:0")})
+		"--control", control, "--pid-file", pidFile, "--self-upgrade", "exec", "--metrics-listen", "127.0.0.1:0",
+		"--state-dir", filepath.Join(dir, "state"))})
 	metrics := "http://" + s.metricsAddr()
 	addr := s.waitListening("http")
 	first := s.waitReady(1)
@@ -95,6 +96,20 @@ func TestReexecInPlace(t *testing.T) {
 	awaitAll(t, loads)
 	for i, run := range loads {
 		noFailures(t, fmt.Sprint("load ", i), run.Stop())
+	}
+	// The history has every image's records: the first start, and one
+	// self-upgrade per re-exec, each written by the image that served on.
+	var started, reexeced int
+	for _, line := range strings.Split(strings.TrimSpace(ctlOK(t, control, "history", "--json").stdout), "\n") {
+		switch {
+		case strings.Contains(line, `"event":"start"`):
+			started++
+		case strings.Contains(line, `"event":"self-upgrade"`) && strings.Contains(line, `"result":"ok"`) && strings.Contains(line, "re-exec in place"):
+			reexeced++
+		}
+	}
+	if started != 1 || reexeced != reexecs {
+		t.Errorf("history: %d start and %d re-exec records, want 1 and %d", started, reexeced, reexecs)
 	}
 
 	// The adopted workers are the new image's own: a crash is restarted.

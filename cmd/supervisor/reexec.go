@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/procswitch/supervisor/internal/history"
 	"github.com/procswitch/supervisor/internal/proc"
 	"github.com/procswitch/supervisor/internal/sdnotify"
 	"github.com/procswitch/supervisor/internal/supervisor"
@@ -100,8 +101,13 @@ type reexecer struct {
 	ctl     func() *net.UnixListener // nil without a control socket
 	obs     *observability
 	sd      *sdnotify.Notifier
+	hist    *history.Log // nil without one
 	log     zerolog.Logger
 }
+
+// historyFlushBound bounds the wait for the history's queued records before
+// the exec, which ends their writer.
+const historyFlushBound = 2 * time.Second
 
 func (r *reexecer) exec(img *supervisor.Image) error {
 	ri := reexecImage{Control: -1, Metrics: -1, Engine: img}
@@ -140,6 +146,9 @@ func (r *reexecer) exec(img *supervisor.Image) error {
 		}
 	}
 	env := append(cleanReexecEnv(os.Environ()), envReexecImage+"="+strconv.Itoa(mfd))
+	if r.hist != nil && !r.hist.Flush(historyFlushBound) {
+		r.log.Warn().Dur("bound", historyFlushBound).Msg("re-exec: the upgrade history's last records were not written in time: they may be lost")
+	}
 	r.sd.Send(sdnotify.Reloading()...)
 	err = proc.Exec(r.path, os.Args, env)
 	setCloexec(fds)

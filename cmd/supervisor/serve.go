@@ -73,7 +73,7 @@ func serve(opts *options, log zerolog.Logger) error {
 	succ := &successor{upg: upg, opts: opts, sockets: sockets, obs: obs, reporter: r, log: log}
 	cfg := engineConfig(opts, sockets, runtimeDir, inherited, succ, r, hist, log)
 	cfg.Record = obs.record(cfg.Record)
-	re := &reexecer{path: selfPath, sockets: sockets, obs: obs, sd: sd, log: log}
+	re := &reexecer{path: selfPath, sockets: sockets, obs: obs, sd: sd, hist: hist, log: log}
 	cfg.Reexec, cfg.Image = re.exec, inherited.image()
 	sup, err := supervisor.New(cfg)
 	if err != nil {

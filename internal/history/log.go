@@ -178,6 +178,25 @@ func (l *Log) Append(r Record) error {
 	return nil
 }
 
+// Flush waits up to d until everything queued before it is written (or
+// lost), as before an exec of this process (the supervisor's re-exec in
+// place), which ends the writer; it reports whether that happened in time.
+func (l *Log) Flush(d time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		l.flush()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
 // flush waits until everything queued before it is written (or lost). It
 // returns at once after Close, which flushed.
 func (l *Log) flush() {

@@ -183,6 +183,12 @@ func (s *Supervisor) onReexecRequest(reply chan Result) {
 		fail(KindRefused, err)
 		return
 	}
+	for _, p := range s.unhashed { // the new image hashes nothing of ours: as they are
+		if s.cfg.Record != nil {
+			s.cfg.Record(p.rec)
+		}
+	}
+	s.unhashed = nil
 	release := s.procs.Freeze()
 	img := s.image(began)
 	s.log.Info().Int("gen", g.n).Ints("pids", g.pids()).Int("fd_store", s.live.n).Msg("re-exec in place: executing the new image")
