@@ -21,12 +21,12 @@ const buildTimeout = 5 * time.Minute
 
 // The Containerfile's builder stage runs
 //
-//	CGO_ENABLED=0 go build <buildFlags>"${VERSION}" -o /out/ <packages>
+//	CGO_ENABLED=1 go build <buildFlags> -o /out/ <packages>
 //
 // and these are the files it leaves in /out, by the package they come from.
 // buildImage builds them the same way, and refuses a Containerfile whose
 // build line or COPY --from=build lines it does not know.
-const buildFlags = `-trimpath -buildvcs=false -ldflags="-s -w -X main.version=${VERSION}"`
+const buildFlags = `-trimpath -buildvcs=false -tags netgo,osusergo -ldflags="-s -w -linkmode external -extldflags -static -X main.version=${VERSION}"`
 
 var outputs = map[string]string{
 	"/out/supervisor": "./cmd/supervisor",
@@ -146,8 +146,8 @@ func buildImage(dir string) (*image, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !strings.Contains(strings.Join(cf.run, "\n"), "CGO_ENABLED=0 go build "+buildFlags) {
-		return nil, fmt.Errorf("%s: no `CGO_ENABLED=0 go build %s` line: the Containerfile builds otherwise than this test; change both together", cf.path, buildFlags)
+	if !strings.Contains(strings.Join(cf.run, "\n"), "CGO_ENABLED=1 go build "+buildFlags) {
+		return nil, fmt.Errorf("%s: no `CGO_ENABLED=1 go build %s` line: the Containerfile builds otherwise than this test; change both together", cf.path, buildFlags)
 	}
 	im := &image{file: cf, dir: dir, files: map[string]string{}}
 	var builds []build
@@ -187,13 +187,14 @@ func goBuild(root string, builds []build) error {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 			defer cancel()
-			args := []string{"build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -X main.version=" + b.version, "-o", b.out, b.pkg}
+			args := []string{"build", "-trimpath", "-buildvcs=false", "-tags", "netgo,osusergo",
+				"-ldflags=-s -w -linkmode external -extldflags -static -X main.version=" + b.version, "-o", b.out, b.pkg}
 			cmd := exec.CommandContext(ctx, procwatch.GoTool(), args...)
 			cmd.Dir = root
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
 			cmd.WaitDelay = 5 * time.Second
 			if out, err := cmd.CombinedOutput(); err != nil {
-				errs[i] = fmt.Errorf("CGO_ENABLED=0 go %s: %v\n%s", strings.Join(args, " "), err, out)
+				errs[i] = fmt.Errorf("CGO_ENABLED=1 go %s: %v\n%s", strings.Join(args, " "), err, out)
 			}
 		}()
 	}
