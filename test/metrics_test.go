@@ -154,7 +154,7 @@ func TestMetricsAndProbes(t *testing.T) {
 
 // TestStopDelay proves --stop-delay: on SIGTERM /readyz fails at once while
 // the workers still serve, the drain begins only once the delay has passed,
-// and a second signal stops at once.
+// a SIGUSR2 meanwhile is refused, and a second signal stops at once.
 func TestStopDelay(t *testing.T) {
 	const delay = 1500 * time.Millisecond
 	s := startSupervisor(t, supervisorConfig{binary: pathfindV1,
@@ -185,13 +185,19 @@ func TestStopDelay(t *testing.T) {
 		t.Errorf("supervisor exited with %v, want 0", s.Err())
 	}
 
-	// A second signal does not wait for the delay.
+	// A SIGUSR2 during the delay is refused (an exec would lose the stop),
+	// and a second stop signal does not wait for the delay.
 	s2 := startSupervisor(t, supervisorConfig{binary: pathfindV1,
-		flags: goodFlags("--metrics-listen", "127.0.0.1:0", "--stop-delay", "1h")})
+		flags: goodFlags("--metrics-listen", "127.0.0.1:0", "--stop-delay", "1h", "--self-upgrade", "exec")})
 	s2.waitReady(1)
 	mark = s2.Log.Len()
 	s2.Signal(syscall.SIGTERM)
 	s2.waitFor(mark, waitBound, "the stop's delay", msg("stop requested: /readyz fails now; the drain begins after --stop-delay (another signal: at once)", nil))
+	s2.Signal(syscall.SIGUSR2)
+	refused, _ := s2.waitFor(mark, waitBound, "the refusal", msg("re-exec in place refused: this image serves on", []string{"reason"}))
+	if !strings.Contains(refused.Str("reason"), "a stop was asked for") {
+		t.Errorf("SIGUSR2 during --stop-delay: %s", refused.Raw)
+	}
 	s2.Signal(syscall.SIGINT)
 	select {
 	case <-s2.Done():

@@ -51,12 +51,22 @@ type inheritance struct {
 	deferred  *net.UnixConn // the channel on which to ask for the handover
 	// reexec: this process re-executed itself (reexec.go): the engine's
 	// state to take over; the rest is the same process's own
-	reexec *supervisor.Image
+	reexec     *supervisor.Image
+	runtimeDir string // of the image before: its notify sockets are there
 }
 
 // replacing says whether this supervisor replaces another process (a
 // successor started through tableflip), not its own previous image.
 func (in *inheritance) replacing() bool { return in != nil && in.reexec == nil }
+
+// previousRuntimeDir is the runtime directory of the image before a
+// re-exec, or "".
+func (in *inheritance) previousRuntimeDir() string {
+	if in == nil {
+		return ""
+	}
+	return in.runtimeDir
+}
 
 // image is the engine's state from a re-exec, or nil.
 func (in *inheritance) image() *supervisor.Image {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/procswitch/supervisor/internal/history"
@@ -28,7 +29,7 @@ type observability struct {
 // It does not serve yet: startServing does.
 func openObservability(opts *options, inherited *inheritance, log zerolog.Logger) (*observability, error) {
 	o := &observability{log: log}
-	o.metrics = metrics.New(o.status)
+	o.metrics = metrics.New(metrics.Bounded(o.status, probe.StatusBound)) // a hung loop fails a scrape, not hangs it
 	if ln := inherited.metricsListener(); ln != nil {
 		o.ln = ln
 	} else if opts.metricsListen != "" {
@@ -99,9 +100,14 @@ type stopper struct {
 	sup     *supervisor.Supervisor
 	log     zerolog.Logger
 	pending bool
+	asked   atomic.Bool // a stop signal came: a re-exec must not take it away
 }
 
+// requested says whether a stop signal came.
+func (s *stopper) requested() bool { return s.asked.Load() }
+
 func (s *stopper) signal(sig os.Signal) {
+	s.asked.Store(true)
 	if s.delay <= 0 || s.pending {
 		s.log.Info().Str("signal", sig.String()).Msg("stop requested")
 		s.sup.Stop()

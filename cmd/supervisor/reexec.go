@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -47,10 +48,11 @@ const reexecCheckTimeout = 10 * time.Second
 // reexecImage is the whole state across the exec: the engine's and what
 // this package holds.
 type reexecImage struct {
-	Sockets []reexecSocket    `json:"sockets"`
-	Control int               `json:"control"` // fd of the control socket's listener; -1 for none
-	Metrics int               `json:"metrics"` // fd of --metrics-listen's; -1 for none
-	Engine  *supervisor.Image `json:"engine"`
+	RuntimeDir string            `json:"runtime_dir"` // the notify sockets' directory, kept
+	Sockets    []reexecSocket    `json:"sockets"`
+	Control    int               `json:"control"` // fd of the control socket's listener; -1 for none
+	Metrics    int               `json:"metrics"` // fd of --metrics-listen's; -1 for none
+	Engine     *supervisor.Image `json:"engine"`
 }
 
 type reexecSocket struct {
@@ -70,13 +72,15 @@ func runReexecCheck(args []string) int {
 	return 0
 }
 
-// checkNewBinary runs the binary at path in check mode with our command
-// line: a build that does not run, or reads another image, or refuses the
-// flags is refused before anything is touched.
-func checkNewBinary(path string) error {
+// checkNewBinary runs the new binary, found at path and executed as file
+// (its /proc/self/fd path), in check mode with our command line: a build
+// that does not run, or reads another image, or refuses the flags is
+// refused before anything is touched.
+func checkNewBinary(path, file string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), reexecCheckTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, path, append([]string{reexecCheckArg}, os.Args[1:]...)...)
+	cmd := exec.CommandContext(ctx, file, append([]string{reexecCheckArg}, os.Args[1:]...)...)
+	cmd.Args[0] = path
 	cmd.Env = cleanReexecEnv(os.Environ())
 	cmd.WaitDelay = time.Second
 	out, err := cmd.Output()
@@ -96,13 +100,16 @@ func checkNewBinary(path string) error {
 
 // reexecer execs the new image: the engine's Config.Reexec.
 type reexecer struct {
-	path    string // this supervisor's binary, as started: a new build installed there is what runs
-	sockets *listener.Set
-	ctl     func() *net.UnixListener // nil without a control socket
-	obs     *observability
-	sd      *sdnotify.Notifier
-	hist    *history.Log // nil without one
-	log     zerolog.Logger
+	path       string      // this supervisor's binary, as started: a new build installed there is what runs
+	binary     string      // the checked file to execute (a /proc/self/fd path); path when empty
+	stopped    func() bool // a stop signal came: no exec, which would lose it
+	runtimeDir string
+	sockets    *listener.Set
+	ctl        func() *net.UnixListener // nil without a control socket
+	obs        *observability
+	sd         *sdnotify.Notifier
+	hist       *history.Log // nil without one
+	log        zerolog.Logger
 }
 
 // historyFlushBound bounds the wait for the history's queued records before
@@ -127,11 +134,12 @@ func (r *reexecer) exec(img *supervisor.Image) error {
 			fds = append(fds, ri.Metrics)
 		}
 	}
+	ri.RuntimeDir = r.runtimeDir
 	b, err := json.Marshal(ri)
 	if err != nil {
 		return err
 	}
-	mfd, err := unix.MemfdCreate("supervisor-reexec-image", 0) // no CLOEXEC: the new image reads it
+	mfd, err := unix.MemfdCreate("supervisor-reexec-image", unix.MFD_CLOEXEC)
 	if err != nil {
 		return fmt.Errorf("memfd: %w", err)
 	}
@@ -139,19 +147,29 @@ func (r *reexecer) exec(img *supervisor.Image) error {
 	if _, err := unix.Pwrite(mfd, b, 0); err != nil {
 		return fmt.Errorf("writing the image: %w", err)
 	}
-	for _, fd := range fds {
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
-			setCloexec(fds)
-			return fmt.Errorf("keeping fd %d open across the exec: %w", fd, err)
-		}
-	}
-	env := append(cleanReexecEnv(os.Environ()), envReexecImage+"="+strconv.Itoa(mfd))
+	fds = append(fds, mfd)
 	if r.hist != nil && !r.hist.Flush(historyFlushBound) {
 		r.log.Warn().Dur("bound", historyFlushBound).Msg("re-exec: the upgrade history's last records were not written in time: they may be lost")
 	}
+	// From here to the exec no fork may inherit what is kept open.
+	syscall.ForkLock.Lock()
+	defer syscall.ForkLock.Unlock()
+	defer setCloexec(fds) // if the exec fails
+	for _, fd := range fds {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+			return fmt.Errorf("keeping fd %d open across the exec: %w", fd, err)
+		}
+	}
+	if r.stopped != nil && r.stopped() {
+		return errors.New("a stop was asked for meanwhile: no exec, the stop goes on here")
+	}
+	env := append(cleanReexecEnv(os.Environ()), envReexecImage+"="+strconv.Itoa(mfd))
+	file := r.binary
+	if file == "" {
+		file = r.path
+	}
 	r.sd.Send(sdnotify.Reloading()...)
-	err = proc.Exec(r.path, os.Args, env)
-	setCloexec(fds)
+	err = proc.Exec(file, os.Args, env)
 	r.sd.Send("READY=1")
 	return err
 }
@@ -193,7 +211,7 @@ func takeReexecImage() (*inheritance, error) {
 	if err := json.Unmarshal(b, &ri); err != nil || ri.Engine == nil {
 		return nil, fmt.Errorf("re-exec: the image the previous binary left is not one this binary reads (%v): was it another program?", err)
 	}
-	in := &inheritance{reexec: ri.Engine, lastGen: ri.Engine.LastGen}
+	in := &inheritance{reexec: ri.Engine, lastGen: ri.Engine.LastGen, runtimeDir: ri.RuntimeDir}
 	for _, s := range ri.Sockets {
 		unix.CloseOnExec(s.FD)
 		in.sockets = append(in.sockets, listener.Passed{Name: s.Name, File: os.NewFile(uintptr(s.FD), s.Name), OwnsPath: s.OwnsPath})

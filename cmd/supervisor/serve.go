@@ -55,7 +55,7 @@ func serve(opts *options, log zerolog.Logger) error {
 		return err
 	}
 	defer sockets.Close()
-	runtimeDir, cleanup, err := makeRuntimeDir(opts.runtimeDir)
+	runtimeDir, cleanup, err := makeRuntimeDir(opts.runtimeDir, inherited.previousRuntimeDir())
 	if err != nil {
 		inherited.close()
 		return err
@@ -73,7 +73,7 @@ func serve(opts *options, log zerolog.Logger) error {
 	succ := &successor{upg: upg, opts: opts, sockets: sockets, obs: obs, reporter: r, log: log}
 	cfg := engineConfig(opts, sockets, runtimeDir, inherited, succ, r, hist, log)
 	cfg.Record = obs.record(cfg.Record)
-	re := &reexecer{path: selfPath, sockets: sockets, obs: obs, sd: sd, hist: hist, log: log}
+	re := &reexecer{path: selfPath, sockets: sockets, obs: obs, sd: sd, hist: hist, log: log, runtimeDir: runtimeDir}
 	cfg.Reexec, cfg.Image = re.exec, inherited.image()
 	sup, err := supervisor.New(cfg)
 	if err != nil {
@@ -96,8 +96,10 @@ func serve(opts *options, log zerolog.Logger) error {
 	logStarted(opts, inherited, log)
 	go succ.whenReady(sup, inherited.replacing())
 	go r.watchdog(inherited.parent(), sup)
-	up := &selfUpgrader{mode: opts.selfUpgrade, sup: sup, path: selfPath, log: log}
-	go handleSignals(signals, sup, up, &stopper{delay: opts.stopDelay, obs: obs, sup: sup, log: log}, log)
+	stop := &stopper{delay: opts.stopDelay, obs: obs, sup: sup, log: log}
+	re.stopped = stop.requested
+	up := &selfUpgrader{mode: opts.selfUpgrade, sup: sup, re: re, stop: stop, log: log}
+	go handleSignals(signals, sup, up, stop, log)
 	return wait(sup, opts, log)
 }
 
@@ -241,25 +243,51 @@ func handleSignals(signals <-chan os.Signal, sup *supervisor.Supervisor, up *sel
 type selfUpgrader struct {
 	mode string
 	sup  *supervisor.Supervisor
-	path string
+	re   *reexecer
+	stop *stopper
 	log  zerolog.Logger
+	busy atomic.Bool // a re-exec's check or quiesce runs
 }
 
 func (u *selfUpgrader) upgrade() {
+	refuse := func(reason string) {
+		u.sup.RefuseSelfUpgrade(supervisor.KindRefused, reason)
+	}
+	if u.stop.requested() {
+		refuse("a stop was asked for: the supervisor drains, or will after --stop-delay")
+		return
+	}
 	if u.mode == "fork" && os.Getpid() != 1 {
 		u.log.Info().Msg("SIGUSR2: upgrading the supervisor itself (a successor process)")
 		u.sup.SelfUpgrade()
 		return
 	}
-	u.log.Info().Str("binary", u.path).Msg("SIGUSR2: upgrading the supervisor itself (re-exec in place): checking the new binary")
-	if err := checkNewBinary(u.path); err != nil {
-		u.log.Error().Str("result", "refused").Str("kind", string(supervisor.KindNotExecutable)).Str("reason", err.Error()).
-			Msg("re-exec in place refused: this image serves on")
+	if !u.busy.CompareAndSwap(false, true) {
+		refuse("a re-exec in place is already under way")
 		return
 	}
-	// The engine logs a failure; on success this process is the new image.
-	go func() { <-u.sup.ReexecInPlace() }()
+	u.log.Info().Str("binary", u.re.path).Msg("SIGUSR2: upgrading the supervisor itself (re-exec in place): checking the new binary")
+	go func() { // off the signal goroutine: a stop must not wait for the check
+		defer u.busy.Store(false)
+		bin, err := os.Open(u.re.path) // checked, then executed: the same file, whatever is renamed over the path meanwhile
+		if err == nil {
+			defer bin.Close()
+			release := u.sup.HoldOrphans() // the check is our child, not the engine's to reap
+			err = checkNewBinary(u.re.path, procFD(bin))
+			release()
+		}
+		if err != nil {
+			u.sup.RefuseSelfUpgrade(supervisor.KindNotExecutable, err.Error())
+			return
+		}
+		u.re.binary = procFD(bin)
+		<-u.sup.ReexecInPlace() // the engine logs a failure; on success this is another image
+	}()
 }
+
+// procFD is the path of f's fd in /proc/self: a process that opens or
+// executes it gets that very file.
+func procFD(f *os.File) string { return "/proc/self/fd/" + strconv.Itoa(int(f.Fd())) }
 
 // wait runs the engine until it returns.
 func wait(sup *supervisor.Supervisor, opts *options, log zerolog.Logger) error {
@@ -374,11 +402,20 @@ func removePIDFile(path string) {
 }
 
 // makeRuntimeDir returns the directory for notify sockets: the one given,
-// systemd's RuntimeDirectory=, or a private temporary one removed at exit.
-func makeRuntimeDir(dir string) (string, func(), error) {
+// systemd's RuntimeDirectory=, or a private temporary one removed at exit;
+// after a re-exec in place, the previous image's (previous), which holds
+// the serving generation's notify socket, and which this image removes at
+// exit if it was a temporary one.
+func makeRuntimeDir(dir, previous string) (string, func(), error) {
 	if dir == "" {
 		// systemd joins several RuntimeDirectory= entries with ':'.
 		dir, _, _ = strings.Cut(os.Getenv("RUNTIME_DIRECTORY"), ":")
+	}
+	if previous != "" {
+		if dir == "" {
+			return previous, func() { os.RemoveAll(previous) }, nil
+		}
+		return previous, func() {}, nil
 	}
 	if dir != "" {
 		if err := os.MkdirAll(dir, 0o700); err != nil {

@@ -152,7 +152,6 @@ func (srv *server) accept(ln net.Listener) error {
 // deadlines in the past, so stop returns as soon as each goroutine has
 // finished the command it was running.
 func (srv *server) stop() []*session {
-	srv.open() // held sessions see the stop at once
 	srv.mu.Lock()
 	srv.stopping.Store(true)
 	for s := range srv.sessions {
@@ -167,6 +166,7 @@ func (srv *server) stop() []*session {
 		s.conn.SetDeadline(past)
 	}
 	srv.mu.Unlock()
+	srv.open() // held sessions, their deadlines set, see the stop at once
 	srv.wg.Wait()
 	srv.mu.Lock()
 	defer srv.mu.Unlock()

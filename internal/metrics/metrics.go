@@ -55,7 +55,7 @@ func New(status StatusFunc) *Metrics {
 	})
 	m.ready = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "supervisor_ready_seconds",
-		Help:    "From a generation's start to every worker ready (of a reload: the signal to the last answer), by event (start, upgrade, rollback, reload).",
+		Help:    "From a generation's start to every worker ready (of a reload: the signal to the last answer; of a re-exec in place: the request to the new image serving), by event (start, upgrade, rollback, reload, self-upgrade).",
 		Buckets: prometheus.ExponentialBuckets(0.01, 2, 14), // 10 ms to 82 s
 	}, []string{"event"})
 	m.blackout = prometheus.NewHistogramVec(prometheus.HistogramOpts{

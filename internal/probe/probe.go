@@ -2,8 +2,9 @@
 // monitoring (--metrics-listen): /metrics in Prometheus' text format,
 // /healthz for a liveness probe and /readyz for a readiness probe.
 //
-//	/healthz  200 while the supervisor's loop answers and a generation has
-//	          been started to serve; an upgrade, a handover's blackout, a
+//	/healthz  200 while the supervisor's loop answers and its first
+//	          generation has been ready (a startup probe waits for that);
+//	          an upgrade, a handover's blackout, a
 //	          worker's crash restart and a stop do not fail it, since a
 //	          liveness probe that fails gets the whole pod restarted, and
 //	          the supervisor restarts its workers itself
@@ -81,8 +82,8 @@ func (s *Server) Health() error {
 	switch {
 	case !ok:
 		return fmt.Errorf("the supervisor's loop does not answer within %v (hung, or ending)", StatusBound)
-	case st.State == "starting" && st.Current == nil:
-		return errors.New("starting: no generation serves yet")
+	case st.State == "starting":
+		return errors.New("starting: the first generation is not ready yet")
 	case st.Current == nil && !st.Stopping:
 		return fmt.Errorf("no generation serves (state %s)", st.State)
 	}

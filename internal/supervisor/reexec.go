@@ -136,6 +136,8 @@ func (s *Supervisor) reexecRefusal() error {
 	switch {
 	case s.cfg.Reexec == nil:
 		return fmt.Errorf("this supervisor does not re-execute itself")
+	case s.reexecing:
+		return fmt.Errorf("a re-exec in place is already under way")
 	case s.state != stateServing:
 		return fmt.Errorf("the supervisor is %s: send it again once it serves", s.state)
 	case len(s.gens) != 1 || g == nil || s.gens[0] != g:
@@ -156,11 +158,7 @@ func (s *Supervisor) reexecRefusal() error {
 func (s *Supervisor) onReexecRequest(reply chan Result) {
 	began := time.Now()
 	fail := func(kind Kind, err error) {
-		u := &UpgradeStatus{OK: false, At: time.Now(), Kind: string(kind), Reason: err.Error()}
-		s.lastSelfUpgrade = u
-		s.log.Error().Str("result", "failed").Str("kind", string(kind)).Str("reason", err.Error()).Msg("re-exec in place failed; this image serves on")
-		s.record(history.Record{Event: history.EventSelfUpgrade, Trigger: history.TriggerSIGUSR2, Gen: s.lastGen,
-			Result: history.ResultFailed, Kind: string(kind), Reason: err.Error()})
+		s.refuseSelfUpgrade(kind, err.Error())
 		reply <- Result{Err: &UpgradeError{Kind: kind, Reason: err.Error(), SelfUpgrade: true}}
 	}
 	if err := s.reexecRefusal(); err != nil {
@@ -171,31 +169,72 @@ func (s *Supervisor) onReexecRequest(reply chan Result) {
 	s.reexecing = true
 	defer func() { s.reexecing = false }()
 	s.endStandbys(g)
-	if stopped, err := s.quiesceNotify(g); err != nil {
+	stopped, err := s.quiesceNotify(g)
+	if err == nil {
+		s.reexecing = false // the refusal below is about what happened meanwhile
+		err = s.reexecRefusal()
+		s.reexecing = true
+	}
+	if err == nil && s.standbys > 0 {
+		err = fmt.Errorf("%d standby worker(s) started meanwhile", s.standbys)
+	}
+	if err != nil {
 		if stopped {
 			go s.readNotify(g)
 		}
 		fail(KindRefused, err)
 		return
 	}
-	if err := s.reexecRefusal(); err != nil { // something happened meanwhile
-		go s.readNotify(g)
-		fail(KindRefused, err)
-		return
-	}
-	for _, p := range s.unhashed { // the new image hashes nothing of ours: as they are
-		if s.cfg.Record != nil {
-			s.cfg.Record(p.rec)
-		}
+	for _, p := range s.unhashed { // the new image hashes only its own: written as they are
+		s.write(p.rec)
 	}
 	s.unhashed = nil
 	release := s.procs.Freeze()
+	for _, sl := range g.slots { // an exit reaped before the freeze would be lost to the new image
+		select {
+		case <-sl.worker.proc.Done():
+			release()
+			go s.readNotify(g)
+			fail(KindRefused, fmt.Errorf("worker %d exited meanwhile: send it again once it is restarted", sl.worker.pid()))
+			return
+		default:
+		}
+	}
 	img := s.image(began)
 	s.log.Info().Int("gen", g.n).Ints("pids", g.pids()).Int("fd_store", s.live.n).Msg("re-exec in place: executing the new image")
-	err := s.cfg.Reexec(img)
+	err = s.cfg.Reexec(img)
 	release()
 	go s.readNotify(g)
 	fail(KindStartFailed, fmt.Errorf("re-exec: %w", err))
+}
+
+// HoldOrphans makes the engine's reaper leave alone every process it did
+// not start until release: a child of the caller's own, such as a new
+// binary run in check mode, which the caller waits for.
+func (s *Supervisor) HoldOrphans() (release func()) { return s.procs.HoldOrphans() }
+
+// RefuseSelfUpgrade records a self-upgrade refused before the engine was
+// asked, such as a new binary that failed its check: in the status, the
+// log, the history and the metrics, as the engine's own refusals.
+func (s *Supervisor) RefuseSelfUpgrade(kind Kind, reason string) {
+	s.send(selfUpgradeRefusedEvent{kind: kind, reason: reason})
+}
+
+type selfUpgradeRefusedEvent struct {
+	kind   Kind
+	reason string
+}
+
+// refuseSelfUpgrade is a failed or refused re-exec: this image serves on.
+func (s *Supervisor) refuseSelfUpgrade(kind Kind, reason string) {
+	s.lastSelfUpgrade = &UpgradeStatus{OK: false, At: time.Now(), Kind: string(kind), Reason: reason}
+	msg := "re-exec in place failed; this image serves on"
+	if kind == KindRefused || kind == KindNotExecutable {
+		msg = "re-exec in place refused: this image serves on"
+	}
+	s.log.Error().Str("result", "failed").Str("kind", string(kind)).Str("reason", reason).Msg(msg)
+	s.record(history.Record{Event: history.EventSelfUpgrade, Trigger: history.TriggerSIGUSR2, Gen: s.lastGen,
+		Result: history.ResultFailed, Kind: string(kind), Reason: reason})
 }
 
 // quiesceNotify handles every event until the standbys have been reaped,
@@ -213,9 +252,8 @@ func (s *Supervisor) quiesceNotify(g *generation) (stopped bool, err error) {
 			return false, fmt.Errorf("re-exec: %d standby worker(s) did not exit within %v", s.standbys, reexecQuiesce)
 		}
 	}
-	if err := g.notify.Send(reexecKey + "=" + itoa(g.n)); err != nil {
-		return false, fmt.Errorf("re-exec: %w", err)
-	}
+	sent := make(chan error, 1)
+	go func() { sent <- g.notify.Send(reexecKey + "=" + itoa(g.n)) }() // not on the loop: the reader may wait for it
 	for {
 		select {
 		case ev := <-s.events:
@@ -223,6 +261,11 @@ func (s *Supervisor) quiesceNotify(g *generation) (stopped bool, err error) {
 				return true, nil
 			}
 			s.dispatch(ev)
+		case err := <-sent:
+			if err != nil {
+				return false, fmt.Errorf("re-exec: %w", err)
+			}
+			sent = nil
 		case <-timeout.C:
 			return false, fmt.Errorf("re-exec: the notify socket's reader did not reach the marker within %v", reexecQuiesce)
 		}
@@ -330,6 +373,7 @@ func (s *Supervisor) restore(img *Image, r *proc.Reaper) error {
 		}
 	}
 	s.current, s.gens, s.state = g, []*generation{g}, stateServing
+	s.hashBinary(g) // if the previous image had not yet
 	s.readyOnce.Do(func() { close(s.readyCh) })
 	go s.readNotify(g)
 	took := time.Since(img.Began)

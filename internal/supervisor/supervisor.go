@@ -212,6 +212,7 @@ func (s *Supervisor) Run() error {
 	defer s.procs.Close()
 	defer close(s.done)
 	if s.restored {
+		s.reconcileStandbys() // the previous image ended its standbys
 		return s.loop()
 	}
 	g, err := s.newGeneration()
@@ -263,6 +264,8 @@ func (s *Supervisor) handle(ev any) {
 		s.onSelfUpgradeRequest(ev.reply)
 	case reexecRequest:
 		s.onReexecRequest(ev.reply)
+	case selfUpgradeRefusedEvent:
+		s.refuseSelfUpgrade(ev.kind, ev.reason)
 	case successorEvent:
 		s.onSuccessor(ev.err)
 	case selfHandOverRequest:
