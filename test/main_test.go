@@ -24,10 +24,13 @@ const buildTimeout = 5 * time.Minute
 var (
 	binDir        string
 	supervisorBin string
-	pathfindV1    string // pathfind built with -X main.version=v1
-	pathfindV2    string // and with v2
-	helperBin     string // this test binary
-	buildErr      error  // why the binaries are missing, if they are
+	// supervisorFailpoint is the supervisor built with the failpoint tag:
+	// a new image of it fails its re-exec preflight
+	supervisorFailpoint string
+	pathfindV1          string // pathfind built with -X main.version=v1
+	pathfindV2          string // and with v2
+	helperBin           string // this test binary
+	buildErr            error  // why the binaries are missing, if they are
 )
 
 func TestMain(m *testing.M) {
@@ -79,6 +82,7 @@ func buildAll() error {
 		race = []string{"-race"}
 	}
 	supervisorBin = filepath.Join(binDir, "supervisor")
+	supervisorFailpoint = filepath.Join(binDir, "supervisor-failpoint")
 	pathfindV1 = filepath.Join(binDir, "pathfind-v1")
 	pathfindV2 = filepath.Join(binDir, "pathfind-v2")
 	builds := []struct {
@@ -86,6 +90,7 @@ func buildAll() error {
 		flags    []string
 	}{
 		{supervisorBin, "./cmd/supervisor", race},
+		{supervisorFailpoint, "./cmd/supervisor", append([]string{"-tags", "failpoint"}, race...)},
 		{pathfindV1, "./example-game/pathfind", []string{"-ldflags", "-X main.version=v1"}},
 		{pathfindV2, "./example-game/pathfind", []string{"-ldflags", "-X main.version=v2"}},
 	}

@@ -278,3 +278,42 @@ func TestReexecAsPID1(t *testing.T) {
 		t.Errorf("no \"stopped\" line: %v", err)
 	}
 }
+
+// TestReexecFallsBack: a new binary that passes its check but cannot take
+// the state over after the exec (here a build whose preflight fails) does
+// not take the workers down with it: it executes the previous binary again,
+// held open across the exec, with the same state, which serves on under
+// load with no failed request, same PID, same workers.
+func TestReexecFallsBack(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "supervisor")
+	if err := copyFile(bin, supervisorBin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := startSupervisorFrom(t, bin, supervisorConfig{binary: pathfindV1, flags: goodFlags("--workers", "2", "--self-upgrade", "exec")})
+	addr := s.waitListening("http")
+	first := s.waitReady(1)
+	loads := startBothModes(t, pathURL(t, addr))
+	original := inode(t, bin)
+	if err := copyFile(bin, supervisorFailpoint, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	awaitAll(t, loads)
+	mark := s.Log.Len()
+	s.reexec() // the second image's: the previous binary's, executed again
+	if _, _, err := s.Log.Find(mark, 0, "the fallback", func(e procwatch.Entry) bool {
+		return e.Is("re-exec in place: executing the previous binary again with the state")
+	}); err != nil {
+		t.Fatalf("no fallback: %v", err)
+	}
+	if got := inode(t, fmt.Sprintf("/proc/%d/exe", s.PID)); got != original {
+		t.Errorf("after the fallback the supervisor runs inode %d, want the previous binary's %d", got, original)
+	}
+	if w := s.workers(); !sameSet(w, first.pids) || !s.running() {
+		t.Fatalf("after the fallback: workers %v (want %v), running %v", w, first.pids, s.running())
+	}
+	awaitAll(t, loads)
+	for i, run := range loads {
+		noFailures(t, fmt.Sprint("load ", i), run.Stop())
+	}
+}

@@ -164,6 +164,12 @@ func (r *reexecer) exec(img *supervisor.Image) error {
 		return errors.New("a stop was asked for meanwhile: no exec, the stop goes on here")
 	}
 	env := append(cleanReexecEnv(os.Environ()), envReexecImage+"="+strconv.Itoa(mfd))
+	if self, err := unix.Open("/proc/self/exe", unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+		defer unix.Close(self) // if the exec fails
+		if _, err := unix.FcntlInt(uintptr(self), unix.F_SETFD, 0); err == nil {
+			env = append(env, envReexecFallback+"="+strconv.Itoa(self)) // this very binary, whatever is at the path now
+		}
+	}
 	file := r.binary
 	if file == "" {
 		file = r.path
@@ -189,27 +195,47 @@ func listenerFD(ln syscall.Conn) int {
 	return fd
 }
 
+// envReexecFallback names, in the new image, an fd of the previous image's
+// own binary: a new image that cannot take the state over (preflight)
+// executes it again, with the same image, rather than die with the workers.
+const envReexecFallback = "SUPERVISOR_REEXEC_FALLBACK"
+
 // takeReexecImage reads the image a previous image of this process left,
-// if it re-executed itself: what it passed, as an inheritance.
-func takeReexecImage() (*inheritance, error) {
+// if it re-executed itself: what it passed, as an inheritance. Before it
+// takes any fd over it checks that it can (preflight); if not, it executes
+// the previous binary again with the image, and returns only if that fails.
+func takeReexecImage(opts *options, log zerolog.Logger) (*inheritance, error) {
 	v := os.Getenv(envReexecImage)
 	if v == "" {
 		return nil, nil
 	}
+	fallback := os.Getenv(envReexecFallback)
 	os.Unsetenv(envReexecImage)
-	fd, err := strconv.Atoi(v)
-	if err != nil || fd < 3 {
+	os.Unsetenv(envReexecFallback)
+	mfd, err := strconv.Atoi(v)
+	if err != nil || mfd < 3 {
 		return nil, fmt.Errorf("re-exec: %s=%q is not an fd", envReexecImage, v)
 	}
-	f := os.NewFile(uintptr(fd), "reexec-image")
-	b, err := io.ReadAll(f)
-	f.Close()
+	f := os.NewFile(uintptr(mfd), "reexec-image")
+	defer f.Close()
+	st, err := f.Stat()
+	var b []byte
+	if err == nil {
+		b, err = io.ReadAll(io.NewSectionReader(f, 0, st.Size())) // by offset: a fallback reads it again
+	}
 	if err != nil {
 		return nil, fmt.Errorf("re-exec: reading the image: %w", err)
 	}
 	var ri reexecImage
 	if err := json.Unmarshal(b, &ri); err != nil || ri.Engine == nil {
-		return nil, fmt.Errorf("re-exec: the image the previous binary left is not one this binary reads (%v): was it another program?", err)
+		err = fmt.Errorf("re-exec: the image the previous binary left is not one this binary reads (%v): was it another program?", err)
+		return nil, fallBack(fallback, mfd, err, log)
+	}
+	if err := ri.preflight(opts); err != nil {
+		return nil, fallBack(fallback, mfd, fmt.Errorf("re-exec: this binary cannot take the state over: %w", err), log)
+	}
+	if fd, err := strconv.Atoi(fallback); err == nil {
+		unix.Close(fd)
 	}
 	in := &inheritance{reexec: ri.Engine, lastGen: ri.Engine.LastGen, runtimeDir: ri.RuntimeDir}
 	for _, s := range ri.Sockets {
@@ -229,6 +255,62 @@ func takeReexecImage() (*inheritance, error) {
 	return in, nil
 }
 
+// fds are every fd the image names.
+func (ri *reexecImage) fds() []int {
+	fds := ri.Engine.FDs()
+	for _, s := range ri.Sockets {
+		fds = append(fds, s.FD)
+	}
+	for _, fd := range []int{ri.Control, ri.Metrics} {
+		if fd >= 0 {
+			fds = append(fds, fd)
+		}
+	}
+	return fds
+}
+
+// preflight checks, before anything is taken over, what would make this
+// image fail to serve with the state: the layout, the workers, every fd,
+// the runtime directory.
+func (ri *reexecImage) preflight(opts *options) error {
+	switch {
+	case failReexecPreflight:
+		return errors.New("a build that fails its preflight, for the tests")
+	case ri.Engine.Version != supervisor.ImageVersion:
+		return fmt.Errorf("the image's layout is %d, this binary reads %d", ri.Engine.Version, supervisor.ImageVersion)
+	case len(ri.Engine.Gen.Workers) != opts.workers:
+		return fmt.Errorf("the image has %d workers, --workers says %d", len(ri.Engine.Gen.Workers), opts.workers)
+	}
+	for _, fd := range ri.fds() {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+			return fmt.Errorf("fd %d of the image: %w", fd, err)
+		}
+	}
+	if ri.RuntimeDir != "" {
+		if _, err := os.Stat(ri.RuntimeDir); err != nil {
+			return fmt.Errorf("the runtime directory: %w", err)
+		}
+	}
+	return nil
+}
+
+// fallBack executes the previous binary (the fd named by fallback) again
+// with the image in mfd, on the main thread, which forked the workers; it
+// returns why, and why that failed too, if it cannot. The image's fds are
+// still as the previous image left them, open across an exec.
+func fallBack(fallback string, mfd int, why error, log zerolog.Logger) error {
+	fd, err := strconv.Atoi(fallback)
+	if err != nil {
+		return why
+	}
+	log.Error().Err(why).Msg("re-exec in place: executing the previous binary again with the state")
+	unix.FcntlInt(uintptr(mfd), unix.F_SETFD, 0)
+	unix.CloseOnExec(fd)                                                              // executed by path; the kernel has the file before it closes the fd
+	env := append(cleanReexecEnv(os.Environ()), envReexecImage+"="+strconv.Itoa(mfd)) // no fallback: no loop
+	err = proc.Exec("/proc/self/fd/"+strconv.Itoa(fd), os.Args, env)
+	return fmt.Errorf("%w; and executing the previous binary again failed: %v", why, err)
+}
+
 // fileListener takes over the listener at fd (its duplicate; fd is closed).
 func fileListener(fd int) (net.Listener, error) {
 	f := os.NewFile(uintptr(fd), "listener")
@@ -243,7 +325,7 @@ func cleanReexecEnv(env []string) []string {
 	for _, kv := range env {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
-		case "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", envReexecImage:
+		case "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", envReexecImage, envReexecFallback:
 			continue
 		}
 		out = append(out, kv)

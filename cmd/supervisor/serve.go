@@ -45,7 +45,7 @@ func serve(opts *options, log zerolog.Logger) error {
 	}
 	defer upg.Stop()
 	if inherited == nil {
-		if inherited, err = takeReexecImage(); err != nil {
+		if inherited, err = takeReexecImage(opts, log); err != nil {
 			return err
 		}
 	}

@@ -1,0 +1,6 @@
+//go:build failpoint
+
+package main
+
+// failReexecPreflight: see failpoint_off.go.
+const failReexecPreflight = true
