@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -29,6 +30,7 @@ type supervisorConfig struct {
 	mode       os.FileMode
 	workerArgs []string
 	inherit    []*os.File // passed to the supervisor as fds 3, 4, ... (a leaky parent)
+	ownGroup   bool       // the supervisor leads a process group of its own, as a terminal's job does
 }
 
 // startSupervisor installs cfg.binary as the worker and starts a supervisor
@@ -57,6 +59,9 @@ func startSupervisor(t *testing.T, cfg supervisorConfig) *supervisor {
 	cmd := exec.Command(supervisorBin, args...)
 	cmd.Env = append(os.Environ(), cfg.env...)
 	cmd.ExtraFiles = cfg.inherit
+	if cfg.ownGroup {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	}
 	p, err := procwatch.Start("supervisor", cmd)
 	if err != nil {
 		t.Fatal(err)

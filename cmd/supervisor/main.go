@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 
 	"github.com/procswitch/supervisor/internal/proc"
 )
@@ -31,7 +33,12 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == reexecCheckArg {
 		os.Exit(runReexecCheck(os.Args[2:]))
 	}
-	os.Exit(proc.ServeMainThread(func() int { return run(os.Args[1:]) }))
+	// Caught from the start: a signal before serve is ready for it must not
+	// take its default action, which would end the process, and after a
+	// re-exec in place its workers with it.
+	signals := make(chan os.Signal, 16)
+	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2)
+	os.Exit(proc.ServeMainThread(func() int { return run(os.Args[1:], signals) }))
 }
 
 // selfPath is the binary this supervisor was started from, made absolute
@@ -49,7 +56,7 @@ var selfPath = func() string {
 	return p
 }()
 
-func run(args []string) int {
+func run(args []string, signals chan os.Signal) int {
 	opts, err := parseFlags(args, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -63,7 +70,7 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "supervisor: %v\n", err)
 		return 2
 	}
-	if err := serve(opts, log); err != nil {
+	if err := serve(opts, log, signals); err != nil {
 		fmt.Fprintf(os.Stderr, "supervisor: %v\n", err)
 		return 1
 	}

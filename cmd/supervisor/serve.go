@@ -24,9 +24,7 @@ import (
 // replaces), runs the workers and handles signals and control requests
 // until a stop has drained them all, or until a successor supervisor has
 // taken over and this one's workers have drained.
-func serve(opts *options, log zerolog.Logger) error {
-	signals := make(chan os.Signal, 16)
-	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2)
+func serve(opts *options, log zerolog.Logger, signals chan os.Signal) error {
 	defer signal.Stop(signals)
 
 	sd, err := sdnotify.FromEnv()
