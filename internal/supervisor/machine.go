@@ -75,7 +75,8 @@ import (
 //	  every other state: refused
 //	re-exec in place (SIGUSR2 with --self-upgrade exec, and as PID 1;
 //	reexec.go)
-//	  serving        with every worker ready and no other generation:
+//	  serving, probation (ended once the re-exec is taken)
+//	                 with every worker ready and no other generation:
 //	                 quiesce (standbys ended, the notify socket's marker
 //	                 handled, events meanwhile handled as here), then exec
 //	                 the new image, which adopts the workers and serves; an

@@ -153,7 +153,9 @@ var machineTable = []struct {
 	{"self-upgrade-unprepared", map[string]string{"*": "- req=refused"}},
 	// a re-exec in place (reexec.go), whose exec fails: taken only in
 	// serving, where the image serves on; refused everywhere else
-	{"reexec", map[string]string{"*": "- req=refused", "serving": "- req=start-failed"}},
+	{"reexec", map[string]string{"*": "- req=refused", "serving": "- req=start-failed",
+		"probation": "- req=refused", // the previous generation still drains (the fakes do not exit)
+	}},
 	{"stop", map[string]string{"*": "stopping",
 		"upgrading": "stopping up=cancelled", "upgrading-early": "stopping up=cancelled",
 		"saving": "stopping up=cancelled", "restoring": "stopping up=cancelled",

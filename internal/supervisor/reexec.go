@@ -138,7 +138,7 @@ func (s *Supervisor) reexecRefusal() error {
 		return fmt.Errorf("this supervisor does not re-execute itself")
 	case s.reexecing:
 		return fmt.Errorf("a re-exec in place is already under way")
-	case s.state != stateServing:
+	case s.state != stateServing && s.state != stateProbation:
 		return fmt.Errorf("the supervisor is %s: send it again once it serves", s.state)
 	case len(s.gens) != 1 || g == nil || s.gens[0] != g:
 		return fmt.Errorf("an older generation is still draining: send it again once it has exited")
@@ -165,6 +165,7 @@ func (s *Supervisor) onReexecRequest(reply chan Result) {
 		fail(KindRefused, err)
 		return
 	}
+	s.endProbation("the supervisor re-executes itself") // if on probation: as a fork self-upgrade does
 	g := s.current
 	s.reexecing = true
 	defer func() { s.reexecing = false }()

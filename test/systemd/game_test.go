@@ -31,9 +31,11 @@ type gameResult struct {
 	Error     string   `json:"error"`
 }
 
-// TestGameHandover: the game unit starts; systemctl reload hands a playing
-// client's session (its connection and its coins) to the new build; after a
-// stop, the snapshot in the StateDirectory brings the player back.
+// TestGameHandover: the game unit starts (the game with --live); systemctl
+// reload hands a playing client's session (its connection and its coins)
+// to the new build; SIGUSR2 re-executes the supervisor in place, MainPID
+// and the session unchanged; after a stop, the snapshot in the
+// StateDirectory brings the player back.
 func TestGameHandover(t *testing.T) {
 	c := need(t)
 	startUnit(t, c, gameUnit)
@@ -60,6 +62,30 @@ func TestGameHandover(t *testing.T) {
 	t.Logf("STATUS before: %s\nSTATUS after:  %s", before.Reply, after.Reply)
 	if after.Version != "v2" || after.PID == before.PID {
 		t.Errorf("STATUS after the reload: %s, want version v2 from a new worker (was pid %d)", after.Reply, before.PID)
+	}
+
+	// SIGUSR2: the supervisor re-executes itself in place (--self-upgrade
+	// exec): the unit stays active, MainPID does not change, and the player
+	// plays on with the same worker.
+	mainPID := c.show(t, gameUnit, "MainPID")
+	if r := c.systemctl(30*time.Second, "kill", "-s", "USR2", "--kill-who=main", gameUnit); r.err != nil || r.code != 0 {
+		t.Fatalf("SIGUSR2: %v\n%s", r, c.diag(gameUnit))
+	}
+	if re := c.awaitJournal(t, gameUnit, 1, 30*time.Second, func(e procwatch.Entry) bool {
+		return e.Is("re-exec in place: the new image serves, its workers adopted")
+	}); len(re) != 1 {
+		t.Fatalf("no re-exec in the journal\n%s", c.diag(gameUnit))
+	} else {
+		t.Logf("journal: %s", re[0].Raw)
+	}
+	if now, state := c.show(t, gameUnit, "MainPID"), c.show(t, gameUnit, "ActiveState"); now != mainPID || state != "active" {
+		t.Errorf("after SIGUSR2: MainPID %s (was %s), %s; want the same PID, active", now, mainPID, state)
+	}
+	var reexeced gameStatus
+	g.send(t, "status")
+	g.event(t, "status", 30*time.Second, &reexeced)
+	if reexeced.PID != after.PID || reexeced.Version != "v2" || reexeced.Works <= after.Works {
+		t.Errorf("STATUS after SIGUSR2: %s, want the same worker %d playing on", reexeced.Reply, after.PID)
 	}
 	var res gameResult
 	g.finish(t, &res)
