@@ -283,7 +283,8 @@ func TestReexecAsPID1(t *testing.T) {
 // the state over after the exec (here a build whose preflight fails) does
 // not take the workers down with it: it executes the previous binary again,
 // held open across the exec, with the same state, which serves on under
-// load with no failed request, same PID, same workers.
+// load with no failed request, same PID, same workers, and records the
+// self-upgrade as failed, with why.
 func TestReexecFallsBack(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "supervisor")
@@ -300,7 +301,14 @@ func TestReexecFallsBack(t *testing.T) {
 	}
 	awaitAll(t, loads)
 	mark := s.Log.Len()
-	s.reexec() // the second image's: the previous binary's, executed again
+	if err := s.Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	// The previous binary, executed again, serves on and records a failure.
+	e, _ := s.waitFor(mark, waitBound, "the fallback's outcome", msg("re-exec in place failed: the previous binary serves on, its workers adopted", []string{"reason"}))
+	if e.Str("result") != "failed" || e.Str("kind") != "start-failed" || !strings.Contains(e.Str("reason"), "cannot take the state over") {
+		t.Errorf("the fallback's outcome: %s", e.Raw)
+	}
 	if _, _, err := s.Log.Find(mark, 0, "the fallback", func(e procwatch.Entry) bool {
 		return e.Is("re-exec in place: executing the previous binary again with the state")
 	}); err != nil {

@@ -10,12 +10,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 
+	"github.com/procswitch/supervisor/internal/earlysig"
 	"github.com/procswitch/supervisor/internal/proc"
 )
 
@@ -25,20 +24,20 @@ func init() { runtime.LockOSThread() }
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == proc.ShimArg {
+		earlysig.Release() // the worker's signals are its own (an exec resets caught ones anyway)
 		os.Exit(proc.RunShim(os.Args[2:]))
 	}
 	if len(os.Args) > 1 && os.Args[1] == "ctl" {
+		earlysig.Release()
 		os.Exit(runCtl(os.Args[2:], os.Stdout, os.Stderr))
 	}
 	if len(os.Args) > 1 && os.Args[1] == reexecCheckArg {
 		os.Exit(runReexecCheck(os.Args[2:]))
 	}
-	// Caught from the start: a signal before serve is ready for it must not
-	// take its default action, which would end the process, and after a
-	// re-exec in place its workers with it.
-	signals := make(chan os.Signal, 16)
-	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2)
-	os.Exit(proc.ServeMainThread(func() int { return run(os.Args[1:], signals) }))
+	// Caught from the start (package earlysig): a signal before serve is
+	// ready for it must not take its default action, which would end the
+	// process, and after a re-exec in place its workers with it.
+	os.Exit(proc.ServeMainThread(func() int { return run(os.Args[1:], earlysig.C) }))
 }
 
 // selfPath is the binary this supervisor was started from, made absolute

@@ -110,7 +110,7 @@ func (s *stopper) signal(sig os.Signal) {
 	s.asked.Store(true)
 	if s.delay <= 0 || s.pending {
 		s.log.Info().Str("signal", sig.String()).Msg("stop requested")
-		s.sup.Stop()
+		go s.sup.Stop() // never blocks the signal goroutine
 		return
 	}
 	s.pending = true

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/procswitch/supervisor/internal/earlysig"
 	"github.com/procswitch/supervisor/internal/history"
 	"github.com/procswitch/supervisor/internal/proc"
 	"github.com/procswitch/supervisor/internal/sdnotify"
@@ -139,7 +140,10 @@ func (r *reexecer) exec(img *supervisor.Image) error {
 	if err != nil {
 		return err
 	}
-	mfd, err := unix.MemfdCreate("supervisor-reexec-image", unix.MFD_CLOEXEC)
+	mfd, err := unix.MemfdCreate("supervisor-reexec-image", unix.MFD_CLOEXEC|unix.MFD_NOEXEC_SEAL)
+	if errors.Is(err, unix.EINVAL) { // a kernel before 6.3
+		mfd, err = unix.MemfdCreate("supervisor-reexec-image", unix.MFD_CLOEXEC)
+	}
 	if err != nil {
 		return fmt.Errorf("memfd: %w", err)
 	}
@@ -151,31 +155,44 @@ func (r *reexecer) exec(img *supervisor.Image) error {
 	if r.hist != nil && !r.hist.Flush(historyFlushBound) {
 		r.log.Warn().Dur("bound", historyFlushBound).Msg("re-exec: the upgrade history's last records were not written in time: they may be lost")
 	}
-	// From here to the exec no fork may inherit what is kept open.
-	syscall.ForkLock.Lock()
-	defer syscall.ForkLock.Unlock()
-	defer setCloexec(fds) // if the exec fails
-	for _, fd := range fds {
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
-			return fmt.Errorf("keeping fd %d open across the exec: %w", fd, err)
+	if r.runtimeDir != "" {
+		if _, err := os.Stat(r.runtimeDir); err != nil { // the notify sockets' files are gone: the workers could not reach the new image
+			return fmt.Errorf("the runtime directory: %w", err)
 		}
-	}
-	if r.stopped != nil && r.stopped() {
-		return errors.New("a stop was asked for meanwhile: no exec, the stop goes on here")
 	}
 	env := append(cleanReexecEnv(os.Environ()), envReexecImage+"="+strconv.Itoa(mfd))
-	if self, err := unix.Open("/proc/self/exe", unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+	// This very binary, whatever is at the path now, for the new image to
+	// execute again if it cannot take the state over (O_PATH: execute
+	// permission is enough).
+	if self, err := unix.Open("/proc/self/exe", unix.O_PATH|unix.O_CLOEXEC, 0); err == nil {
 		defer unix.Close(self) // if the exec fails
-		if _, err := unix.FcntlInt(uintptr(self), unix.F_SETFD, 0); err == nil {
-			env = append(env, envReexecFallback+"="+strconv.Itoa(self)) // this very binary, whatever is at the path now
-		}
+		fds = append(fds, self)
+		env = append(env, envReexecFallback+"="+strconv.Itoa(self))
+	} else {
+		r.log.Warn().Err(err).Msg("re-exec: no fallback to this binary if the new one cannot take the state over")
 	}
 	file := r.binary
 	if file == "" {
 		file = r.path
 	}
 	r.sd.Send(sdnotify.Reloading()...)
-	err = proc.Exec(file, os.Args, env)
+	// On the main thread, from the fds' losing close-on-exec to the exec,
+	// with no fork meanwhile (ForkLock), so that nothing else inherits them.
+	err = proc.ExecPrepared(func() error {
+		syscall.ForkLock.Lock()
+		for _, fd := range fds {
+			if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+				return fmt.Errorf("keeping fd %d open across the exec: %w", fd, err)
+			}
+		}
+		if r.stopped != nil && r.stopped() {
+			return errors.New("a stop was asked for meanwhile: no exec, the stop goes on here")
+		}
+		return nil
+	}, func() {
+		setCloexec(fds)
+		syscall.ForkLock.Unlock()
+	}, file, os.Args, env)
 	r.sd.Send("READY=1")
 	return err
 }
@@ -200,43 +217,66 @@ func listenerFD(ln syscall.Conn) int {
 // executes it again, with the same image, rather than die with the workers.
 const envReexecFallback = "SUPERVISOR_REEXEC_FALLBACK"
 
-// takeReexecImage reads the image a previous image of this process left,
-// if it re-executed itself: what it passed, as an inheritance. Before it
-// takes any fd over it checks that it can (preflight); if not, it executes
-// the previous binary again with the image, and returns only if that fails.
-func takeReexecImage(opts *options, log zerolog.Logger) (*inheritance, error) {
+// envReexecFellBack, set by a new image for the previous binary it executes
+// again (fallBack), says why: the previous binary serves on, and records the
+// self-upgrade as failed.
+const envReexecFellBack = "SUPERVISOR_REEXEC_FELL_BACK"
+
+// pendingImage is the image a previous image of this process left, read
+// and checked (preflight) but not yet taken over: until take, a failure of
+// this image's start executes the previous binary again (fallBack).
+type pendingImage struct {
+	ri       reexecImage
+	mfd      int
+	fallback string // the previous binary's fd, as passed; "" for none
+	fellBack string // this image is that previous binary, and why
+}
+
+// readReexecImage reads and checks the image a previous image of this
+// process left, if it re-executed itself; nil if it did not. A failure
+// falls back (and returns only if that fails).
+func readReexecImage(opts *options, log zerolog.Logger) (*pendingImage, error) {
 	v := os.Getenv(envReexecImage)
 	if v == "" {
 		return nil, nil
 	}
-	fallback := os.Getenv(envReexecFallback)
+	redeliverSignals()
+	p := &pendingImage{fallback: os.Getenv(envReexecFallback), fellBack: os.Getenv(envReexecFellBack)}
 	os.Unsetenv(envReexecImage)
 	os.Unsetenv(envReexecFallback)
-	mfd, err := strconv.Atoi(v)
-	if err != nil || mfd < 3 {
+	os.Unsetenv(envReexecFellBack)
+	var err error
+	if p.mfd, err = strconv.Atoi(v); err != nil || p.mfd < 3 {
 		return nil, fmt.Errorf("re-exec: %s=%q is not an fd", envReexecImage, v)
 	}
-	f := os.NewFile(uintptr(mfd), "reexec-image")
-	defer f.Close()
-	st, err := f.Stat()
+	var st unix.Stat_t
 	var b []byte
-	if err == nil {
-		b, err = io.ReadAll(io.NewSectionReader(f, 0, st.Size())) // by offset: a fallback reads it again
+	if err = unix.Fstat(p.mfd, &st); err == nil {
+		b = make([]byte, st.Size)
+		var n int
+		n, err = unix.Pread(p.mfd, b, 0) // by offset: a fallback reads it again
+		b = b[:max(n, 0)]
 	}
 	if err != nil {
-		return nil, fmt.Errorf("re-exec: reading the image: %w", err)
+		return nil, p.fallBack(fmt.Errorf("re-exec: reading the image: %w", err), log)
 	}
-	var ri reexecImage
-	if err := json.Unmarshal(b, &ri); err != nil || ri.Engine == nil {
-		err = fmt.Errorf("re-exec: the image the previous binary left is not one this binary reads (%v): was it another program?", err)
-		return nil, fallBack(fallback, mfd, err, log)
+	if err := json.Unmarshal(b, &p.ri); err != nil || p.ri.Engine == nil {
+		return nil, p.fallBack(fmt.Errorf("re-exec: the image the previous binary left is not one this binary reads (%v): was it another program?", err), log)
 	}
-	if err := ri.preflight(opts); err != nil {
-		return nil, fallBack(fallback, mfd, fmt.Errorf("re-exec: this binary cannot take the state over: %w", err), log)
+	if err := p.ri.preflight(opts); err != nil {
+		return nil, p.fallBack(fmt.Errorf("re-exec: this binary cannot take the state over: %w", err), log)
 	}
-	if fd, err := strconv.Atoi(fallback); err == nil {
+	return p, nil
+}
+
+// take takes the image's fds over, as an inheritance; no fallback after it.
+func (p *pendingImage) take() *inheritance {
+	if fd, err := strconv.Atoi(p.fallback); err == nil {
 		unix.Close(fd)
 	}
+	unix.Close(p.mfd)
+	ri := &p.ri
+	ri.Engine.FellBack = p.fellBack
 	in := &inheritance{reexec: ri.Engine, lastGen: ri.Engine.LastGen, runtimeDir: ri.RuntimeDir}
 	for _, s := range ri.Sockets {
 		unix.CloseOnExec(s.FD)
@@ -252,7 +292,7 @@ func takeReexecImage(opts *options, log zerolog.Logger) (*inheritance, error) {
 			in.metrics = ln
 		}
 	}
-	return in, nil
+	return in
 }
 
 // fds are every fd the image names.
@@ -286,6 +326,35 @@ func (ri *reexecImage) preflight(opts *options) error {
 			return fmt.Errorf("fd %d of the image: %w", fd, err)
 		}
 	}
+	kind := func(fd int, want uint32, what string) error {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != want {
+			return fmt.Errorf("fd %d of the image is not %s", fd, what)
+		}
+		return nil
+	}
+	socks := []int{ri.Engine.Gen.NotifyFD, ri.Control, ri.Metrics}
+	for _, s := range ri.Sockets {
+		socks = append(socks, s.FD)
+	}
+	for _, fd := range socks {
+		if fd >= 0 {
+			if err := kind(fd, unix.S_IFSOCK, "a socket"); err != nil {
+				return err
+			}
+		}
+	}
+	exes := []int{ri.Engine.Gen.ExeFD}
+	for _, h := range ri.Engine.Held {
+		exes = append(exes, h.FD)
+	}
+	for _, fd := range exes {
+		if fd >= 0 {
+			if err := kind(fd, unix.S_IFREG, "a held binary"); err != nil {
+				return err
+			}
+		}
+	}
 	if ri.RuntimeDir != "" {
 		if _, err := os.Stat(ri.RuntimeDir); err != nil {
 			return fmt.Errorf("the runtime directory: %w", err)
@@ -294,21 +363,64 @@ func (ri *reexecImage) preflight(opts *options) error {
 	return nil
 }
 
-// fallBack executes the previous binary (the fd named by fallback) again
-// with the image in mfd, on the main thread, which forked the workers; it
-// returns why, and why that failed too, if it cannot. The image's fds are
-// still as the previous image left them, open across an exec.
-func fallBack(fallback string, mfd int, why error, log zerolog.Logger) error {
-	fd, err := strconv.Atoi(fallback)
+// fallBack executes the previous binary (the fd the previous image
+// passed) again with the image, on the main thread, which forked the
+// workers, telling it why; it returns why, and why that failed too, if it
+// cannot. The image's fds are still as the previous image left them, open
+// across an exec. Nil p: nothing to fall back to.
+func (p *pendingImage) fallBack(why error, log zerolog.Logger) error {
+	if p == nil {
+		return why
+	}
+	fd, err := strconv.Atoi(p.fallback)
 	if err != nil {
 		return why
 	}
 	log.Error().Err(why).Msg("re-exec in place: executing the previous binary again with the state")
-	unix.FcntlInt(uintptr(mfd), unix.F_SETFD, 0)
-	unix.CloseOnExec(fd)                                                              // executed by path; the kernel has the file before it closes the fd
-	env := append(cleanReexecEnv(os.Environ()), envReexecImage+"="+strconv.Itoa(mfd)) // no fallback: no loop
+	unix.FcntlInt(uintptr(p.mfd), unix.F_SETFD, 0)
+	unix.CloseOnExec(fd)                                                                // executed by path; the kernel has the file before it closes the fd
+	env := append(cleanReexecEnv(os.Environ()), envReexecImage+"="+strconv.Itoa(p.mfd), // no fallback: no loop
+		envReexecFellBack+"="+strings.ReplaceAll(why.Error(), "\n", " "))
+	if pending := pendingSignals(); pending != "" {
+		env = append(env, envReexecSignals+"="+pending) // caught meanwhile: the previous binary handles them
+	}
 	err = proc.Exec("/proc/self/fd/"+strconv.Itoa(fd), os.Args, env)
 	return fmt.Errorf("%w; and executing the previous binary again failed: %v", why, err)
+}
+
+// envReexecSignals carries, to the previous binary that a fallback executes
+// again, the signals this image caught before it gave up: a stop asked for
+// meanwhile is not lost.
+const envReexecSignals = "SUPERVISOR_REEXEC_SIGNALS"
+
+// pendingSignals takes the signals caught so far, as numbers.
+func pendingSignals() string {
+	var nums []string
+	for {
+		select {
+		case sig := <-earlysig.C:
+			if s, ok := sig.(syscall.Signal); ok {
+				nums = append(nums, strconv.Itoa(int(s)))
+			}
+		default:
+			return strings.Join(nums, ",")
+		}
+	}
+}
+
+// redeliverSignals hands the signals a fallen-back image caught (above) to
+// this one.
+func redeliverSignals() {
+	v := os.Getenv(envReexecSignals)
+	os.Unsetenv(envReexecSignals)
+	for _, f := range strings.Split(v, ",") {
+		if n, err := strconv.Atoi(f); err == nil {
+			select {
+			case earlysig.C <- syscall.Signal(n):
+			default:
+			}
+		}
+	}
 }
 
 // fileListener takes over the listener at fd (its duplicate; fd is closed).
@@ -325,7 +437,7 @@ func cleanReexecEnv(env []string) []string {
 	for _, kv := range env {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
-		case "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", envReexecImage, envReexecFallback:
+		case "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", envReexecImage, envReexecFallback, envReexecFellBack, envReexecSignals:
 			continue
 		}
 		out = append(out, kv)

@@ -18,6 +18,7 @@ import (
 	"github.com/procswitch/supervisor/internal/supervisor"
 	"github.com/procswitch/supervisor/listener"
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 )
 
 // serve opens the sockets (or takes them from the supervisor this one
@@ -27,25 +28,30 @@ import (
 func serve(opts *options, log zerolog.Logger, signals chan os.Signal) error {
 	defer signal.Stop(signals)
 
-	sd, err := sdnotify.FromEnv()
+	// After a re-exec in place, until the state is taken over, a failure
+	// executes the previous binary again (fallBack) rather than end the
+	// process, and the workers with it.
+	image, err := readReexecImage(opts, log)
 	if err != nil {
 		return err
+	}
+	sd, err := sdnotify.FromEnv()
+	if err != nil {
+		return image.fallBack(err, log)
 	}
 	defer sd.Close()
 	hist, err := openHistory(opts.stateDir, log)
 	if err != nil {
-		return err
+		return image.fallBack(err, log)
 	}
 	defer closeHistory(hist, log)
 	upg, inherited, err := startTableflip(opts)
 	if err != nil {
-		return err
+		return image.fallBack(err, log)
 	}
 	defer upg.Stop()
-	if inherited == nil {
-		if inherited, err = takeReexecImage(opts, log); err != nil {
-			return err
-		}
+	if inherited == nil && image != nil {
+		inherited = image.take()
 	}
 	sockets, err := openSockets(opts, inherited, log)
 	if err != nil {
@@ -226,7 +232,7 @@ func handleSignals(signals <-chan os.Signal, sup *supervisor.Supervisor, up *sel
 		switch sig {
 		case syscall.SIGHUP:
 			log.Info().Msg("SIGHUP: upgrading")
-			sup.Upgrade()
+			go sup.Upgrade() // never blocks this goroutine: a stop signal after it must be seen at once
 		case syscall.SIGUSR2:
 			up.upgrade()
 		default:
@@ -249,7 +255,7 @@ type selfUpgrader struct {
 
 func (u *selfUpgrader) upgrade() {
 	refuse := func(reason string) {
-		u.sup.RefuseSelfUpgrade(supervisor.KindRefused, reason)
+		go u.sup.RefuseSelfUpgrade(supervisor.KindRefused, reason) // never blocks the signal goroutine
 	}
 	if u.stop.requested() {
 		refuse("a stop was asked for: the supervisor drains, or will after --stop-delay")
@@ -257,7 +263,7 @@ func (u *selfUpgrader) upgrade() {
 	}
 	if u.mode == "fork" && os.Getpid() != 1 {
 		u.log.Info().Msg("SIGUSR2: upgrading the supervisor itself (a successor process)")
-		u.sup.SelfUpgrade()
+		go u.sup.SelfUpgrade()
 		return
 	}
 	if !u.busy.CompareAndSwap(false, true) {
@@ -267,7 +273,7 @@ func (u *selfUpgrader) upgrade() {
 	u.log.Info().Str("binary", u.re.path).Msg("SIGUSR2: upgrading the supervisor itself (re-exec in place): checking the new binary")
 	go func() { // off the signal goroutine: a stop must not wait for the check
 		defer u.busy.Store(false)
-		bin, err := os.Open(u.re.path) // checked, then executed: the same file, whatever is renamed over the path meanwhile
+		bin, err := os.OpenFile(u.re.path, unix.O_PATH, 0) // checked, then executed: the same file, whatever is renamed over the path meanwhile
 		if err == nil {
 			defer bin.Close()
 			release := u.sup.HoldOrphans() // the check is our child, not the engine's to reap
@@ -278,8 +284,13 @@ func (u *selfUpgrader) upgrade() {
 			u.sup.RefuseSelfUpgrade(supervisor.KindNotExecutable, err.Error())
 			return
 		}
+		if u.stop.requested() {
+			u.sup.RefuseSelfUpgrade(supervisor.KindRefused, "a stop was asked for during the check")
+			return
+		}
 		u.re.binary = procFD(bin)
 		<-u.sup.ReexecInPlace() // the engine logs a failure; on success this is another image
+		u.re.binary = ""
 	}()
 }
 

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/procswitch/supervisor/internal/history"
@@ -130,23 +131,38 @@ func (m *Metrics) WriteText(w io.Writer) error {
 
 // Bounded wraps status so that it returns within d: a loop that does not
 // answer in time reads as ended (ok false), so a scrape or a probe of a
-// hung supervisor fails instead of hanging.
+// hung supervisor fails instead of hanging. One read at a time goes to the
+// loop; callers meanwhile wait for its answer, so a hung loop holds one
+// goroutine, not one per scrape.
 func Bounded(status StatusFunc, d time.Duration) StatusFunc {
+	type read struct {
+		done chan struct{} // closed once st and ok are set
+		st   supervisor.Status
+		ok   bool
+	}
+	var mu sync.Mutex
+	var inflight *read // the read under way, if any
 	return func() (supervisor.Status, bool) {
-		type answer struct {
-			st supervisor.Status
-			ok bool
+		mu.Lock()
+		r := inflight
+		if r == nil {
+			r = &read{done: make(chan struct{})}
+			inflight = r
+			go func() {
+				st, ok := status()
+				mu.Lock()
+				inflight = nil
+				mu.Unlock()
+				r.st, r.ok = st, ok
+				close(r.done)
+			}()
 		}
-		c := make(chan answer, 1)
-		go func() {
-			st, ok := status()
-			c <- answer{st, ok}
-		}()
+		mu.Unlock()
 		t := time.NewTimer(d)
 		defer t.Stop()
 		select {
-		case a := <-c:
-			return a.st, a.ok
+		case <-r.done:
+			return r.st, r.ok
 		case <-t.C:
 			return supervisor.Status{}, false
 		}

@@ -1,7 +1,9 @@
 package metrics
 
 import (
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -97,5 +99,42 @@ func TestServing(t *testing.T) {
 	}
 	if Serving(supervisor.Status{State: "starting"}) {
 		t.Error("no generation: serving")
+	}
+}
+
+// TestBoundedSharesARead: callers that come while a read is under way get
+// its answer, all of them; the loop is asked once.
+func TestBoundedSharesARead(t *testing.T) {
+	release := make(chan struct{})
+	var calls atomic.Int32
+	status := Bounded(func() (supervisor.Status, bool) {
+		calls.Add(1)
+		<-release
+		return serving(3), true
+	}, 10*time.Second)
+	const callers = 5
+	answers := make(chan bool, callers)
+	for range callers {
+		go func() {
+			st, ok := status()
+			answers <- ok && st.Current != nil && st.Current.Gen == 3
+		}()
+	}
+	for calls.Load() == 0 {
+		runtime.Gosched() // until the read is under way
+	}
+	close(release)
+	for range callers {
+		select {
+		case ok := <-answers:
+			if !ok {
+				t.Error("a caller did not get the shared read's answer")
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a caller did not return")
+		}
+	}
+	if n := calls.Load(); n > callers || n < 1 {
+		t.Errorf("the loop was asked %d times", n)
 	}
 }

@@ -68,10 +68,26 @@ func (errMainThread) Error() string {
 // exec fail): the workers stay children of this process, exited ones stay
 // zombies for the new image to reap. It returns only on failure.
 func Exec(path string, argv, env []string) error {
+	return ExecPrepared(func() error { return nil }, func() {}, path, argv, env)
+}
+
+// ExecPrepared is Exec with prepare run first on the main thread (an error
+// from it is returned, and no exec tried) and undo after an exec that
+// failed, or a prepare that did.
+func ExecPrepared(prepare func() error, undo func(), path string, argv, env []string) error {
 	if mainThread == nil {
 		return ErrNoMainThread
 	}
 	var err error
-	onMainThread(func() { err = syscall.Exec(path, argv, env) })
+	onMainThread(func() {
+		defer func() {
+			if err != nil {
+				undo()
+			}
+		}()
+		if err = prepare(); err == nil {
+			err = syscall.Exec(path, argv, env)
+		}
+	})
 	return err
 }

@@ -43,6 +43,10 @@ type Image struct {
 	LastSelfUpgrade *UpgradeStatus `json:"last_self_upgrade,omitempty"`
 	LastReload      *UpgradeStatus `json:"last_reload,omitempty"`
 	Began           time.Time      `json:"began"` // the re-exec was asked for
+	// FellBack, set by the image that takes the state over (not passed):
+	// the new binary could not, and this is the previous one executed
+	// again; why. The self-upgrade is then recorded as failed.
+	FellBack string `json:"-"`
 }
 
 // ImageGen is the serving generation.
@@ -165,7 +169,6 @@ func (s *Supervisor) onReexecRequest(reply chan Result) {
 		fail(KindRefused, err)
 		return
 	}
-	s.endProbation("the supervisor re-executes itself") // if on probation: as a fork self-upgrade does
 	g := s.current
 	s.reexecing = true
 	defer func() { s.reexecing = false }()
@@ -201,6 +204,7 @@ func (s *Supervisor) onReexecRequest(reply chan Result) {
 		default:
 		}
 	}
+	s.endProbation("the supervisor re-executes itself") // if on probation, as a fork self-upgrade does; kept until now for a crash meanwhile
 	img := s.image(began)
 	s.log.Info().Int("gen", g.n).Ints("pids", g.pids()).Int("fd_store", s.live.n).Msg("re-exec in place: executing the new image")
 	err = s.cfg.Reexec(img)
@@ -378,6 +382,16 @@ func (s *Supervisor) restore(img *Image, r *proc.Reaper) error {
 	s.readyOnce.Do(func() { close(s.readyCh) })
 	go s.readNotify(g)
 	took := time.Since(img.Began)
+	if img.FellBack != "" {
+		reason := img.FellBack + "; the previous binary was executed again and serves on, its workers adopted"
+		s.lastSelfUpgrade = &UpgradeStatus{Gen: g.n, OK: false, At: time.Now(), Kind: string(KindStartFailed), Reason: reason}
+		s.log.Error().Int("gen", g.n).Ints("pids", g.pids()).Int("fd_store", s.live.n).Float64("took_ms", ms(took)).
+			Str("result", "failed").Str("kind", string(KindStartFailed)).Str("reason", reason).
+			Msg("re-exec in place failed: the previous binary serves on, its workers adopted")
+		s.record(history.Record{Event: history.EventSelfUpgrade, Trigger: history.TriggerSIGUSR2, Gen: g.n, Binary: g.binary,
+			Result: history.ResultFailed, Kind: string(KindStartFailed), Reason: reason})
+		return nil
+	}
 	s.lastSelfUpgrade = &UpgradeStatus{Gen: g.n, OK: true, At: time.Now(), ReadyMS: ms(took)}
 	s.log.Info().Int("gen", g.n).Ints("pids", g.pids()).Int("fd_store", s.live.n).Float64("took_ms", ms(took)).
 		Str("result", "ok").Msg("re-exec in place: the new image serves, its workers adopted")
