@@ -176,6 +176,7 @@ func TestStartGivesUp(t *testing.T) {
 	if !errors.As(s.Err(), &ee) || ee.ExitCode() <= 0 {
 		t.Errorf("supervisor exit: %v, want a non-zero exit status", s.Err())
 	}
+	s.Log.WaitEOF(stopBound) // every line read: the exit comes before the reader's last lines
 	starts := 0
 	for _, e := range s.Log.All() {
 		if e.Msg() == "worker exited" {
