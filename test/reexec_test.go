@@ -274,7 +274,7 @@ func TestReexecAsPID1(t *testing.T) {
 	if p.Err() != nil {
 		t.Errorf("unshare exited with %v, want 0 (the supervisor drained and exited 0)", p.Err())
 	}
-	if _, _, err := p.Find(mark, 0, "the drain", func(e procwatch.Entry) bool { return e.Is("stopped") }); err != nil {
+	if _, _, err := p.Find(mark, waitBound, "the drain", func(e procwatch.Entry) bool { return e.Is("stopped") }); err != nil {
 		t.Errorf("no \"stopped\" line: %v", err)
 	}
 }
