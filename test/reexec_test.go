@@ -325,3 +325,30 @@ func TestReexecFallsBack(t *testing.T) {
 		noFailures(t, fmt.Sprint("load ", i), run.Stop())
 	}
 }
+
+// TestReexecRefusedWithoutRuntimeDir: when the runtime directory, where the
+// workers' notify socket lives, is gone (a tmp cleaner), the exec is not
+// tried (the quiesce's marker cannot reach the socket; the new image could
+// not serve the workers either); this one serves on.
+func TestReexecRefusedWithoutRuntimeDir(t *testing.T) {
+	runtimeDir := filepath.Join(t.TempDir(), "run")
+	s := startSupervisor(t, supervisorConfig{binary: pathfindV1,
+		flags: goodFlags("--self-upgrade", "exec", "--runtime-dir", runtimeDir)})
+	addr := s.waitListening("http")
+	first := s.waitReady(1)
+	if err := os.RemoveAll(runtimeDir); err != nil {
+		t.Fatal(err)
+	}
+	mark := s.Log.Len()
+	if err := s.Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := s.waitFor(mark, waitBound, "the refusal", msg("re-exec in place refused: this image serves on", []string{"reason"}))
+	if !strings.Contains(e.Str("reason"), "notify") || e.Str("kind") != "refused" {
+		t.Errorf("re-exec without the runtime directory: %s", e.Raw)
+	}
+	if w := s.workers(); !sameSet(w, first.pids) || !s.running() {
+		t.Fatalf("after the refused exec: workers %v (want %v), running %v", w, first.pids, s.running())
+	}
+	probe(t, pathURL(t, addr))
+}

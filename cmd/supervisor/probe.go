@@ -18,6 +18,7 @@ import (
 // its HTTP endpoints (package probe).
 type observability struct {
 	metrics *metrics.Metrics
+	bounded metrics.StatusFunc     // status, within probe.StatusBound: for scrapes and probes
 	sup     *supervisor.Supervisor // set once made; read only by scrapes and probes, which come after
 	ln      net.Listener           // --metrics-listen's, ours or the predecessor's; nil for none
 	server  *probe.Server          // serving ln; nil until started
@@ -29,7 +30,8 @@ type observability struct {
 // It does not serve yet: startServing does.
 func openObservability(opts *options, inherited *inheritance, log zerolog.Logger) (*observability, error) {
 	o := &observability{log: log}
-	o.metrics = metrics.New(metrics.Bounded(o.status, probe.StatusBound)) // a hung loop fails a scrape, not hangs it
+	o.bounded = metrics.Bounded(o.status, probe.StatusBound) // a hung loop fails a scrape or a probe, not hangs it
+	o.metrics = metrics.New(o.bounded)
 	if ln := inherited.metricsListener(); ln != nil {
 		o.ln = ln
 	} else if opts.metricsListen != "" {
@@ -70,7 +72,7 @@ func (o *observability) record(keep func(history.Record)) func(history.Record) {
 // yet ready would fail /readyz for a pod that serves.
 func (o *observability) startServing() {
 	if o.ln != nil && o.server == nil {
-		o.server = probe.Serve(o.ln, o.status, o.metrics, o.log)
+		o.server = probe.Serve(o.ln, o.bounded, o.metrics, o.log)
 	}
 }
 

@@ -118,24 +118,17 @@ type reexecer struct {
 const historyFlushBound = 2 * time.Second
 
 func (r *reexecer) exec(img *supervisor.Image) error {
-	ri := reexecImage{Control: -1, Metrics: -1, Engine: img}
-	fds := img.FDs()
+	ri := reexecImage{Control: -1, Metrics: -1, Engine: img, RuntimeDir: r.runtimeDir}
 	for _, s := range r.sockets.Sockets {
 		ri.Sockets = append(ri.Sockets, reexecSocket{Name: s.Name, FD: s.FD(), OwnsPath: s.OwnsPath})
-		fds = append(fds, s.FD())
 	}
 	if r.ctl != nil {
-		ln := r.ctl()
-		if ri.Control = listenerFD(ln); ri.Control >= 0 {
-			fds = append(fds, ri.Control)
-		}
+		ri.Control = listenerFD(r.ctl())
 	}
 	if ln, ok := r.obs.ln.(*net.TCPListener); ok {
-		if ri.Metrics = listenerFD(ln); ri.Metrics >= 0 {
-			fds = append(fds, ri.Metrics)
-		}
+		ri.Metrics = listenerFD(ln)
 	}
-	ri.RuntimeDir = r.runtimeDir
+	fds := ri.fds()
 	b, err := json.Marshal(ri)
 	if err != nil {
 		return err
@@ -154,11 +147,6 @@ func (r *reexecer) exec(img *supervisor.Image) error {
 	fds = append(fds, mfd)
 	if r.hist != nil && !r.hist.Flush(historyFlushBound) {
 		r.log.Warn().Dur("bound", historyFlushBound).Msg("re-exec: the upgrade history's last records were not written in time: they may be lost")
-	}
-	if r.runtimeDir != "" {
-		if _, err := os.Stat(r.runtimeDir); err != nil { // the notify sockets' files are gone: the workers could not reach the new image
-			return fmt.Errorf("the runtime directory: %w", err)
-		}
 	}
 	env := append(cleanReexecEnv(os.Environ()), envReexecImage+"="+strconv.Itoa(mfd))
 	// This very binary, whatever is at the path now, for the new image to

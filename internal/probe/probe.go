@@ -43,10 +43,11 @@ type Server struct {
 }
 
 // Serve serves /metrics (m), /healthz and /readyz on ln, on its own
-// goroutine, until Close. status is read at every request, within
-// StatusBound.
+// goroutine, until Close. status is read at every request; it must return
+// within a bound (metrics.Bounded, with StatusBound), so that a probe of a
+// hung supervisor fails instead of hanging.
 func Serve(ln net.Listener, status metrics.StatusFunc, m *metrics.Metrics, log zerolog.Logger) *Server {
-	s := &Server{ln: ln, status: metrics.Bounded(status, StatusBound), done: make(chan struct{})}
+	s := &Server{ln: ln, status: status, done: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
 	mux.HandleFunc("GET /healthz", s.healthz)

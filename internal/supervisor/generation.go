@@ -223,7 +223,7 @@ func (s *Supervisor) readNotify(g *generation) {
 			continue
 		}
 		s.send(notifyEvent{gen: g, msg: msg})
-		if msg.PID == os.Getpid() && msg.Vars[reexecKey] != "" {
+		if msg.Vars[reexecKey] != "" && msg.PID == os.Getpid() {
 			return // a re-exec (reexec.go): what follows waits in the socket
 		}
 	}

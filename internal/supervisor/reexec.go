@@ -140,8 +140,6 @@ func (s *Supervisor) reexecRefusal() error {
 	switch {
 	case s.cfg.Reexec == nil:
 		return fmt.Errorf("this supervisor does not re-execute itself")
-	case s.reexecing:
-		return fmt.Errorf("a re-exec in place is already under way")
 	case s.state != stateServing && s.state != stateProbation:
 		return fmt.Errorf("the supervisor is %s: send it again once it serves", s.state)
 	case len(s.gens) != 1 || g == nil || s.gens[0] != g:
@@ -165,6 +163,10 @@ func (s *Supervisor) onReexecRequest(reply chan Result) {
 		s.refuseSelfUpgrade(kind, err.Error())
 		reply <- Result{Err: &UpgradeError{Kind: kind, Reason: err.Error(), SelfUpgrade: true}}
 	}
+	if s.reexecing { // asked again while this one quiesces (dispatched from there)
+		fail(KindRefused, fmt.Errorf("a re-exec in place is already under way"))
+		return
+	}
 	if err := s.reexecRefusal(); err != nil {
 		fail(KindRefused, err)
 		return
@@ -175,12 +177,7 @@ func (s *Supervisor) onReexecRequest(reply chan Result) {
 	s.endStandbys(g)
 	stopped, err := s.quiesceNotify(g)
 	if err == nil {
-		s.reexecing = false // the refusal below is about what happened meanwhile
-		err = s.reexecRefusal()
-		s.reexecing = true
-	}
-	if err == nil && s.standbys > 0 {
-		err = fmt.Errorf("%d standby worker(s) started meanwhile", s.standbys)
+		err = s.reexecRefusal() // what happened meanwhile; no standby starts while reexecing
 	}
 	if err != nil {
 		if stopped {
