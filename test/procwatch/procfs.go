@@ -199,3 +199,14 @@ func SchedTime(pids ...int) (time.Duration, error) {
 	}
 	return total, nil
 }
+
+// LoadAvg is /proc/loadavg's 1, 5 and 15 minute figures, "?" if it cannot
+// be read: the benchmarks print it beside every figure, since the machine
+// is shared.
+func LoadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "?"
+}

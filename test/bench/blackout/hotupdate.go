@@ -102,7 +102,7 @@ func runHotUpdate(o options, b *build, dir string, began time.Time, interrupt <-
 			missed = true
 		}
 	}
-	fmt.Printf("\ntotal time %v; load average at the end: %s\n", time.Since(began).Round(time.Second), loadAvg())
+	fmt.Printf("\ntotal time %v; load average at the end: %s\n", time.Since(began).Round(time.Second), procwatch.LoadAvg())
 	if missed && o.failMiss {
 		return 3, nil
 	}
@@ -331,7 +331,7 @@ func printHot(r *hotResult) {
 		steady = fmt.Sprintf("paced, a command every %.1f ms per client (jittered ±50%%); steady latency %.2f ms", ms(r.pace), r.interval)
 	}
 	fmt.Printf("players %d, connections %d (load %s): %s; CPU: game %.0f%%, clients %.0f%% (of one CPU)\n",
-		r.players, r.conns, loadAvg(), steady, 100*r.cpuGame, 100*r.cpuBench)
+		r.players, r.conns, procwatch.LoadAvg(), steady, 100*r.cpuGame, 100*r.cpuBench)
 	for _, lv := range []struct {
 		name, own string
 		ev        []hotEvent

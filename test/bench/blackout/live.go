@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/procswitch/supervisor/test/procwatch"
 )
 
 // --compare-live: the game with --live (its data mirrored in a
@@ -358,7 +360,7 @@ func printCrash(cr *crashResult) {
 	head := fmt.Sprintf("crash, live, players %7d, connections %5d, %s:", cr.players, cr.conns, cr.name())
 	fmt.Printf("%s (load %s) %d/%d kills answered; ms from kill -9: first reply (median over clients) %s, max %s; NOTICE %s; "+
 		"supervisor saw the exit %s, restart delay_ms %s; game's \"live restart\" line read %s, its resume %s\n",
-		head, loadAvg(), len(cr.reply), cr.kills, list(cr.reply), list(cr.replyMax), list(cr.notice),
+		head, procwatch.LoadAvg(), len(cr.reply), cr.kills, list(cr.reply), list(cr.replyMax), list(cr.notice),
 		list(cr.exited), list(cr.delay), list(cr.resumeLine), list(cr.resume))
 	if cr.err != nil {
 		fmt.Printf("  stopped early: %v\n", cr.err)

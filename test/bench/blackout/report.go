@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/procswitch/supervisor/test/procwatch"
 )
 
 // Targets from issue 3.
@@ -29,7 +31,7 @@ func printSize(r *sizeResult, b *build) {
 		return
 	}
 	fmt.Printf("%s (load %s) %d/%d upgrades ok; ms: blackout supervisor %s, clients median %s, clients max %s; save_ms %s; game stop %s, save %s, fd store %s, restore %s (snapshot %s, sessions %s)\n",
-		head, loadAvg(), len(r.supBlackout), r.upgrades, list(r.supBlackout), list(r.cliMedian), list(r.cliMax), list(r.saveMS),
+		head, procwatch.LoadAvg(), len(r.supBlackout), r.upgrades, list(r.supBlackout), list(r.cliMedian), list(r.cliMax), list(r.saveMS),
 		list(r.gameStop), list(r.gameSave), list(r.gameStore), list(r.gameRestore), list(r.gameSnap), list(r.gameResume))
 	if r.err != nil {
 		fmt.Printf("  stopped early: %v\n", r.err)

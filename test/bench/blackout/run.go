@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/procswitch/supervisor/test/procwatch"
 )
 
 // sizeResult is what one size (players, connections) measured.
@@ -65,7 +67,7 @@ func run(ctx context.Context, o options) (int, error) {
 	}
 	fmt.Printf("blackout benchmark: %d CPUs (GOMAXPROCS %d), %s/%s, %s; RLIMIT_NOFILE %d raised to %d\n",
 		runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, cpuModel(), soft, hard)
-	fmt.Printf("load average at the start: %s (others' work on the machine shows in every figure)\n", loadAvg())
+	fmt.Printf("load average at the start: %s (others' work on the machine shows in every figure)\n", procwatch.LoadAvg())
 	fmt.Printf("working directory %s (snapshots there); players seeded by %s; %d upgrades per size\n", dir, o.seed, o.upgrades)
 	fmt.Println("the game has no flag to seed players: they are seeded by " + map[string]string{
 		"snapshot": "a snapshot of them written for the game to restore at its first start",
@@ -124,7 +126,7 @@ func run(ctx context.Context, o options) (int, error) {
 	} else {
 		missed = report(results[0], io)
 	}
-	fmt.Printf("\ntotal time %v; load average at the end: %s\n", time.Since(began).Round(time.Second), loadAvg())
+	fmt.Printf("\ntotal time %v; load average at the end: %s\n", time.Since(began).Round(time.Second), procwatch.LoadAvg())
 	if missed && o.failMiss {
 		return 3, nil
 	}
@@ -144,16 +146,6 @@ func raiseNoFile() (soft, hard uint64, err error) {
 		return 0, 0, fmt.Errorf("raising RLIMIT_NOFILE: %w", err)
 	}
 	return soft, lim.Max, nil
-}
-
-// loadAvg is /proc/loadavg's 1, 5 and 15 minute figures.
-func loadAvg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 func cpuModel() string {

@@ -92,7 +92,7 @@ func run(o options) error {
 		return err
 	}
 	fmt.Printf("selfupgrade: %s; %d sessions × %d SIGUSR2 per way, alternated; %d clients; load average %s\n",
-		src, o.rounds, o.upgrades, o.clients, loadavg())
+		src, o.rounds, o.upgrades, o.clients, procwatch.LoadAvg())
 	ways := []*way{{name: "exec"}, {name: "fork"}}
 	for r := range o.rounds {
 		for _, w := range ways {
@@ -103,7 +103,7 @@ func run(o options) error {
 		}
 	}
 	report(ways)
-	fmt.Printf("load average at the end: %s\n", loadavg())
+	fmt.Printf("load average at the end: %s\n", procwatch.LoadAvg())
 	return nil
 }
 
@@ -285,12 +285,4 @@ func medianP90(d []time.Duration) string {
 	slices.Sort(s)
 	ms := func(x time.Duration) string { return strconv.FormatFloat(float64(x.Microseconds())/1000, 'f', 1, 64) }
 	return ms(s[len(s)/2]) + " (" + ms(s[(len(s)*9)/10]) + ")"
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil || len(b) < 14 {
-		return "?"
-	}
-	return string(b[:14])
 }

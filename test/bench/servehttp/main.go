@@ -27,6 +27,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/procswitch/supervisor/test/procwatch"
 )
 
 type options struct {
@@ -118,7 +120,7 @@ func run(o options, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "%d rounds × %v per variant (after %v of warm-up), %d clients over loopback, %s\n",
 		o.rounds, o.duration, o.warmup, o.clients, how)
-	fmt.Fprintf(out, "machine: %d CPUs (%s), %s; load average at the start %s\n\n", runtime.NumCPU(), cpuModel(), runtime.Version(), loadavg())
+	fmt.Fprintf(out, "machine: %d CPUs (%s), %s; load average at the start %s\n\n", runtime.NumCPU(), cpuModel(), runtime.Version(), procwatch.LoadAvg())
 	results := map[string]map[string][]result{} // mode → variant → rounds
 	for _, mode := range o.modes {
 		results[mode] = map[string][]result{}
@@ -142,7 +144,7 @@ func run(o options, out io.Writer) error {
 			}
 			a, b := results[mode][bare][r], results[mode][servehttp][r]
 			fmt.Fprintf(out, "  %-9s round %d: a %8.0f req/s, b %8.0f req/s, b/a %.3f (load average %s)\n",
-				mode, r+1, a.rps, b.rps, b.rps/a.rps, loadavg())
+				mode, r+1, a.rps, b.rps, b.rps/a.rps, procwatch.LoadAvg())
 		}
 	}
 	report(out, o, results)
@@ -285,7 +287,7 @@ func stopChild(cmd *exec.Cmd) error {
 }
 
 func report(out io.Writer, o options, results map[string]map[string][]result) {
-	fmt.Fprintf(out, "\nload average at the end %s\n\n", loadavg())
+	fmt.Fprintf(out, "\nload average at the end %s\n\n", procwatch.LoadAvg())
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "mode\t(a) Serve req/s\t(b) ServeHTTP req/s\tb/a of medians\tmedian of rounds' b/a\tCPU/req a\tCPU/req b\tCPU b/a\t")
 	for _, mode := range o.modes {
@@ -329,15 +331,6 @@ func medianOf(v []float64) float64 {
 		return (s[n/2-1] + s[n/2]) / 2
 	}
 	return s[len(s)/2]
-}
-
-// loadavg is the first three fields of /proc/loadavg.
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
-		return strings.Join(f[:3], " ")
-	}
-	return "?"
 }
 
 func cpuModel() string {

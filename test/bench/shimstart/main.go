@@ -96,7 +96,7 @@ func run(runs, rounds int, baseline string) error {
 		return err
 	}
 	bare := &variant{name: "bare fork and exec of true(1)"}
-	fmt.Printf("shimstart: %d rounds × %d starts per build, alternated; load average %s\n", rounds, runs, loadavg())
+	fmt.Printf("shimstart: %d rounds × %d starts per build, alternated; load average %s\n", rounds, runs, procwatch.LoadAvg())
 	for range rounds {
 		for _, v := range append(vs, bare) {
 			argv := []string{truth}
@@ -122,7 +122,7 @@ func run(runs, rounds int, baseline string) error {
 		slices.Sort(s)
 		fmt.Printf("  %-60s %8.2f ms  %v\n", v.name, ms(s[len(s)/2]), roundMS(v.means))
 	}
-	fmt.Printf("load average at the end: %s\n", loadavg())
+	fmt.Printf("load average at the end: %s\n", procwatch.LoadAvg())
 	return nil
 }
 
@@ -134,12 +134,4 @@ func roundMS(ds []time.Duration) []string {
 		out = append(out, fmt.Sprintf("%.2f", ms(d)))
 	}
 	return out
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil || len(b) < 14 {
-		return "?"
-	}
-	return string(b[:14])
 }

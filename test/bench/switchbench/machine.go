@@ -27,7 +27,7 @@ type machine struct {
 
 func describeMachine() machine {
 	m := machine{NumCPU: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0), Go: runtime.Version(),
-		LoadStart: loadavg(), Started: time.Now().UTC().Format(time.RFC3339)}
+		LoadStart: procwatch.LoadAvg(), Started: time.Now().UTC().Format(time.RFC3339)}
 	var u unix.Utsname
 	if unix.Uname(&u) == nil {
 		m.Kernel = fmt.Sprintf("%s %s %s", unix.ByteSliceToString(u.Sysname[:]),
@@ -45,17 +45,4 @@ func describeMachine() machine {
 		}
 	}
 	return m
-}
-
-// loadavg is the first three fields of /proc/loadavg.
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }

@@ -87,7 +87,7 @@ func run(args []string) int {
 		rep.Baseline = &results{Build: e.builds[1].Tag, Source: &e.builds[1].Src}
 	}
 	e.runPhases(ctx, rep)
-	rep.Machine.LoadEnd = loadavg()
+	rep.Machine.LoadEnd = procwatch.LoadAvg()
 	rep.Problems = e.problems
 	rep.judge()
 	if rep.Baseline != nil {
