@@ -19,7 +19,8 @@ import (
 )
 
 // The main goroutine stays on the main thread, where every worker is
-// forked and the re-exec in place runs (proc.ServeMainThread says why).
+// forked and the re-exec in place runs: the supervisor, its loop included,
+// runs on it (proc.RunOnMainThread says why).
 func init() { runtime.LockOSThread() }
 
 func main() {
@@ -37,7 +38,7 @@ func main() {
 	// Caught from the start (package earlysig): a signal before serve is
 	// ready for it must not take its default action, which would end the
 	// process, and after a re-exec in place its workers with it.
-	os.Exit(proc.ServeMainThread(func() int { return run(os.Args[1:], earlysig.C) }))
+	os.Exit(proc.RunOnMainThread(func() int { return run(os.Args[1:], earlysig.C) }))
 }
 
 // selfPath is the binary this supervisor was started from, made absolute

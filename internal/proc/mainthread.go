@@ -1,7 +1,11 @@
 package proc
 
 import (
+	"errors"
+	"sync/atomic"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // PR_SET_PDEATHSIG is tied to the thread that forked the child, not to the
@@ -12,55 +16,32 @@ import (
 // which the kernel keeps through an exec (the caller takes the leader's
 // place) and which Go never ends.
 //
-// ServeMainThread serves that: package main locks its main goroutine to
-// the main thread (runtime.LockOSThread in an init function) and calls
-// ServeMainThread, which runs the program on another goroutine and forks
-// and execs on the main thread for it. Without it (tests, other binaries),
-// forks run on whatever thread the caller is on, as before; Exec then
-// refuses.
+// RunOnMainThread serves that: package main locks its main goroutine to
+// the main thread (runtime.LockOSThread in an init function) and runs the
+// supervisor on it, its loop included, which starts every worker and asks
+// for the exec; from then on Start and Exec check that they run there.
+// Without it (tests, other binaries), forks run on whatever thread the
+// caller is on, as before, and Exec refuses.
 
-var mainThread chan func()
+var onMainThread atomic.Bool
 
-// ServeMainThread runs program on a new goroutine, and on the calling one,
-// which must be locked to the main thread, the forks and the exec asked
-// for meanwhile, until program returns; it returns program's result.
-func ServeMainThread(program func() int) int {
-	calls := make(chan func())
-	mainThread = calls // before the program's goroutine starts: it reads it
-	done := make(chan int, 1)
-	go func() { done <- program() }()
-	for {
-		select {
-		case f := <-calls:
-			f()
-		case code := <-done:
-			return code
-		}
-	}
+// RunOnMainThread runs program on the calling goroutine, which must be
+// locked to the main thread, and makes Start and Exec require that thread.
+func RunOnMainThread(program func() int) int {
+	onMainThread.Store(true)
+	return program()
 }
 
-// onMainThread runs f on the main thread when ServeMainThread serves,
-// else here.
-func onMainThread(f func()) {
-	if mainThread == nil {
-		f()
-		return
+// ErrNoMainThread is Exec's error when RunOnMainThread does not run, or
+// Start's and Exec's off the main thread.
+var ErrNoMainThread = errors.New("proc: the supervisor forks its workers and re-executes itself only from the main thread (RunOnMainThread): from any other, the exec would kill the workers")
+
+// checkThread says whether a fork may run here.
+func checkThread() error {
+	if onMainThread.Load() && unix.Gettid() != unix.Getpid() {
+		return ErrNoMainThread
 	}
-	done := make(chan struct{})
-	mainThread <- func() {
-		defer close(done)
-		f()
-	}
-	<-done
-}
-
-// ErrNoMainThread is Exec's error when ServeMainThread does not serve.
-var ErrNoMainThread = errMainThread{}
-
-type errMainThread struct{}
-
-func (errMainThread) Error() string {
-	return "proc: the supervisor re-executes itself only from the main thread (ServeMainThread), where it forks its workers: from any other thread the exec would kill them"
+	return nil
 }
 
 // Exec replaces the process's image (execve(2)) with path, on the main
@@ -71,23 +52,23 @@ func Exec(path string, argv, env []string) error {
 	return ExecPrepared(func() error { return nil }, func() {}, path, argv, env)
 }
 
-// ExecPrepared is Exec with prepare run first on the main thread (an error
-// from it is returned, and no exec tried) and undo after an exec that
-// failed, or a prepare that did.
-func ExecPrepared(prepare func() error, undo func(), path string, argv, env []string) error {
-	if mainThread == nil {
+// ExecPrepared is Exec with prepare run first (an error from it is
+// returned, and no exec tried) and undo after an exec that failed, or a
+// prepare that did.
+func ExecPrepared(prepare func() error, undo func(), path string, argv, env []string) (err error) {
+	if !onMainThread.Load() {
 		return ErrNoMainThread
 	}
-	var err error
-	onMainThread(func() {
-		defer func() {
-			if err != nil {
-				undo()
-			}
-		}()
-		if err = prepare(); err == nil {
-			err = syscall.Exec(path, argv, env)
+	if err := checkThread(); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			undo()
 		}
-	})
+	}()
+	if err = prepare(); err == nil {
+		err = syscall.Exec(path, argv, env)
+	}
 	return err
 }

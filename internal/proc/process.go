@@ -45,9 +45,10 @@ func (r *Reaper) Start(c *Command) (*Process, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var pid int
-	var err error
-	onMainThread(func() { pid, err = syscall.ForkExec(c.Path, c.Args, attr) }) // mainthread.go
+	if err := checkThread(); err != nil { // mainthread.go
+		return nil, err
+	}
+	pid, err := syscall.ForkExec(c.Path, c.Args, attr)
 	if err != nil {
 		return nil, fmt.Errorf("proc: start %s: %w", c.Path, err)
 	}
