@@ -52,16 +52,21 @@ func snapshotPath() string { return os.Getenv(contract.EnvSnapshot) }
 
 // awaitHandover is handover.Await.
 func (w *Worker) awaitHandover(ctx context.Context) ([]Conn, error) {
-	conns, pending, err := w.receiveHandover(ctx)
+	conns, pending, err := w.receiveHandover(ctx, nil)
 	return append(conns, pending.wait()...), err
 }
 
 // receiveHandover is awaitHandover, except that on GO it returns before the
 // fds received are all connections: pending.wait waits for the rest. The
 // snapshot is committed by then, so the caller may restore meanwhile.
-func (w *Worker) receiveHandover(ctx context.Context) (conns []Conn, pending *converter, err error) {
+// prepare, when not nil, gets the connections passed at start before
+// WAITING (State.Prepare).
+func (w *Worker) receiveHandover(ctx context.Context, prepare func([]Conn)) (conns []Conn, pending *converter, err error) {
 	pending = &converter{w: w, gone: map[string]bool{}}
 	conns = w.passedConns()
+	if prepare != nil {
+		prepare(conns)
+	}
 	fdStr := os.Getenv(contract.EnvHandoverFD)
 	if fdStr == "" {
 		return conns, pending, nil

@@ -39,7 +39,8 @@ func (k SaveKind) String() string {
 // saved now and then while the worker serves, and saved with the
 // connections on the drain signal. Set its fields, then:
 //
-//	Start     wait for the handover, then Restore(Path) and Resume(the connections)
+//	Start     Prepare(the connections passed at start), wait for the handover,
+//	          then Restore(Path) and Resume(the connections)
 //	Ready     READY=1, then Save(SaveAutosave) every Autosave
 //	HandOver  once the drain signal came and the worker stopped serving: stop
 //	          the autosaves, then in handover mode Save(SaveHandover), store
@@ -67,6 +68,15 @@ type State struct {
 	// serves, instead of after the old worker saved. Start sends its error
 	// as STATUS=, so the supervisor's reason for the failed upgrade has it.
 	Check func(path string) error
+	// Prepare, when set, gets the connections passed at start (a live
+	// fd store's), before Start waits for the handover: in a worker
+	// started ahead of one, while the previous worker still serves, and
+	// before it is told to stop. Whatever is made ready for them here
+	// (sessions, their goroutines) is off the blackout. It must not read
+	// from or write to them: the previous worker still serves them. Resume
+	// gets them again, with those passed with GO, less those the previous
+	// worker closed meanwhile (closed by then).
+	Prepare func(conns []Conn)
 	// Resume takes over the connections handed over (or passed to a cold
 	// start) by the names they were stored with, once Restore succeeded: it
 	// serves or closes each one. nil: they are closed.
@@ -128,7 +138,7 @@ func (s *State) Start(ctx context.Context) error {
 			return fmt.Errorf("handoff: the snapshot cannot be restored by this build: %w", err)
 		}
 	}
-	conns, pending, err := s.Worker.receiveHandover(ctx)
+	conns, pending, err := s.Worker.receiveHandover(ctx, s.Prepare)
 	if err != nil {
 		closeConns(append(conns, pending.wait()...))
 		if cause := context.Cause(ctx); cause != nil && errors.Is(err, context.Canceled) {

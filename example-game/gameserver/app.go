@@ -39,13 +39,14 @@ type app struct {
 	handing []sessionRecord // the sessions a handover saves
 	saveDur time.Duration   // how long the last handover or shutdown save took
 
-	liveErr   error         // --live: why the region could not be made or read
-	region    *os.File      // --live: the stored region, when passed at start
-	pre       *prepared     // --live: the world read from it ahead
-	prepared  chan struct{} // --live, a cold start: closed once pre is set (prepareLive)
-	standby   bool          // the supervisor's --standby: this worker waits for GO with no time limit
-	autosaved uint64        // the world's change count last autosaved; the autosaves' own
-	spare     []player      // the autosaves' copy of the player table, reused
+	liveErr   error               // --live: why the region could not be made or read
+	region    *os.File            // --live: the stored region, when passed at start
+	pre       *prepared           // --live: the world read from it ahead
+	ahead     map[string]*session // --live: the sessions made ahead of the takeover, by connection name (prepareSessions)
+	prepared  chan struct{}       // --live, a cold start: closed once pre is set (prepareLive)
+	standby   bool                // the supervisor's --standby: this worker waits for GO with no time limit
+	autosaved uint64              // the world's change count last autosaved; the autosaves' own
+	spare     []player            // the autosaves' copy of the player table, reused
 }
 
 // errCalledOff means the worker was stopped, or its handover called off,
@@ -88,6 +89,7 @@ func serve(cfg config, logger *log.Logger) error {
 		return errors.New("--live needs the supervisor's handover mode (supervisor --mode handover)")
 	}
 	if cfg.live {
+		a.st.Prepare = a.prepareSessions
 		a.prepareLive()
 	}
 	err = a.start()

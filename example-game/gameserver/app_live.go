@@ -65,6 +65,10 @@ func (a *app) startLive(conns []handoff.Conn) error {
 		return a.resumeWorld(lr, world, sessions, conns, began)
 	}
 	// No region: whatever connections are stored, their sessions are unknown.
+	if a.srv != nil {
+		a.srv.dropAhead()
+		a.srv, a.ahead = nil, nil
+	}
 	for _, c := range conns {
 		a.w.RemoveFD(c.Name)
 		hangUp(c.Conn)
@@ -85,6 +89,36 @@ func (a *app) startLive(conns []handoff.Conn) error {
 	a.log.Printf("live: the data is in a shared-memory region of %d players' room (%s), stored with the supervisor; made in %v",
 		a.cfg.livePlayers, regionLayoutName, time.Since(began).Round(time.Microsecond))
 	return nil
+}
+
+// prepareSessions is the State's Prepare hook, for --live: it makes a
+// session, and its goroutine, for each stored connection passed at start,
+// ahead of the takeover (server.prepare): in a worker started ahead of a
+// handover, while the previous worker still serves. The takeover only
+// reads each one's record (resumeWorld); a connection passed with GO gets
+// its session then.
+func (a *app) prepareSessions(conns []handoff.Conn) {
+	a.srv = newServer(nil, a.log) // its game once the world is taken over
+	a.ahead = make(map[string]*session, len(conns))
+	for _, c := range conns {
+		slot, ok := sessionSlot(c.Name)
+		if !ok {
+			continue
+		}
+		s, err := a.srv.newResumed(c.Conn, slot)
+		if err != nil {
+			continue // made again at the takeover, which reports it
+		}
+		a.srv.prepare(s)
+		a.ahead[c.Name] = s
+	}
+}
+
+// sessionSlot is the session slot of a stored connection called name
+// ("s<slot>").
+func sessionSlot(name string) (int, bool) {
+	slot, err := strconv.Atoi(strings.TrimPrefix(name, "s"))
+	return slot, err == nil && strings.HasPrefix(name, "s")
 }
 
 // openWorld reads the world from the region at f.
@@ -162,22 +196,26 @@ func (a *app) resumeWorld(lr *liveRegion, world *world, sessions map[int]session
 	players, took := world.players, time.Since(began)
 	world.live = lr
 	a.world = world
-	a.srv = newServer(newGame(world, a.rules, a.version, a.pid), a.log)
+	g := newGame(world, a.rules, a.version, a.pid)
+	if a.srv == nil {
+		a.srv = newServer(g, a.log)
+	}
+	a.srv.game = g // before any session made ahead runs: open
 	a.srv.conns, a.srv.storeConns = newConnStore(a.w, a.log), a.cfg.liveConns
 	restarted := !handover.HandedOver(a.w)
 	resumed, dropped := 0, 0
 	ready := make([]*session, 0, len(conns))
 	for _, c := range conns {
-		slot, err := strconv.Atoi(strings.TrimPrefix(c.Name, "s"))
+		slot, named := sessionSlot(c.Name)
 		rec, ok := sessions[slot]
-		if err != nil || !strings.HasPrefix(c.Name, "s") || !ok {
+		if !named || !ok {
 			a.w.RemoveFD(c.Name)
 			hangUp(c.Conn)
 			dropped++
 			continue
 		}
 		delete(sessions, slot)
-		s, err := a.srv.resumeLive(c.Conn, slot, rec, restarted)
+		s, err := a.srv.resumeLive(a.ahead[c.Name], c.Conn, slot, rec, restarted)
 		if err != nil {
 			a.log.Printf("%v: hung up", err)
 			a.w.RemoveFD(c.Name)
@@ -196,6 +234,7 @@ func (a *app) resumeWorld(lr *liveRegion, world *world, sessions map[int]session
 		lr.release(slot)
 	}
 	world.mu.Unlock()
+	a.ahead = nil // those not matched end at open
 	matched := time.Since(began)
 	a.srv.hold() // until READY=1 (app.run)
 	for _, s := range ready {

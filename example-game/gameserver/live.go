@@ -201,7 +201,7 @@ func (lr *liveRegion) take() (int, error) {
 		return -1, fmt.Errorf("live: all %d session slots are in use", maxSessions)
 	}
 	slot := lr.free[len(lr.free)-1]
-	if err := lr.setSession(slot, sessionRec{used: true, player: -1}); err != nil {
+	if err := lr.setSession(slot, sessionRec{used: true, player: -1, state: markSettled}); err != nil { // nothing taken or written yet
 		return -1, err
 	}
 	lr.free = lr.free[:len(lr.free)-1]

@@ -181,10 +181,10 @@ type sessionRec struct {
 	used     bool
 	player   int64  // index in the world's players, -1 before LOGIN
 	state    byte   // markNone, markRead or markApplied
-	pos      uint64 // where the marked line begins in the connection's input: bytes taken from the socket before it
+	pos      uint64 // where the marked line begins in the connection's input: bytes taken from the socket before it; markSettled: all taken
 	length   int    // the marked line's length, in bytes, without its "\n"
 	line     []byte // its first maxMarked bytes
-	outPos   uint64 // markApplied: where its reply begins in the connection's output: bytes written before it
+	outPos   uint64 // markApplied: where its reply begins in the connection's output: bytes written before it; markSettled: all written
 	replyLen int    // markApplied: the reply's length, with its "\n"
 	reply    []byte // markApplied: the reply, if it fits in maxReply bytes; else nil
 }
@@ -195,6 +195,12 @@ const (
 	markNone    = 0 // no command in progress
 	markRead    = 1 // the line was marked; it may or may not have been taken from the socket, and was not applied
 	markApplied = 2 // the command's effect is committed, and its reply noted; the reply may not have been written
+	// markSettled: no command in progress, and pos and outPos are exactly
+	// the bytes taken from the socket and written to it since the
+	// connection began, so a successor need not ask the kernel (positions)
+	// before the session's next mark. A build before this state reads it
+	// as a mark of an unknown kind: it asks the kernel, and runs nothing.
+	markSettled = 3
 )
 
 // Session record: kind, used, state, player (int64), input position

@@ -61,6 +61,19 @@ func (srv *server) unstore(s *session) {
 	}
 }
 
+// newResumed makes the session that a previous worker ran in slot on its
+// stored connection conn, before its record is read (resumeLive).
+func (srv *server) newResumed(conn net.Conn, slot int) (*session, error) {
+	s := newSession(srv, conn, sessionRecord{})
+	var err error
+	if s.live, err = newLiveIO(conn, slot); err != nil {
+		return nil, err
+	}
+	s.live.inStore = true
+	s.live.posSet, s.live.settled = false, false // the record says, or its first line learns them
+	return s, nil
+}
+
 // resumeLive serves again a session that a previous worker ran in slot,
 // on its stored connection: logged in as it was, its mark (rec) settled
 // first (session_live.go). restarted says the previous worker did not
@@ -68,15 +81,19 @@ func (srv *server) unstore(s *session) {
 // lock must not be held. The caller starts the session (server.start) once
 // every one is resumed: started, they would run their commands and contend
 // for the world with the resuming of the others.
-func (srv *server) resumeLive(conn net.Conn, slot int, rec sessionRec, restarted bool) (*session, error) {
-	s := newSession(srv, conn, sessionRecord{})
-	var err error
-	if s.live, err = newLiveIO(conn, slot); err != nil {
-		return nil, err
+//
+// s is the session made ahead for conn (newResumed), or nil.
+func (srv *server) resumeLive(s *session, conn net.Conn, slot int, rec sessionRec, restarted bool) (*session, error) {
+	if s == nil {
+		var err error
+		if s, err = srv.newResumed(conn, slot); err != nil {
+			return nil, err
+		}
 	}
-	s.live.inStore = true
-	s.live.posSet = false // learnt at its first line, out of the blackout
-	if rec.state != markNone {
+	switch rec.state {
+	case markSettled:
+		s.live.pos, s.live.outPos, s.live.posSet, s.live.settled = rec.pos, rec.outPos, true, true
+	case markRead, markApplied:
 		if err := s.live.positions(); err != nil {
 			return nil, fmt.Errorf("live: session %s: %w", s.live.name, err)
 		}
@@ -112,6 +129,7 @@ func (srv *server) resumeLive(conn net.Conn, slot int, rec sessionRec, restarted
 		s.live.marked = true
 	}
 	if restarted {
+		s.unsettle() // the notice is written unmarked
 		s.reply(noticeNothingLost, false)
 	}
 	if rec.state == markRead && s.live.pos == taken {

@@ -52,6 +52,10 @@ type session struct {
 	name    string  // under which it is handed over
 	remote  string  // the peer's address, noted when the server stops
 	live    *liveIO // --live (session_live.go); nil otherwise
+	// ahead: made before the takeover, its goroutine waiting for the
+	// server to open (server.prepare); admitted: started, so it serves then
+	// (set by open, under the server's mu, before the gate closes)
+	ahead, admitted bool
 }
 
 func newSession(srv *server, conn net.Conn, st sessionRecord) *session {

@@ -29,18 +29,24 @@ import (
 //	                   socket did not take (TCP_INFO's bytes acknowledged
 //	                   plus the bytes queued say how much it did). A reply
 //	                   too long to note is replaced by noticeApplied
+//	markSettled        no command in progress, and the record says where
+//	                   the input and the output stand: the successor goes
+//	                   on from there without asking the kernel. Set when a
+//	                   reply is written (unmark); taken back (unsettle)
+//	                   before anything is taken or written unmarked
 //
 // So no command is lost and none runs twice.
 
 // liveIO is a session's --live part.
 type liveIO struct {
-	slot   int
-	name   string // "s<slot>": the connection's name in the fd store
-	rc     syscall.RawConn
-	pos    uint64 // bytes taken from the socket since the connection began
-	outPos uint64 // bytes written to it since the connection began
-	posSet bool   // pos and outPos are known; a resumed session learns them at its first line
-	marked bool   // a line is marked until its reply is written
+	slot    int
+	name    string // "s<slot>": the connection's name in the fd store
+	rc      syscall.RawConn
+	pos     uint64 // bytes taken from the socket since the connection began
+	outPos  uint64 // bytes written to it since the connection began
+	posSet  bool   // pos and outPos are known; a resumed session learns them at its first line
+	marked  bool   // a line is marked until its reply is written
+	settled bool   // the record may say markSettled: unsettle before taking or writing unmarked
 	// stored is closed once the connection is in the supervisor's fd store
 	// (connStore.add): no command runs and no reply is written before;
 	// nil once seen closed, or for a resumed session
@@ -72,7 +78,7 @@ func newLiveIO(conn net.Conn, slot int) (*liveIO, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &liveIO{slot: slot, name: slotName(slot), rc: rc, posSet: true}, nil // a new connection: nothing taken
+	return &liveIO{slot: slot, name: slotName(slot), rc: rc, posSet: true, settled: true}, nil // a new connection: nothing taken (liveRegion.take)
 }
 
 // positions learns how many bytes were taken from the socket since the
@@ -178,6 +184,7 @@ func (s *session) processLive() (bool, error) {
 	i := bytes.IndexByte(in, '\n')
 	if i > maxLine || i < 0 && len(in) > maxLine {
 		s.reply("ERR line too long: at most 1024 bytes", true)
+		s.unsettle()
 		return true, s.take(len(in))
 	}
 	if i < 0 {
@@ -232,16 +239,39 @@ func (s *session) runMarked(line []byte, rec sessionRec) {
 	s.reply(reply, quit)
 }
 
-// unmark clears the session's mark once its reply is written.
+// unmark clears the session's mark once its reply is written, and
+// settles the record where the input and the output stand, when known.
 func (s *session) unmark() {
+	rec := sessionRec{used: true}
+	if s.live.posSet {
+		rec.state, rec.pos, rec.outPos = markSettled, s.live.pos, s.live.outPos
+	}
+	w := s.srv.game.world
+	w.mu.Lock()
+	rec.player = w.playerIndex(s.player)
+	err := w.live.setSession(s.live.slot, rec)
+	w.mu.Unlock()
+	if err != nil {
+		s.srv.log.Printf("live: clearing session %s's mark: %v", s.live.name, err)
+	}
+	s.live.marked, s.live.settled = false, s.live.posSet
+}
+
+// unsettle takes a settled record back to markNone before the session
+// takes or writes anything unmarked: killed after that, its successor asks
+// the kernel where the connection stands. The next unmark settles it again.
+func (s *session) unsettle() {
+	if !s.live.settled {
+		return
+	}
 	w := s.srv.game.world
 	w.mu.Lock()
 	err := w.live.setSession(s.live.slot, sessionRec{used: true, player: w.playerIndex(s.player)})
 	w.mu.Unlock()
 	if err != nil {
-		s.srv.log.Printf("live: clearing session %s's mark: %v", s.live.name, err)
+		s.srv.log.Printf("live: session %s's record: %v", s.live.name, err)
 	}
-	s.live.marked = false
+	s.live.settled = false
 }
 
 // playerIndex is the index of the player called id, -1 for "". Call with
