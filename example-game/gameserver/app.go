@@ -311,6 +311,9 @@ func (a *app) run(ln net.Listener) error {
 		drained := time.Now()
 		a.w.Stopping()
 		stopAccepting() // the supervisor and the next worker keep the socket
+		if a.cfg.live {
+			return a.handOverLive(a.srv.freeze(), time.Since(drained))
+		}
 		sessions := a.srv.stop()
 		if !handover.Enabled() {
 			return a.shutdown(sessions)
@@ -339,18 +342,6 @@ func (a *app) how() string {
 // worker restores from there. stopping is how long stopping them took.
 func (a *app) handOver(sessions []*session, stopping time.Duration) error {
 	began := time.Now()
-	if a.srv.conns != nil {
-		// --live: every connection in the store before HANDOVER=saved,
-		// those of --live-conns=false too: a crash ends them, an upgrade
-		// does not.
-		for _, s := range sessions {
-			if s.live != nil && !s.live.inStore {
-				a.srv.conns.add(s.live.name, s.conn)
-				s.live.inStore = true
-			}
-		}
-		a.srv.conns.flush()
-	}
 	a.handing = make([]sessionRecord, len(sessions))
 	conns := make([]handoff.Conn, len(sessions))
 	for i, s := range sessions {

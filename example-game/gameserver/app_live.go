@@ -91,6 +91,29 @@ func (a *app) startLive(conns []handoff.Conn) error {
 	return nil
 }
 
+// handOverLive hands the frozen server's sessions over (server.freeze):
+// every connection in the store before HANDOVER=saved, those of
+// --live-conns=false too (a crash ends them, an upgrade does not); their
+// sessions and the world are in the region. Then the snapshot file, for
+// durability only (State.Live). stopping is how long the freeze took.
+func (a *app) handOverLive(sessions []*session, stopping time.Duration) error {
+	began := time.Now()
+	for _, s := range sessions {
+		if s.live != nil && !s.live.inStore {
+			a.srv.conns.add(s.live.name, s.conn)
+			s.live.inStore = true
+		}
+	}
+	a.srv.conns.flush()
+	if err := a.st.HandOver(nil); err != nil {
+		return err // it says what it did not do
+	}
+	a.log.Printf("handover: saved %d players and %d sessions in %v, stored %d connections; total %v (after %v stopping the sessions)",
+		len(a.world.players), len(sessions), a.saveDur.Round(time.Microsecond), len(sessions), time.Since(began).Round(time.Microsecond),
+		stopping.Round(time.Microsecond))
+	return nil
+}
+
 // prepareSessions is the State's Prepare hook, for --live: it makes a
 // session, and its goroutine, for each stored connection passed at start,
 // ahead of the takeover (server.prepare): in a worker started ahead of a
@@ -203,7 +226,7 @@ func (a *app) resumeWorld(lr *liveRegion, world *world, sessions map[int]session
 	a.srv.game = g // before any session made ahead runs: open
 	a.srv.conns, a.srv.storeConns = newConnStore(a.w, a.log), a.cfg.liveConns
 	restarted := !handover.HandedOver(a.w)
-	resumed, dropped := 0, 0
+	resumed, dropped, asked := 0, 0, 0
 	ready := make([]*session, 0, len(conns))
 	for _, c := range conns {
 		slot, named := sessionSlot(c.Name)
@@ -228,6 +251,9 @@ func (a *app) resumeWorld(lr *liveRegion, world *world, sessions map[int]session
 		}
 		ready = append(ready, s)
 		resumed++
+		if rec.state != markSettled {
+			asked++ // now (a mark), or at its first line
+		}
 	}
 	world.mu.Lock()
 	for slot := range sessions { // their clients left meanwhile
@@ -245,8 +271,8 @@ func (a *app) resumeWorld(lr *liveRegion, world *world, sessions map[int]session
 	if restarted {
 		how = "restart"
 	}
-	a.log.Printf("live %s: %d players and %d sessions resumed from the stored region (generation %d) in %v (the region taken over in %v, the sessions matched by %v, started by %v); %d connections dropped, %d sessions ended",
+	a.log.Printf("live %s: %d players and %d sessions resumed from the stored region (generation %d) in %v (the region taken over in %v, the sessions matched by %v, started by %v); %d connections dropped, %d sessions ended; %d asked the kernel where they stand",
 		how, len(players), resumed, lr.r.Generation(), time.Since(began).Round(time.Microsecond), took.Round(time.Microsecond),
-		matched.Round(time.Microsecond), started.Round(time.Microsecond), dropped, len(sessions))
+		matched.Round(time.Microsecond), started.Round(time.Microsecond), dropped, len(sessions), asked)
 	return nil
 }

@@ -100,23 +100,9 @@ func (h *heldStore) StoreFDs(conns []handoff.Conn) error {
 // is in the fd store: killed before, the worker would leave a client whose
 // command was applied, disconnected without a word.
 func TestLiveCommandWaitsForTheStore(t *testing.T) {
-	w, err := newWorld(nil, nil, embeddedGoods, 1_000_000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lr, err := createRegion(w, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		w.mu.Lock() // the sessions write the region under it
-		lr.r.Close()
-		w.mu.Unlock()
-	}()
-	w.live = lr
 	store := &heldStore{release: make(chan struct{})}
-	srv := newServer(newGame(w, testRules(t), "test", 1), log.New(io.Discard, "", 0))
-	srv.conns, srv.storeConns = newConnStore(store, srv.log), true
+	srv := newLiveTestServer(t, store)
+	w := srv.game.world
 	waiting := make(chan struct{}, 1)
 	testHookAwaitStore = func() { waiting <- struct{}{} }
 	defer func() { testHookAwaitStore = nil }()

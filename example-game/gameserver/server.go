@@ -30,10 +30,20 @@ type server struct {
 	// gate is closed by open: the goroutines of the sessions made ahead
 	// (prepare) wait for it, and then serve if they were started
 	gate chan struct{}
+
+	// --live, guarded by the world's mu: the sessions in the middle of a
+	// command, from its mark until its reply is written (begin, end), and
+	// a freeze's channel, closed when none is left (server_live.go)
+	busy    map[*session]struct{}
+	drained chan struct{}
+	// stopWrite bounds the replies written once the server is stopping:
+	// past, or a freeze's bound; set before stopping
+	stopWrite time.Time
 }
 
 func newServer(g *game, logger *log.Logger) *server {
-	return &server{game: g, log: logger, sessions: make(map[*session]struct{}), gate: make(chan struct{})}
+	return &server{game: g, log: logger, sessions: make(map[*session]struct{}), gate: make(chan struct{}),
+		busy: make(map[*session]struct{}), stopWrite: past}
 }
 
 func (srv *server) isStopping() bool { return srv.stopping.Load() }
@@ -151,13 +161,22 @@ func (srv *server) openGate() {
 
 // serve runs s on its goroutine, counted in wg, until it ends or stops.
 func (srv *server) serve(s *session) {
-	if s.run() {
+	keep := s.run()
+	if !keep && s.live != nil && !srv.beginClose(s) {
+		keep = true // the server froze meanwhile: the connection is the next worker's
+	}
+	if keep {
+		srv.leave(s)
 		srv.wg.Done() // stopped: kept for the snapshot
 		return
 	}
 	srv.mu.Lock()
 	delete(srv.sessions, s)
 	srv.mu.Unlock()
+	if s.live != nil {
+		srv.unstore(s) // before leave: a freeze waits for it
+	}
+	srv.leave(s)
 	srv.wg.Done() // a stop need not wait for the close's linger
 	s.close()
 }
@@ -217,19 +236,11 @@ func (srv *server) accept(ln net.Listener) error {
 // what it read but did not process and what it did not write yet. Call it
 // once no more connections are accepted. The sessions' I/O is stopped by
 // deadlines in the past, so stop returns as soon as each goroutine has
-// finished the command it was running.
+// finished the command it was running. (A --live server freezes instead.)
 func (srv *server) stop() []*session {
 	srv.mu.Lock()
 	srv.stopping.Store(true)
 	for s := range srv.sessions {
-		if s.live != nil {
-			// Its input stays in the socket; the reply being written is let
-			// through, within a bound, so the next worker need not say
-			// it may be lost.
-			s.conn.SetReadDeadline(past)
-			s.conn.SetWriteDeadline(time.Now().Add(liveStopWrite))
-			continue
-		}
 		s.conn.SetDeadline(past)
 	}
 	srv.mu.Unlock()

@@ -115,8 +115,13 @@ func (s *session) run() (keep bool) {
 }
 
 // stopped tells an I/O error that the server's stop caused (a deadline in
-// the past) from a client that left.
+// the past) from a client that left. Once a --live server froze (freeze),
+// a session keeps its connection whatever happens: it is the next
+// worker's, in the supervisor's fd store.
 func (s *session) stopped(err error) bool {
+	if s.live != nil && s.srv.isStopping() {
+		return true
+	}
 	return s.srv.isStopping() && errors.Is(err, os.ErrDeadlineExceeded)
 }
 
@@ -151,9 +156,6 @@ func (s *session) process() bool {
 // (closing), it first sends its FIN and discards what the client still
 // sends, within bounds, so that the last reply arrives.
 func (s *session) close() {
-	if s.live != nil {
-		s.srv.unstore(s)
-	}
 	if tc, ok := s.conn.(*net.TCPConn); ok && s.closing {
 		tc.CloseWrite()
 		tc.SetReadDeadline(time.Now().Add(lingerTime))
@@ -208,8 +210,9 @@ func (s *session) flush() error {
 	}
 	s.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if s.srv.isStopping() {
-		// The stop may have set its deadline before ours: set it again.
-		s.conn.SetWriteDeadline(past)
+		// The stop may have set its deadline before ours: set it again. A
+		// --live session's reply gets the freeze's bound.
+		s.conn.SetWriteDeadline(s.srv.stopWrite)
 	}
 	n, err := s.conn.Write(s.out)
 	if s.live != nil {

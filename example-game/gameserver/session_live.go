@@ -183,8 +183,18 @@ func (s *session) processLive() (bool, error) {
 	in := s.buf[s.r:s.w]
 	i := bytes.IndexByte(in, '\n')
 	if i > maxLine || i < 0 && len(in) > maxLine {
+		w := s.srv.game.world
+		w.mu.Lock()
+		ok := s.srv.begin(s)
+		if ok {
+			s.unsettleLocked() // taken and answered unmarked; unmark settles it again
+		}
+		w.mu.Unlock()
+		if !ok {
+			return false, errFrozen
+		}
+		s.live.marked = true
 		s.reply("ERR line too long: at most 1024 bytes", true)
-		s.unsettle()
 		return true, s.take(len(in))
 	}
 	if i < 0 {
@@ -208,6 +218,10 @@ func (s *session) processLive() (bool, error) {
 	rec := sessionRec{used: true, state: markRead, pos: s.live.pos, length: len(line), line: line[:min(len(line), maxMarked)]}
 	w := s.srv.game.world
 	w.mu.Lock()
+	if !s.srv.begin(s) {
+		w.mu.Unlock()
+		return false, errFrozen
+	}
 	rec.player = w.playerIndex(s.player)
 	err := w.live.setSession(s.live.slot, rec)
 	w.mu.Unlock()
@@ -250,6 +264,7 @@ func (s *session) unmark() {
 	w.mu.Lock()
 	rec.player = w.playerIndex(s.player)
 	err := w.live.setSession(s.live.slot, rec)
+	s.srv.end(s)
 	w.mu.Unlock()
 	if err != nil {
 		s.srv.log.Printf("live: clearing session %s's mark: %v", s.live.name, err)
@@ -261,14 +276,19 @@ func (s *session) unmark() {
 // takes or writes anything unmarked: killed after that, its successor asks
 // the kernel where the connection stands. The next unmark settles it again.
 func (s *session) unsettle() {
+	w := s.srv.game.world
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s.unsettleLocked()
+}
+
+// unsettleLocked is unsettle, with the world's mu held.
+func (s *session) unsettleLocked() {
 	if !s.live.settled {
 		return
 	}
 	w := s.srv.game.world
-	w.mu.Lock()
-	err := w.live.setSession(s.live.slot, sessionRec{used: true, player: w.playerIndex(s.player)})
-	w.mu.Unlock()
-	if err != nil {
+	if err := w.live.setSession(s.live.slot, sessionRec{used: true, player: w.playerIndex(s.player)}); err != nil {
 		s.srv.log.Printf("live: session %s's record: %v", s.live.name, err)
 	}
 	s.live.settled = false

@@ -6,7 +6,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -57,46 +59,13 @@ func TestLiveKill9RepeatedCommand(t *testing.T) {
 func TestLiveKill9Standby(t *testing.T) { testLiveKills(t, false, "--standby") }
 
 func testLiveKills(t *testing.T, repeats bool, flags ...string) {
-	nbots, kills := 1000, 50
+	kills := 50
 	if raceEnabled || testing.Short() {
-		nbots, kills = 200, 10
+		kills = 10
 	}
-	scripts := t.TempDir()
-	for name, src := range map[string]string{"game.lua": "game.lua", "shop.lua": "shop_fixed.lua"} {
-		if err := os.WriteFile(filepath.Join(scripts, name), shipped(t, src), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s := startSupervised(t, supervisedOpts{
-		bin: bins.fixed,
-		// --restart-max: a worker killed before it ran that long is
-		// restarted after a delay that doubles up to it (from 10ms).
-		// "worker ready" is logged at debug level.
-		flags:      append([]string{"--log-level", "debug", "--restart-max", "50ms", "--ready-timeout", "30s"}, flags...),
-		workerArgs: []string{"--live", "--scripts", scripts, "--stock", fmt.Sprint(bigStock)},
-	})
-	_, pid := s.ready(t)
-
-	bots := make([]*liveBot, nbots)
-	for i := range bots {
-		bots[i] = newLiveBot(t, s.addr, fmt.Sprintf("bot%04d", i))
-	}
-	seed := uint64(time.Now().UnixNano())
-	tm := startLiveTeam(bots, seed, repeats)
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, b := range bots {
-				b.conn.Close() // unblock the bots waiting on a worker that hangs
-			}
-		}
-		tm.halt()
-	})
-	if err := tm.waitPast(tm.marks(), 3); err != nil {
-		t.Fatalf("before the first kill: %v", err)
-	}
-
+	s, pid, bots, tm, seed := startLiveGame(t, repeats, flags...)
 	rng := rand.New(rand.NewPCG(seed, math.MaxUint64))
-	t.Logf("%d bots; %d kills at random instants (seed %d)", nbots, kills, seed)
+	t.Logf("%d bots; %d kills at random instants (seed %d)", len(bots), kills, seed)
 	var resumes []time.Duration
 	for k := 1; k <= kills; k++ {
 		time.Sleep(time.Duration(rng.Int64N(int64(killGap)))) // the instant, not a synchronisation
@@ -134,6 +103,98 @@ func testLiveKills(t *testing.T, repeats bool, flags ...string) {
 	t.Logf("%d commands settled; %d notices named the command awaited (applied, reply lost), %d the one answered before it; kill to every bot's STATUS checked: median %v, max %v",
 		cmds, lost, stale, resumes[len(resumes)/2].Round(time.Millisecond), resumes[len(resumes)-1].Round(time.Millisecond))
 }
+
+// startLiveGame starts the game with --live under the supervisor (flags
+// added), and 1000 bots (200 under -race or -short) playing WORK and BUY
+// without pause, each checking every reply against its own model (with
+// repeats, often the same command twice in a row); it returns once every
+// bot has settled 3 commands.
+func startLiveGame(t *testing.T, repeats bool, flags ...string) (s *supervised, pid int, bots []*liveBot, tm *liveTeam, seed uint64) {
+	nbots := 1000
+	if raceEnabled || testing.Short() {
+		nbots = 200
+	}
+	scripts := t.TempDir()
+	for name, src := range map[string]string{"game.lua": "game.lua", "shop.lua": "shop_fixed.lua"} {
+		if err := os.WriteFile(filepath.Join(scripts, name), shipped(t, src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s = startSupervised(t, supervisedOpts{
+		bin: bins.fixed,
+		// --restart-max: a worker killed before it ran that long is
+		// restarted after a delay that doubles up to it (from 10ms).
+		// "worker ready" is logged at debug level.
+		flags:      append([]string{"--log-level", "debug", "--restart-max", "50ms", "--ready-timeout", "30s"}, flags...),
+		workerArgs: []string{"--live", "--scripts", scripts, "--stock", fmt.Sprint(bigStock)},
+	})
+	_, pid = s.ready(t)
+
+	bots = make([]*liveBot, nbots)
+	for i := range bots {
+		bots[i] = newLiveBot(t, s.addr, fmt.Sprintf("bot%04d", i))
+	}
+	seed = uint64(time.Now().UnixNano())
+	tm = startLiveTeam(bots, seed, repeats)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, b := range bots {
+				b.conn.Close() // unblock the bots waiting on a worker that hangs
+			}
+		}
+		tm.halt()
+	})
+	if err := tm.waitPast(tm.marks(), 3); err != nil {
+		t.Fatalf("before the first event: %v", err)
+	}
+	return s, pid, bots, tm, seed
+}
+
+// TestLiveHandoversUnderLoad: SIGHUP handovers of the --live game at
+// random instants under the bots of TestLiveKill9UnderLoad, 10 (4 under
+// -race or -short). The old worker freezes its sessions rather than
+// stopping them one by one (server.freeze): a session idle at the freeze
+// keeps waiting and never begins a command again, one in the middle of a
+// command writes its reply, and the new worker takes every session over
+// from its settled record (without asking the kernel where the connection
+// stands). After each handover every bot settles three more commands
+// with the new worker; none is disconnected or gets a notice, and at the
+// end each bot's coins and bag are its model's, and the stock adds up.
+func TestLiveHandoversUnderLoad(t *testing.T) {
+	ups := 10
+	if raceEnabled || testing.Short() {
+		ups = 4
+	}
+	s, pid, bots, tm, seed := startLiveGame(t, false)
+	rng := rand.New(rand.NewPCG(seed, math.MaxUint64))
+	t.Logf("%d bots; %d handovers at random instants (seed %d)", len(bots), ups, seed)
+	for k := 1; k <= ups; k++ {
+		time.Sleep(time.Duration(rng.Int64N(int64(killGap)))) // the instant, not a synchronisation
+		at := s.Log.Len()
+		o := s.hup(t)
+		if !o.ok {
+			t.Fatalf("handover %d: %s\n%s", k, o.end.Str("reason"), s.Log.Tail(40))
+		}
+		old, newPID := pid, o.end.Ints("pids")[0]
+		pid = newPID
+		m := s.waitRe(&at, liveResumedRe)
+		if m[1] != strconv.Itoa(pid) || m[2] != "handover" || m[3] != strconv.Itoa(len(bots)) || m[4] != "0" {
+			t.Fatalf("handover %d: the new worker %d says %q; want %d sessions resumed, each from its settled record", k, pid, m[0], len(bots))
+		}
+		if err := tm.waitPast(tm.marks(), 3); err != nil {
+			t.Fatalf("handover %d (worker %d to %d): %v\n%s", k, old, pid, err, s.Log.Tail(40))
+		}
+	}
+	if errs := tm.halt(); len(errs) > 0 {
+		t.Fatalf("%d bots failed after the last handover; the first: %v", len(errs), errs[0])
+	}
+	checkLiveEnd(t, bots, pid, 0)
+}
+
+// liveResumedRe is a --live worker's line after it resumed the sessions:
+// PID, handover or restart, sessions resumed, of them how many asked the
+// kernel where their connection stands.
+var liveResumedRe = regexp.MustCompile(`gameserver\[(\d+)\]: live (handover|restart): \d+ players and (\d+) sessions resumed .*; (\d+) asked the kernel where they stand`)
 
 // killWorker kills worker pid with SIGKILL and waits until the supervisor
 // has restarted it and the new worker is ready; it returns the new PID.
