@@ -475,6 +475,13 @@ func liveTargets(live, file []*sizeResult, crashes []*crashResult, seq, burst [2
 		fmt.Printf("  %s %s: client blackout live / file: %.1f / %.1f ms = %.3f (target <= %.2f, %.1f ms here)\n",
 			v, name, cl, cf, cl/cf, targetLiveRatio, targetLiveRatio*cf)
 		fmt.Printf("       supervisor blackout live / file: %.1f / %.1f ms = %.3f\n", sl, sf, sl/sf)
+		// In a closed loop every client has a command queued when the new
+		// worker starts: the last is answered no sooner than the time the
+		// server takes to answer each client once, which is the steady
+		// time between a client's replies.
+		il, ifl := median(l.intervals), median(f.intervals)
+		fmt.Printf("       the clients' steady time between replies, no handover (the closed loop's floor), live / file: %.1f / %.1f ms;\n", il, ifl)
+		fmt.Printf("       client blackout over it: live %.1f, file %.1f\n", cl/il, cf/ifl)
 	}
 	grew := false
 	for _, lo := range live {
