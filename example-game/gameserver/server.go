@@ -105,42 +105,21 @@ func (srv *server) open() {
 // goroutine now, waiting until the server opens: it serves s then if s was
 // started meanwhile (its record matched), else it ends. Made in the
 // blackout, the goroutines would cost some 10 µs a session, in the middle
-// of the takeover; made at open, with their stacks growing at their first
-// command, they kept the last of 10k sessions waiting: open itself took
-// 540 to 640 ms after READY=1, against 6.5 ms with them made ahead (the
-// game's log, at 1M players / 10k connections, 2026-12-03).
+// of the takeover; made at open, after READY=1, 10k of them took 540 to
+// 640 ms to start (the game's log, 1M players / 10k connections). Their
+// stacks are not grown ahead to a session's size: that spared the stack
+// copies at the sessions' first commands, yet delayed the reading of GO by
+// 20 to 40 ms, at 1k and at 10k connections alike (not explained), which
+// cost more than it saved.
 func (srv *server) prepare(s *session) {
 	s.ahead = true
 	go func() {
-		growStack()
 		<-srv.gate
 		if s.admitted {
 			srv.serve(s)
 		}
 	}()
 }
-
-// growStack grows its goroutine's stack to what a session needs, as a
-// session made ahead waits (server.prepare). A new goroutine's stack
-// starts small and is copied to one twice as large each time it runs out:
-// a session ran out at its first command, ten thousand of them in the
-// second after the takeover, each copy faulting in fresh pages.
-//
-//go:noinline
-func growStack() byte {
-	var frame [sessionStack]byte
-	return touchStack(frame[:])
-}
-
-// touchStack keeps growStack's frame from being optimised away.
-//
-//go:noinline
-func touchStack(b []byte) byte { return b[len(b)-1] }
-
-// sessionStack is about how much stack a session uses at its deepest: a
-// frame of this size makes the runtime give the goroutine a stack of
-// twice as much.
-const sessionStack = 8 << 10
 
 // dropAhead ends the goroutines of the sessions made ahead, when their
 // server will not serve (the takeover failed): none was started.
