@@ -36,14 +36,11 @@ type server struct {
 	// a freeze's channel, closed when none is left (server_live.go)
 	busy    map[*session]struct{}
 	drained chan struct{}
-	// stopWrite bounds the replies written once the server is stopping:
-	// past, or a freeze's bound; set before stopping
-	stopWrite time.Time
 }
 
 func newServer(g *game, logger *log.Logger) *server {
 	return &server{game: g, log: logger, sessions: make(map[*session]struct{}), gate: make(chan struct{}),
-		busy: make(map[*session]struct{}), stopWrite: past}
+		busy: make(map[*session]struct{})}
 }
 
 func (srv *server) isStopping() bool { return srv.stopping.Load() }

@@ -208,9 +208,11 @@ func (srv *server) leave(s *session) {
 // world's lock, none of them begins a command again (begin), nor takes or
 // writes anything, nor closes (stopped); the next worker finds their
 // input in the socket. freeze waits only for the sessions in the middle of
-// a command: each writes its reply (within liveStopWrite; cut there, the
-// rest is the next worker's to write, from the record) and settles its
-// record. Sessions served without a slot (no room in the region) are
+// a command: each runs it, and a reply it was writing is let through for
+// liveStopWrite; a reply not begun, or not done by then, is the next
+// worker's to write, from the record (letting every one be written cost a
+// closed loop of 10k clients, each with a command in flight, 150 to 450 ms
+// of blackout). Sessions served without a slot (no room in the region) are
 // stopped as stop does. Stopping 10k sessions one by one took 37 to 57 ms
 // of a handover's blackout, on two CPUs. The server does not serve again.
 func (srv *server) freeze() []*session {
@@ -218,7 +220,6 @@ func (srv *server) freeze() []*session {
 	srv.mu.Lock()
 	w.mu.Lock()
 	deadline := time.Now().Add(liveStopWrite)
-	srv.stopWrite = deadline // read once stopping is seen (flush)
 	srv.stopping.Store(true)
 	for s := range srv.sessions {
 		if s.live == nil {

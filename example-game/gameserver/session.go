@@ -211,8 +211,9 @@ func (s *session) flush() error {
 	s.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if s.srv.isStopping() {
 		// The stop may have set its deadline before ours: set it again. A
-		// --live session's reply gets the freeze's bound.
-		s.conn.SetWriteDeadline(s.srv.stopWrite)
+		// reply not begun when the server stops is the next worker's to
+		// write (--live: from the record; else from the snapshot).
+		s.conn.SetWriteDeadline(past)
 	}
 	n, err := s.conn.Write(s.out)
 	if s.live != nil {
