@@ -98,8 +98,13 @@ func (a *app) startLive(conns []handoff.Conn) error {
 // durability only (State.Live). stopping is how long the freeze took.
 func (a *app) handOverLive(sessions []*session, stopping time.Duration) error {
 	began := time.Now()
+	stored := 0
 	for _, s := range sessions {
-		if s.live != nil && !s.live.inStore {
+		if s.live == nil {
+			continue // served without a slot: a handover ends it, as a crash does
+		}
+		stored++
+		if !s.live.inStore {
 			a.srv.conns.add(s.live.name, s.conn)
 			s.live.inStore = true
 		}
@@ -109,7 +114,7 @@ func (a *app) handOverLive(sessions []*session, stopping time.Duration) error {
 		return err // it says what it did not do
 	}
 	a.log.Printf("handover: saved %d players and %d sessions in %v, stored %d connections; total %v (after %v stopping the sessions)",
-		len(a.world.players), len(sessions), a.saveDur.Round(time.Microsecond), len(sessions), time.Since(began).Round(time.Microsecond),
+		len(a.world.players), stored, a.saveDur.Round(time.Microsecond), stored, time.Since(began).Round(time.Microsecond),
 		stopping.Round(time.Microsecond))
 	return nil
 }
@@ -238,7 +243,14 @@ func (a *app) resumeWorld(lr *liveRegion, world *world, sessions map[int]session
 			continue
 		}
 		delete(sessions, slot)
-		s, err := a.srv.resumeLive(a.ahead[c.Name], c.Conn, slot, rec, restarted)
+		ahead := a.ahead[c.Name]
+		if ahead != nil && ahead.conn != c.Conn {
+			// Its connection was closed before GO, and a new one stored under
+			// the same name (its slot taken again), passed with GO: the
+			// session made ahead ends at open.
+			ahead = nil
+		}
+		s, err := a.srv.resumeLive(ahead, c.Conn, slot, rec, restarted)
 		if err != nil {
 			a.log.Printf("%v: hung up", err)
 			a.w.RemoveFD(c.Name)

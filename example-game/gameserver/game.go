@@ -66,6 +66,10 @@ func (g *game) execThen(who *string, line []byte, then func(reply string)) (repl
 	return reply, quit
 }
 
+// replyBye is QUIT's reply, the only one after which the server closes the
+// connection.
+const replyBye = "BYE"
+
 // parse checks a line: the reply to a line that is not a command to run,
 // or the command, to run with the world locked.
 func (g *game) parse(who *string, line []byte) (reply string, quit bool, run func() string) {
@@ -80,7 +84,7 @@ func (g *game) parse(who *string, line []byte) (reply string, quit bool, run fun
 	case len(fields)-1 != cmd.nargs:
 		return "ERR usage: " + cmd.usage, false, nil
 	case cmd.run == nil:
-		return "BYE", true, nil
+		return replyBye, true, nil
 	case !cmd.anon && *who == "":
 		return "ERR not logged in: LOGIN <player-id> first", false, nil
 	}

@@ -130,6 +130,9 @@ func (srv *server) resumeLive(s *session, conn net.Conn, slot int, rec sessionRe
 			s.reply(fmt.Sprintf(noticeApplied, rec.line), false)
 		}
 		s.live.marked = true
+		// QUIT's reply: the connection closes once it is written, as it
+		// would have in the previous worker.
+		s.closing = bytes.Equal(rec.reply, []byte(replyBye+"\n"))
 	}
 	if restarted {
 		s.unsettle() // the notice is written unmarked; a crash before unmark finds the record unsettled
@@ -183,11 +186,16 @@ func (srv *server) end(s *session) {
 
 // beginClose is begin for a --live session that ends: its connection is
 // taken out of the fd store and its slot freed (unstore) before leave,
-// unless the server froze: then its connection is the next worker's.
+// unless the server froze: then its connection is the next worker's. A
+// session that closes after its command (QUIT) is still counted in from
+// that command (unmark does not end it), so a freeze waits for its close.
 func (srv *server) beginClose(s *session) bool {
 	w := srv.game.world
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if _, ok := srv.busy[s]; ok {
+		return true
+	}
 	return srv.begin(s)
 }
 

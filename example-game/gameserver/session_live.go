@@ -264,7 +264,9 @@ func (s *session) unmark() {
 	w.mu.Lock()
 	rec.player = w.playerIndex(s.player)
 	err := w.live.setSession(s.live.slot, rec)
-	s.srv.end(s)
+	if !s.closing {
+		s.srv.end(s) // a closing session ends at its close (server.beginClose)
+	}
 	w.mu.Unlock()
 	if err != nil {
 		s.srv.log.Printf("live: clearing session %s's mark: %v", s.live.name, err)

@@ -2,14 +2,17 @@ package game
 
 import (
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -161,13 +164,27 @@ func startLiveGame(t *testing.T, repeats bool, flags ...string) (s *supervised, 
 // replies from theirs. After each handover every bot settles three more
 // commands with the new worker; none is disconnected or gets a notice,
 // and at the end each bot's coins and bag are its model's, and the stock
-// adds up.
+// adds up. Meanwhile other clients come and go without pause (LOGIN, QUIT,
+// the end of the connection): a slot freed before GO is taken again by a
+// new connection, stored under the same name, and a QUIT is caught by a
+// freeze; each must still get its replies and its end.
 func TestLiveHandoversUnderLoad(t *testing.T) {
 	ups := 10
 	if raceEnabled || testing.Short() {
 		ups = 4
 	}
 	s, pid, bots, tm, seed := startLiveGame(t, false)
+	_, churnErr := churn(s.addr, 4)
+	defer func() {
+		n, err := churnErr()
+		if err != nil {
+			t.Errorf("a client coming and going, after %d: %v", n, err)
+		}
+		t.Logf("%d clients came and went", n)
+		if n == 0 {
+			t.Errorf("no client came and went during the handovers")
+		}
+	}()
 	rng := rand.New(rand.NewPCG(seed, math.MaxUint64))
 	t.Logf("%d bots; %d handovers at random instants (seed %d)", len(bots), ups, seed)
 	for k := 1; k <= ups; k++ {
@@ -180,11 +197,12 @@ func TestLiveHandoversUnderLoad(t *testing.T) {
 		old, newPID := pid, o.end.Ints("pids")[0]
 		pid = newPID
 		m := s.waitRe(&at, liveResumedRe)
+		resumed, _ := strconv.Atoi(m[3])
 		asked, _ := strconv.Atoi(m[4])
-		if m[1] != strconv.Itoa(pid) || m[2] != "handover" || m[3] != strconv.Itoa(len(bots)) || asked >= len(bots) {
-			t.Fatalf("handover %d: the new worker %d says %q; want %d sessions resumed, those idle at the freeze from their settled records", k, pid, m[0], len(bots))
+		if m[1] != strconv.Itoa(pid) || m[2] != "handover" || resumed < len(bots) || asked >= resumed {
+			t.Fatalf("handover %d: the new worker %d says %q; want the %d bots' sessions (and the comers') resumed, those idle at the freeze from their settled records", k, pid, m[0], len(bots))
 		}
-		t.Logf("handover %d: %d of %d sessions in the middle of a command (asked the kernel)", k, asked, len(bots))
+		t.Logf("handover %d: %d of %d sessions in the middle of a command (asked the kernel)", k, asked, resumed)
 		if err := tm.waitPast(tm.marks(), 3); err != nil {
 			t.Fatalf("handover %d (worker %d to %d): %v\n%s", k, old, pid, err, s.Log.Tail(40))
 		}
@@ -193,6 +211,65 @@ func TestLiveHandoversUnderLoad(t *testing.T) {
 		t.Fatalf("%d bots failed after the last handover; the first: %v", len(errs), errs[0])
 	}
 	checkLiveEnd(t, bots, pid, 0)
+}
+
+// churn runs n clients that each, until stopped, connect, log in as a new
+// player, QUIT, and read to the end of the connection, each step bounded.
+// The function it returns stops them and returns how many came and went,
+// and the first failure.
+func churn(addr string, n int) (stop chan struct{}, result func() (int64, error)) {
+	stop = make(chan struct{})
+	var done atomic.Int64
+	errs := make(chan error, n)
+	for k := range n {
+		go func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					errs <- nil
+					return
+				default:
+				}
+				if err := comeAndGo(addr, fmt.Sprintf("churn%d-%d", k, i)); err != nil {
+					errs <- err
+					return
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	return stop, func() (int64, error) {
+		close(stop)
+		var first error
+		for range n {
+			if err := <-errs; err != nil && first == nil {
+				first = err
+			}
+		}
+		return done.Load(), first
+	}
+}
+
+// comeAndGo connects, logs in as player, QUITs, and reads to the end.
+func comeAndGo(addr, player string) error {
+	c, err := net.DialTimeout("tcp", addr, waitBound)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(waitBound))
+	if _, err := fmt.Fprintf(c, "LOGIN %s\nQUIT\n", player); err != nil {
+		return err
+	}
+	rest, err := io.ReadAll(c)
+	if err != nil {
+		return fmt.Errorf("%s: %w after %q", player, err, rest)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(rest), "\n"), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "OK player="+player+" ") || lines[1] != "BYE" {
+		return fmt.Errorf("%s: LOGIN and QUIT got %q, want OK and BYE, then the end", player, rest)
+	}
+	return nil
 }
 
 // liveResumedRe is a --live worker's line after it resumed the sessions:
