@@ -312,7 +312,8 @@ func (a *app) run(ln net.Listener) error {
 		a.w.Stopping()
 		stopAccepting() // the supervisor and the next worker keep the socket
 		if a.cfg.live {
-			return a.handOverLive(a.srv.freeze(), time.Since(drained))
+			sessions, busy := a.srv.freeze()
+			return a.handOverLive(sessions, busy, time.Since(drained))
 		}
 		sessions := a.srv.stop()
 		if !handover.Enabled() {

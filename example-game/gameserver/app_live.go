@@ -95,8 +95,9 @@ func (a *app) startLive(conns []handoff.Conn) error {
 // every connection in the store before HANDOVER=saved, those of
 // --live-conns=false too (a crash ends them, an upgrade does not); their
 // sessions and the world are in the region. Then the snapshot file, for
-// durability only (State.Live). stopping is how long the freeze took.
-func (a *app) handOverLive(sessions []*session, stopping time.Duration) error {
+// durability only (State.Live). stopping is how long the freeze took, busy
+// how many sessions it found in the middle of a command.
+func (a *app) handOverLive(sessions []*session, busy int, stopping time.Duration) error {
 	began := time.Now()
 	stored := 0
 	for _, s := range sessions {
@@ -113,9 +114,9 @@ func (a *app) handOverLive(sessions []*session, stopping time.Duration) error {
 	if err := a.st.HandOver(nil); err != nil {
 		return err // it says what it did not do
 	}
-	a.log.Printf("handover: saved %d players and %d sessions in %v, stored %d connections; total %v (after %v stopping the sessions)",
+	a.log.Printf("handover: saved %d players and %d sessions in %v, stored %d connections; total %v (after %v stopping the sessions, %d of them in the middle of a command)",
 		len(a.world.players), stored, a.saveDur.Round(time.Microsecond), stored, time.Since(began).Round(time.Microsecond),
-		stopping.Round(time.Microsecond))
+		stopping.Round(time.Microsecond), busy)
 	return nil
 }
 

@@ -75,9 +75,9 @@ func TestFreezeLeavesIdleSessionsAndSettledRecords(t *testing.T) {
 		}
 	}
 
-	frozen := srv.freeze()
-	if len(frozen) != len(players) {
-		t.Fatalf("freeze returned %d sessions, want %d", len(frozen), len(players))
+	frozen, busy := srv.freeze()
+	if len(frozen) != len(players) || busy != 0 {
+		t.Fatalf("freeze returned %d sessions, %d of them busy; want %d, all idle", len(frozen), busy, len(players))
 	}
 	const line = "WORK\n"
 	for _, c := range clients {
