@@ -88,6 +88,8 @@ func runLive(gate bool) int {
 	lw := &storeWorker{w: w, notify: notifySocket, state: state, got: got}
 	for _, c := range conns {
 		lw.resumed = append(lw.resumed, c.Name)
+	}
+	for _, c := range conns { // each may answer RESUMED at once: the list is complete first
 		lw.serve(c.Conn, c.Name)
 	}
 	w.Ready()
