@@ -19,9 +19,22 @@ import (
 )
 
 // The main goroutine stays on the main thread, where every worker is
-// forked and the re-exec in place runs: the supervisor, its loop included,
-// runs on it (proc.RunOnMainThread says why).
-func init() { runtime.LockOSThread() }
+// forked and the re-exec in place runs; the supervisor itself runs on
+// other threads (proc.RunOnMainThread says why).
+//
+// The supervisor runs its Go code on one CPU at a time (GOMAXPROCS 1,
+// unless the environment sets GOMAXPROCS): its work is one loop of
+// events, and with a second processor each event handed from a reader to
+// the loop woke an idle thread to look for work, which found none; that
+// doubled the supervisor's CPU time per message of a worker (a connection
+// stored at each accept) on the CPUs the workers need. The workers get
+// the environment as it is.
+func init() {
+	runtime.LockOSThread()
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
+}
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == proc.ShimArg {

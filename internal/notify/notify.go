@@ -138,9 +138,20 @@ var ErrTooLong = fmt.Errorf("notify: message longer than %d bytes or with too ma
 func (s *Socket) Read() (Message, error) {
 	buf := make([]byte, MaxMessage)
 	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred)+unix.CmsgSpace(4*253))
-	n, oobn, flags, _, err := s.conn.ReadMsgUnix(buf, oob)
+	rc, err := s.conn.SyscallConn()
 	if err != nil {
 		return Message{}, err
+	}
+	var n, oobn, flags int
+	var rerr error
+	if err := rc.Read(func(fd uintptr) bool {
+		n, oobn, flags, rerr = recvmsg(int(fd), buf, oob)
+		return rerr != unix.EAGAIN && rerr != unix.EINTR
+	}); err != nil {
+		return Message{}, err
+	}
+	if rerr != nil {
+		return Message{}, fmt.Errorf("notify: recvmsg: %w", rerr)
 	}
 	msg, err := parseControl(oob[:oobn])
 	if err != nil {

@@ -45,10 +45,9 @@ func (r *Reaper) Start(c *Command) (*Process, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err := checkThread(); err != nil { // mainthread.go
-		return nil, err
-	}
-	pid, err := syscall.ForkExec(c.Path, c.Args, attr)
+	var pid int
+	var err error
+	onMain(func() { pid, err = syscall.ForkExec(c.Path, c.Args, attr) }) // mainthread.go
 	if err != nil {
 		return nil, fmt.Errorf("proc: start %s: %w", c.Path, err)
 	}

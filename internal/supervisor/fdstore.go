@@ -64,8 +64,7 @@ func (st *fdStore) add(names []string, fds []int, noPoll bool) error {
 			st.n, st.max, len(fds), summarizeNames(names))
 	}
 	for i, fd := range fds {
-		var stat unix.Stat_t
-		socket := unix.Fstat(fd, &stat) != nil || stat.Mode&unix.S_IFMT == unix.S_IFSOCK
+		socket := isSocket(fd)
 		st.lastID++
 		st.byName[names[i]] = append(st.byName[names[i]], len(st.entries))
 		st.entries = append(st.entries, liveFD{name: names[i], fd: fd, id: st.lastID, socket: socket, noPoll: noPoll})
@@ -78,7 +77,7 @@ func (st *fdStore) add(names []string, fds []int, noPoll bool) error {
 func (st *fdStore) remove(name string) int {
 	idx := st.byName[name]
 	for _, i := range idx {
-		unix.Close(st.entries[i].fd)
+		closeRaw(st.entries[i].fd)
 		st.entries[i] = liveFD{fd: -1}
 	}
 	delete(st.byName, name)
