@@ -117,6 +117,17 @@ func (st *fdStore) list(keep func(liveFD) bool) []liveFD {
 	return out
 }
 
+// holdsState says whether the store holds an fd that is not a socket: a
+// worker's state (a memfd), not only its connections.
+func (st *fdStore) holdsState() bool {
+	for _, e := range st.entries {
+		if e.fd >= 0 && !e.socket {
+			return true
+		}
+	}
+	return false
+}
+
 // dropHungUp closes the stored fds that report a hang-up or an error, found
 // by one poll(2) over the store (FDPOLL=0 ones excepted), and returns their
 // names.

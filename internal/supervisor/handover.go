@@ -91,6 +91,18 @@ func (s *Supervisor) onWaiting(w *worker) {
 	}
 	s.log.Info().Int("gen", w.gen.n).Int("old_gen", h.old.n).Ints("old_pids", h.old.pids()).
 		Msg("handover: new worker initialised, old one saving")
+	for _, sl := range h.old.slots {
+		if ow := sl.worker; ow != nil && !ow.ready {
+			// A restart after a crash, still starting: it has served
+			// nothing, so it has nothing to save, and a drain signal
+			// could find it without its handlers (or half through taking
+			// the state over). It ends like its predecessor; the new
+			// worker takes the state over on a crash restart's terms.
+			s.log.Warn().Int("gen", h.old.n).Int("pid", ow.pid()).
+				Msg("handover: the old generation's worker was still starting (a restart after a crash): stopped, it has nothing to save")
+			ow.proc.Kill()
+		}
+	}
 	s.drain(h.old)
 }
 
@@ -129,7 +141,9 @@ func (s *Supervisor) onWorkerSaved(from *worker) {
 
 // onHandingWorkerExit: a worker of a draining generation exited. If it was
 // saving and had not said it saved, its torn snapshot never replaced the
-// last complete one, which is restored instead.
+// last complete one, which is restored instead; unless it kept its state
+// and its connections in the live fd store, which the new worker gets:
+// then the handover goes on on a crash restart's terms, nothing lost.
 func (s *Supervisor) onHandingWorkerExit(old *worker) {
 	saving := s.handover != nil && old.gen == s.handover.old && !s.handover.saved ||
 		s.self != nil && s.self.asked && old.gen == s.self.old && !s.self.saved
@@ -141,12 +155,28 @@ func (s *Supervisor) onHandingWorkerExit(old *worker) {
 	if old.gen.killed > 0 {
 		lost = "the old worker did not save within the drain timeout (" + s.cfg.DrainTimeout.String() + ") and was killed"
 	}
+	switch {
+	case !old.ready:
+		// Stopped by onWaiting, or died, before it served: what it had is
+		// what the new worker restores.
+		s.onSaved(old.gen, "the old worker had not served yet (a restart after a crash): "+age)
+		return
+	case s.live.holdsState():
+		// Its connections and its state are in the live store, which the
+		// new worker gets: a crash's terms, nothing lost that it stored.
+		s.log.Warn().Int("gen", old.gen.n).Int("pid", old.pid()).Int("stored_fds", s.live.n).
+			Msg("handover: " + lost + "; it kept its connections and its state in the live fd store, which the new worker gets, as a worker restarted after a crash does")
+		s.onSaved(old.gen, "")
+		return
+	}
 	if fi, err := os.Stat(s.cfg.SnapshotPath); err != nil {
 		lost += ": no snapshot exists, so the new worker started empty"
 	} else {
 		lost += ": the last complete snapshot, " + time.Since(fi.ModTime()).Round(time.Millisecond).String() + " old, was restored"
 	}
-	if len(s.store) == 0 {
+	if old.liveStore || s.live.n > 0 {
+		lost += ", with the connections it kept in the live fd store"
+	} else if len(s.store) == 0 {
 		lost += ", and its connections were dropped (it stored none)"
 	} else {
 		lost += ", with the " + itoa(len(s.store)) + " connections it had stored"

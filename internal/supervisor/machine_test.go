@@ -186,8 +186,9 @@ var machineTable = []struct {
 		"restoring": "rolling-back cur=3 up=pass-failed+rb", "rolling-back": "-",
 		"handover/probation": "-", "handover/probation-rollback": "-"}},
 	{"waiting", map[string]string{"*": "n/a",
-		"handover/upgrading": "saving", "handover/upgrading-early": "saving",
-		"saving": "-", "restoring": "-", "rolling-back": "-", "rolling-back-saving": "-",
+		"handover/upgrading":       "saving",
+		"handover/upgrading-early": "restoring", // the old worker, not ready, had nothing to save: stopped
+		"saving":                   "-", "restoring": "-", "rolling-back": "-", "rolling-back-saving": "-",
 		"handover/probation": "-", "handover/probation-rollback": "-"}},
 	{"saved", map[string]string{"*": "-", // from the worker that saves, or would
 		"saving": "restoring", "rolling-back-saving": "rolling-back cur=3", "self-upgrading-saving": "self-upgrading"}},
