@@ -230,9 +230,16 @@ func (p *fakeProcess) awaitGo(bound time.Duration) error {
 		return err
 	}
 	buf := make([]byte, 64)
-	n, err := unix.Read(fd, buf)
-	for err == unix.EINTR {
-		n, err = unix.Read(fd, buf)
+	read := func() (int, error) {
+		n, err := unix.Read(fd, buf)
+		for err == unix.EINTR {
+			n, err = unix.Read(fd, buf)
+		}
+		return n, err
+	}
+	n, err := read()
+	if err == nil && string(buf[:n]) == contract.HandoverCrashed {
+		n, err = read() // a restart's terms: the old worker died before it saved
 	}
 	if err != nil || string(buf[:n]) != contract.HandoverGo {
 		return fmt.Errorf("%v: %q (%v), want GO within %v", p, buf[:max(n, 0)], err, bound)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/procswitch/supervisor/internal/contract"
 	"github.com/procswitch/supervisor/internal/fdbatch"
+	"github.com/procswitch/supervisor/internal/ready"
 	"golang.org/x/sys/unix"
 )
 
@@ -60,6 +61,7 @@ type handover struct {
 	began   time.Time   // the old one was told to save: the blackout begins
 	saved   bool        // the old one said HANDOVER=saved, or died trying
 	goSent  bool
+	crashed bool   // the old worker died before it saved, its state kept elsewhere: CRASHED before GO
 	lost    string // what players lost: the old worker died or hung while saving
 	cutover string // the cutover snapshot kept for probation, if any
 
@@ -92,14 +94,17 @@ func (s *Supervisor) onWaiting(w *worker) {
 	s.log.Info().Int("gen", w.gen.n).Int("old_gen", h.old.n).Ints("old_pids", h.old.pids()).
 		Msg("handover: new worker initialised, old one saving")
 	for _, sl := range h.old.slots {
-		if ow := sl.worker; ow != nil && !ow.ready {
-			// A restart after a crash, still starting: it has served
-			// nothing, so it has nothing to save, and a drain signal
-			// could find it without its handlers (or half through taking
-			// the state over). It ends like its predecessor; the new
-			// worker takes the state over on a crash restart's terms.
+		if ow := sl.worker; ow != nil && !ow.ready && s.cfg.Ready.Mode == ready.Notify {
+			// Still starting (a restart after a crash, or a first start):
+			// it has not said READY=1, so it serves nobody yet and has
+			// nothing to save, and a drain signal could find it without
+			// its handlers, or half through taking the state over. It
+			// ends as its predecessor did; the new worker takes over on a
+			// crash restart's terms (onHandingWorkerExit). A READY=1 still
+			// queued behind other messages is seen before its exit: the
+			// exit is then reported as a death while saving.
 			s.log.Warn().Int("gen", h.old.n).Int("pid", ow.pid()).
-				Msg("handover: the old generation's worker was still starting (a restart after a crash): stopped, it has nothing to save")
+				Msg("handover: the old generation's worker was still starting (not ready): stopped, it has nothing to save")
 			ow.proc.Kill()
 		}
 	}
@@ -141,9 +146,10 @@ func (s *Supervisor) onWorkerSaved(from *worker) {
 
 // onHandingWorkerExit: a worker of a draining generation exited. If it was
 // saving and had not said it saved, its torn snapshot never replaced the
-// last complete one, which is restored instead; unless it kept its state
-// and its connections in the live fd store, which the new worker gets:
-// then the handover goes on on a crash restart's terms, nothing lost.
+// last complete one, which is restored instead; unless, in an upgrade, it
+// had not said READY=1 yet, or it kept its state and its connections in
+// the live fd store, which the new worker gets: then the handover goes on
+// on a crash restart's terms (CRASHED before GO), nothing lost.
 func (s *Supervisor) onHandingWorkerExit(old *worker) {
 	saving := s.handover != nil && old.gen == s.handover.old && !s.handover.saved ||
 		s.self != nil && s.self.asked && old.gen == s.self.old && !s.self.saved
@@ -155,19 +161,25 @@ func (s *Supervisor) onHandingWorkerExit(old *worker) {
 	if old.gen.killed > 0 {
 		lost = "the old worker did not save within the drain timeout (" + s.cfg.DrainTimeout.String() + ") and was killed"
 	}
-	switch {
-	case !old.ready:
-		// Stopped by onWaiting, or died, before it served: what it had is
-		// what the new worker restores.
-		s.onSaved(old.gen, "the old worker had not served yet (a restart after a crash): "+age)
-		return
-	case s.live.holdsState():
-		// Its connections and its state are in the live store, which the
-		// new worker gets: a crash's terms, nothing lost that it stored.
-		s.log.Warn().Int("gen", old.gen.n).Int("pid", old.pid()).Int("stored_fds", s.live.n).
-			Msg("handover: " + lost + "; it kept its connections and its state in the live fd store, which the new worker gets, as a worker restarted after a crash does")
-		s.onSaved(old.gen, "")
-		return
+	if h := s.handover; h != nil {
+		switch {
+		case !old.ready && s.cfg.Ready.Mode == ready.Notify:
+			// Stopped by onWaiting, or died, before READY=1 (seen before
+			// its exit, which comes through the notify socket): it served
+			// nobody, so what the new worker restores is what it had.
+			h.crashed = true
+			s.onSaved(old.gen, "the old worker had not served yet (it was starting): "+age)
+			return
+		case old.liveStore && s.live.holdsState():
+			// It kept its connections and its state (an fd that is not a
+			// socket) in the live store, which the new worker gets: a
+			// crash restart's terms.
+			h.crashed = true
+			s.log.Warn().Int("gen", old.gen.n).Int("pid", old.pid()).Int("stored_fds", s.live.n).
+				Msg("handover: " + lost + "; it kept its connections and its state in the live fd store, which the new worker gets, as a worker restarted after a crash does (CRASHED, then GO)")
+			s.onSaved(old.gen, "")
+			return
+		}
 	}
 	if fi, err := os.Stat(s.cfg.SnapshotPath); err != nil {
 		lost += ": no snapshot exists, so the new worker started empty"
@@ -265,7 +277,11 @@ func (s *Supervisor) sendGo(h *handover, note string) {
 	gone := s.live.goneSince(w.prepassed)
 	began := time.Now()
 	go func() {
-		if err := w.handover.sendStore(store, gone, s.cfg.PassTimeout); err != nil {
+		send := w.handover.sendStore
+		if h.crashed {
+			send = w.handover.sendCrashed // a restart's terms: its predecessor died mid-command
+		}
+		if err := send(store, gone, s.cfg.PassTimeout); err != nil {
 			s.send(passFailedEvent{w: w, err: err})
 			return
 		}

@@ -30,11 +30,12 @@ const handoverSpan = 150 * time.Millisecond
 // lost: the new worker takes the region and the live fd store over (the
 // old generation's worker restarted after a kill that came before the new
 // one was initialised serves until the handover, or is stopped if it is
-// still starting: it has nothing to save). No bot is disconnected: each
+// still starting: it has nothing to save; a death before HANDOVER=saved
+// makes the supervisor say CRASHED before GO, so that the new worker
+// resumes on a crash restart's terms). No bot is disconnected: each
 // settles three more commands after the kill, each gets at most one
-// restart notice per kill (from a restart of the old generation's
-// worker), and at the end each bot's coins and bag are its model's and the
-// stock adds up.
+// restart notice per kill, and at the end each bot's coins and bag are
+// its model's and the stock adds up.
 func TestLiveKill9OldWorkerInHandover(t *testing.T) {
 	ups := 9
 	if raceEnabled || testing.Short() {
