@@ -74,7 +74,9 @@
 // (handover.Standby): it writes WAITING and waits for GO with no time
 // limit, keeping what it read ahead up to date. When the worker dies, the
 // supervisor sends it CRASHED before GO: a restart, not a handover
-// (handover.HandedOver is false).
+// (handover.HandedOver is false). A worker started ahead of a handover gets
+// CRASHED too when the old worker died before HANDOVER=saved having kept
+// its state in the live fd store (or before it was ready).
 //
 // # Handover mode
 //

@@ -199,7 +199,8 @@ type converter struct {
 	parts [][]Conn        // one per message, in order; nil Conn where conversion failed
 	gone  map[string]bool // connections passed at start that the store no longer holds ("GONE")
 	// crashed: the supervisor said CRASHED before GO (a standby promoted
-	// after the worker died): a restart, not a handover
+	// after the worker died, or the old worker died before it saved): a
+	// restart, not a handover
 	crashed bool
 }
 

@@ -96,5 +96,5 @@ const (
 	HandoverFDsKey  = "FDS "    // supervisor → worker: "FDS name:name:…" with those fds attached
 	HandoverGoneKey = "GONE "   // supervisor → worker: "GONE name:name:…", fds passed at start since removed from the store: close them
 	HandoverGo      = "GO"      // supervisor → worker: the snapshot is written; restore and serve
-	HandoverCrashed = "CRASHED" // supervisor → worker, before GO: the previous worker died (a standby promoted): a restart, not a handover
+	HandoverCrashed = "CRASHED" // supervisor → worker, before GO: the previous worker died (a standby promoted, or the old worker of a handover died before it saved): a restart, not a handover
 )
